@@ -1,0 +1,1 @@
+"""Faust agents and tables. Each module opens with its contract."""

@@ -1,0 +1,85 @@
+"""Wiring heartbeat: proves the worker consumes from and produces to the broker.
+
+Contract
+- consumes: ``cryptics.system.heartbeat.avro`` (models.heartbeat.Heartbeat), key = source.
+- produces: one Heartbeat per ``CRYPTICS_HEARTBEAT_INTERVAL`` seconds from this
+  worker (source = its worker id) to the same topic; off when the interval is 0.
+- tables: ``heartbeat_counts`` (source -> heartbeats seen), changelog
+  ``cryptics-heartbeat_counts-changelog`` with Avro ``long`` values.
+- web view: ``GET /heartbeat/`` -> ``{"counts": {source: n}, "total": n,
+  "own_round_trip_ms": x | null}``. ``cryptics up`` polls it to call the worker
+  healthy once one of its own heartbeats has come back through the broker.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Optional
+
+from app import topics
+from app.faust_app import app, avro_value_codec, settings
+from models import schemas
+from models.heartbeat import Heartbeat
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+heartbeat_topic = app.topic(
+    topics.HEARTBEAT,
+    key_type=str,
+    key_serializer="raw",
+    value_type=Heartbeat,
+    value_serializer=avro_value_codec(topics.HEARTBEAT, schemas.load("heartbeat")),
+    partitions=settings.topic_partitions,
+)
+
+heartbeat_counts = app.Table(
+    "heartbeat_counts",
+    default=int,
+    key_type=str,
+    value_type=int,
+    key_serializer="raw",
+    value_serializer=avro_value_codec(f"{settings.app_id}-heartbeat_counts-changelog", "long"),
+    partitions=settings.topic_partitions,
+)
+
+
+class _RoundTrip:
+    """Latency of this worker's own last heartbeat, produce to consume (local, not a table)."""
+
+    last_ms: Optional[float] = None
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+@app.agent(heartbeat_topic)
+async def count_heartbeats(stream):
+    async for beat in stream:
+        heartbeat_counts[beat.source] += 1
+        if beat.source == WORKER_ID:
+            _RoundTrip.last_ms = (now_micros() - beat.sent_at) / 1000.0
+
+
+if settings.heartbeat_interval > 0:
+    _sequence = 0
+
+    @app.timer(interval=settings.heartbeat_interval)
+    async def send_heartbeat() -> None:
+        global _sequence
+        _sequence += 1
+        await heartbeat_topic.send(
+            key=WORKER_ID, value=Heartbeat(source=WORKER_ID, sequence=_sequence, sent_at=now_micros())
+        )
+
+
+@app.page("/heartbeat/")
+async def heartbeat_view(web, request):
+    counts = {source: count for source, count in heartbeat_counts.items()}
+    return web.json({
+        "worker": WORKER_ID,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "own_round_trip_ms": _RoundTrip.last_ms,
+    })

@@ -1,0 +1,1 @@
+"""CrypticsLab application package: settings, CLI, Faust app, exchange client, simulated venue, embedded stack."""

@@ -1,0 +1,50 @@
+"""The Faust application: one app object, configured from app/settings.py.
+
+Agents live in agents/ and are imported by ``cryptics worker`` (app/worker.py),
+which is what registers them on this app.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from . import settings as settings_module
+from . import tansu_compat
+from .codec import AvroCodec
+
+tansu_compat.register()
+
+settings = settings_module.load()
+
+
+def create_app(s: settings_module.Settings) -> faust.App:
+    # Without a broker URL the worker has nothing to talk to; ``cryptics up``
+    # always provides one, ``cryptics worker`` checks for it before starting.
+    broker = s.broker_url or "kafka://127.0.0.1:9092"
+    return faust.App(
+        s.app_id,
+        broker=broker,
+        store="memory://",
+        processing_guarantee="at_least_once",  # exactly_once does not work on Tansu (design D6)
+        topic_partitions=s.topic_partitions,
+        topic_replication_factor=s.topic_replication,
+        broker_session_timeout=s.session_timeout,
+        broker_heartbeat_interval=min(3.0, s.session_timeout / 3),
+        consumer_auto_offset_reset="earliest",
+        web_host=s.web_host,
+        web_port=s.web_port,
+        web_bind=s.web_host,
+        datadir=str(s.state_dir / "faust"),
+        # Faust's own internal topics (changelogs, leader) are created explicitly by
+        # Faust with topic_partitions; pipeline topics by `cryptics topics create`.
+        topic_allow_declare=True,
+    )
+
+
+app = create_app(settings)
+
+
+def avro_value_codec(topic: str, schema: Any) -> AvroCodec:
+    """The codec for values of ``topic``: subject ``<topic>-value`` (design D4)."""
+    return AvroCodec(f"{topic}-value", schema, settings.schema_registry_url)

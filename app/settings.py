@@ -1,0 +1,157 @@
+"""The one settings module (design D10).
+
+Every knob of the project is a field here, read from a ``CRYPTICS_*`` environment
+variable with a documented default. Nothing else in the code base reads the
+environment for configuration.
+
+An external service is used when its URL is given; otherwise ``cryptics up``
+starts the embedded one (design D5, D6, D7) and hands its URL to the worker
+through these same variables.
+
+Secrets (the database password of an external database, Thalex keys) never have
+defaults in code: they come from the environment or from files the user names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+PREFIX = "CRYPTICS_"
+
+
+def _env(environ: Mapping[str, str], name: str) -> Optional[str]:
+    value = environ.get(PREFIX + name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _flag(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {text!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration, with its environment variable and default.
+
+    | field | variable | default |
+    |---|---|---|
+    | state_dir | CRYPTICS_STATE_DIR | ./.cryptics |
+    | broker_url | CRYPTICS_BROKER_URL | embedded Tansu |
+    | database_url | CRYPTICS_DATABASE_URL | embedded PostgreSQL |
+    | schema_registry_url | CRYPTICS_SCHEMA_REGISTRY_URL | embedded registry |
+    | pg_data_dir | CRYPTICS_PG_DATA_DIR | <state_dir>/postgres |
+    | topic_partitions | CRYPTICS_TOPIC_PARTITIONS | 3 |
+    | topic_replication | CRYPTICS_TOPIC_REPLICATION | 1 |
+    | web_host | CRYPTICS_WEB_HOST | 127.0.0.1 |
+    | web_port | CRYPTICS_WEB_PORT | 6066 |
+    | registry_port | CRYPTICS_REGISTRY_PORT | 0 (a free port) |
+    | broker_session_timeout | CRYPTICS_BROKER_SESSION_TIMEOUT | 6.0 s embedded, 30.0 s external |
+    | heartbeat_interval | CRYPTICS_HEARTBEAT_INTERVAL | 1.0 s (0 turns the wiring heartbeat off) |
+    | pure_python | CRYPTICS_PURE_PYTHON | false (true forces the pure-Python twins of Cython code) |
+    | log_level | CRYPTICS_LOG_LEVEL | info |
+    """
+
+    state_dir: Path = Path(".cryptics")
+    broker_url: Optional[str] = None
+    database_url: Optional[str] = None
+    schema_registry_url: Optional[str] = None
+    pg_data_dir: Optional[Path] = None
+    topic_partitions: int = 3
+    topic_replication: int = 1
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    registry_port: int = 0
+    broker_session_timeout: Optional[float] = None
+    heartbeat_interval: float = 1.0
+    pure_python: bool = False
+    log_level: str = "info"
+    #: Name of the Faust app, hence of its consumer group and changelog topics.
+    app_id: str = field(default="cryptics")
+
+    # -- derived values ---------------------------------------------------
+
+    @property
+    def broker_is_embedded(self) -> bool:
+        """True when the broker is the embedded Tansu (URL scheme ``tansu://``).
+
+        The embedded stack hands the worker a ``tansu://`` URL; that scheme is
+        what switches on the Tansu compatibility layer (app/tansu_compat.py).
+        """
+        return self.broker_url is not None and self.broker_url.startswith("tansu://")
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.pg_data_dir if self.pg_data_dir is not None else self.state_dir / "postgres"
+
+    @property
+    def session_timeout(self) -> float:
+        if self.broker_session_timeout is not None:
+            return self.broker_session_timeout
+        # Tansu completes a group join only after session_timeout/2 (design D6).
+        return 6.0 if self.broker_url is None or self.broker_is_embedded else 30.0
+
+    def with_services(self, **urls: Optional[str]) -> "Settings":
+        """A copy with the given service URLs filled in (used by the embedded stack)."""
+        return dataclasses.replace(self, **urls)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in a child process."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            env[PREFIX + f.name.upper()] = str(value)
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        kwargs: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = _env(environ, f.name.upper())
+            if raw is None:
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            try:
+                if "Path" in kind:
+                    kwargs[f.name] = Path(raw).expanduser()
+                elif "bool" in kind:
+                    kwargs[f.name] = _flag(raw)
+                elif "int" in kind:
+                    kwargs[f.name] = int(raw)
+                elif "float" in kind:
+                    kwargs[f.name] = float(raw)
+                else:
+                    kwargs[f.name] = raw
+            except ValueError as exc:
+                raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r}: {exc}") from None
+        settings = cls(**kwargs)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.topic_partitions < 1:
+            raise ValueError(f"{PREFIX}TOPIC_PARTITIONS must be >= 1, got {self.topic_partitions}")
+        if self.heartbeat_interval < 0:
+            raise ValueError(f"{PREFIX}HEARTBEAT_INTERVAL must be >= 0, got {self.heartbeat_interval}")
+        if self.broker_url is not None and "://" not in self.broker_url:
+            raise ValueError(
+                f"{PREFIX}BROKER_URL must be a URL such as kafka://host:9092, got {self.broker_url!r}"
+            )
+
+
+def load() -> Settings:
+    """Settings from the current environment."""
+    return Settings.from_env()

@@ -1,0 +1,187 @@
+"""``cryptics up``: start the embedded stack plus the worker, stop it all in order.
+
+Order of start: broker → PostgreSQL → migrations → topics → schema registry →
+worker. Each step waits until its service answers (not just until its process
+exists) and prints how long it took. Any service given by URL in the settings
+is used as it is and not started.
+
+On Ctrl-C, SIGTERM, or the death of any child, the children are stopped in
+reverse order and ``up`` exits; a child that does not stop in time is killed.
+Children also carry a parent-death signal, so even ``kill -9`` of ``up`` leaves
+no process behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import aiohttp
+
+from .. import migrate, topics
+from ..settings import Settings
+from .broker import EmbeddedBroker
+from .postgres import EmbeddedPostgres
+from .process import Child, StartupError, environ_for_child, free_port, spawn, wait_until
+
+
+@dataclass
+class RunningStack:
+    settings: Settings
+    children: list[Child] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def stop(self, say: Callable[[str], None]) -> None:
+        """Stop the children in reverse start order: the worker first, the broker last."""
+        for child in reversed(self.children):
+            say(f"stopping {child.name}")
+            child.stop(timeout=30)
+
+    def dead_child(self) -> Optional[Child]:
+        return next((c for c in self.children if not c.alive()), None)
+
+
+def _say(message: str) -> None:
+    print(f"[cryptics] {message}", flush=True)
+
+
+async def _http_ok(url: str, predicate: Callable[[object], bool] = lambda _: True) -> bool:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        async with session.get(url) as response:
+            if response.status != 200:
+                return False
+            return predicate(await response.json(content_type=None))
+
+
+def _python_module(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+async def start(settings: Settings, say: Callable[[str], None] = _say) -> RunningStack:
+    """Start every service that is not external; return once all are healthy."""
+    stack = RunningStack(settings)
+    logs = settings.state_dir / "logs"
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    project_root = Path(__file__).resolve().parent.parent.parent
+    try:
+        if settings.broker_url is None:
+            broker = EmbeddedBroker(logs)
+            took = await broker.start()
+            stack.children.append(broker.child)
+            settings = settings.with_services(broker_url=broker.url)
+            say(f"broker      healthy in {took:5.2f} s  {broker.url} (Tansu, memory storage)")
+        else:
+            say(f"broker      external      {settings.broker_url}")
+
+        if settings.database_url is None:
+            pg = EmbeddedPostgres(settings.postgres_dir, logs)
+            took = await pg.start()
+            stack.children.append(pg.child)
+            settings = settings.with_services(database_url=pg.dsn())
+            say(f"postgres    healthy in {took:5.2f} s  data in {pg.data_dir}")
+        else:
+            say("postgres    external")
+
+        report = await migrate.migrate(settings.database_url)
+        say(f"migrations  applied {list(report.applied)}, already {list(report.already)}"
+            + (f", TimescaleDB-only skipped {list(report.skipped_timescaledb)} (no extension)"
+               if report.skipped_timescaledb else ""))
+
+        topic_report = await topics.ensure_topics(
+            settings.broker_url, topics.PIPELINE_TOPICS, settings.topic_partitions, settings.topic_replication
+        )
+        say(f"topics      created {len(topic_report.created)}, existing {len(topic_report.existing)}")
+
+        if settings.schema_registry_url is None:
+            port = settings.registry_port or free_port()
+            registry = spawn(
+                "registry", _python_module("registry", "--port", str(port)),
+                log_path=logs / "registry.log", env=environ_for_child(settings.to_env()), cwd=project_root,
+            )
+            stack.children.append(registry)
+            url = f"http://127.0.0.1:{port}"
+            took = await wait_until(lambda: _http_ok(f"{url}/subjects"), what="schema registry",
+                                    timeout=30, child=registry)
+            settings = settings.with_services(schema_registry_url=url)
+            say(f"registry    healthy in {took:5.2f} s  {url}")
+        else:
+            say(f"registry    external      {settings.schema_registry_url}")
+
+        worker = spawn(
+            "worker", _python_module("worker"),
+            log_path=logs / "worker.log", env=environ_for_child(settings.to_env()), cwd=project_root,
+        )
+        stack.children.append(worker)
+        web = f"http://{settings.web_host}:{settings.web_port}"
+        check = (lambda body: body.get("own_round_trip_ms") is not None) if settings.heartbeat_interval > 0 \
+            else (lambda body: True)
+        took = await wait_until(lambda: _http_ok(f"{web}/heartbeat/", check), what="worker",
+                                timeout=90, child=worker, interval=0.2)
+        say(f"worker      healthy in {took:5.2f} s  {web}/heartbeat/ (heartbeat went round the broker)")
+
+        stack.settings = settings
+        stack.urls = {
+            "web": web,
+            "registry": settings.schema_registry_url or "",
+            "database": settings.database_url or "",
+            "broker": settings.broker_url or "",
+            "logs": str(logs.resolve()),
+        }
+        return stack
+    except BaseException:
+        stack.stop(say)
+        raise
+
+
+def write_state(stack: RunningStack) -> Path:
+    """``<state_dir>/up.json``: the pids and URLs of the running stack, for tools and tests."""
+    path = stack.settings.state_dir / "up.json"
+    path.write_text(json.dumps({
+        "pid": os.getpid(),
+        "children": {c.name: c.pid for c in stack.children},
+        "urls": stack.urls,
+    }, indent=2))
+    return path
+
+
+async def run(settings: Settings, say: Callable[[str], None] = _say) -> int:
+    """Start everything, wait for a stop signal or a dead child, stop everything."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    started = time.monotonic()
+    say(f"starting the embedded stack (state in {settings.state_dir.resolve()})")
+    try:
+        stack = await start(settings, say)
+    except StartupError as exc:
+        say(f"start-up failed: {exc}")
+        return 1
+    say(f"healthy in {time.monotonic() - started:.2f} s")
+    for name, url in stack.urls.items():
+        say(f"  {name:9} {url}")
+    state = write_state(stack)
+    say(f"pids in {state}; Ctrl-C stops everything")
+
+    exit_code = 0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except asyncio.TimeoutError:
+            dead = stack.dead_child()
+            if dead is not None:
+                say(f"{dead.name} exited with code {dead.popen.returncode}; stopping the stack. "
+                    f"Last lines of {dead.log_path}:\n{dead.log_tail()}")
+                exit_code = 1
+                break
+    stack.stop(say)
+    state.unlink(missing_ok=True)
+    say("stopped")
+    return exit_code

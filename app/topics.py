@@ -1,0 +1,83 @@
+"""Kafka topic names and their creation (design D3).
+
+Topics are created by the project, before workers start, with the configured
+partition count; the project never relies on broker auto-creation (Tansu would
+give auto-created topics 4 partitions, breaking co-partitioning of tables).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "cryptics"
+
+
+def topic_name(venue: str, record: str) -> str:
+    """``cryptics.<venue>.<record>.avro``: the seed's naming convention."""
+    return f"{NAMESPACE}.{venue}.{record}.avro"
+
+
+#: The wiring heartbeat (agents/heartbeat.py): proves the worker consumes and produces.
+HEARTBEAT = topic_name("system", "heartbeat")
+
+#: Every pipeline topic the project creates up front. Later issues add the
+#: market-data, quote, ack, fill and dead-letter topics here.
+PIPELINE_TOPICS: tuple[str, ...] = (HEARTBEAT,)
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """``kafka://h1:9092;h2:9092`` or ``tansu://h:p`` → ``h1:9092,h2:9092`` for aiokafka."""
+    rest = broker_url.split("://", 1)[1]
+    return ",".join(part.strip().rstrip("/") for part in rest.replace(";", ",").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class TopicReport:
+    created: tuple[str, ...]
+    existing: tuple[str, ...]
+
+
+class TopicMismatch(RuntimeError):
+    """An existing topic has a partition count other than the configured one."""
+
+
+async def ensure_topics(
+    broker_url: str, names: Iterable[str], partitions: int, replication: int = 1
+) -> TopicReport:
+    """Create the missing topics; check that existing ones have ``partitions`` partitions."""
+    wanted: Sequence[str] = list(dict.fromkeys(names))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=replication) for n in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process created it between our list and create
+        present = [n for n in wanted if n in existing]
+        if present:
+            described = await admin.describe_topics(present)
+            wrong = {
+                d["topic"]: len(d["partitions"]) for d in described if len(d["partitions"]) != partitions
+            }
+            if wrong:
+                raise TopicMismatch(
+                    f"topics exist with a partition count other than {partitions}: {wrong}. "
+                    "Tables need co-partitioned topics (design D3): recreate them or set "
+                    "CRYPTICS_TOPIC_PARTITIONS to match."
+                )
+        for name in missing:
+            log.info("created topic %s with %d partitions", name, partitions)
+        return TopicReport(created=tuple(missing), existing=tuple(present))
+    finally:
+        await admin.close()
