@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import math
 
-#: Tolerance in units of one tick: a price within this of a tick multiple counts as on it,
-#: so 0.1 + 0.2 does not become "not aligned" with a 0.1 tick.
+#: Tolerance in units of one tick: a value within this of a tick multiple counts as on
+#: it, so 0.1 + 0.2 is "aligned" with a 0.1 tick. The relative part covers the error
+#: of one division when a price is billions of ticks (0.0001 ticks at 500,000).
 EPSILON = 1e-9
+RELATIVE = 1e-14
+
+
+def _tolerance(units: float) -> float:
+    return EPSILON + abs(units) * RELATIVE
 
 
 def round_price(price: float, tick: float, direction: int) -> float:
@@ -17,9 +23,9 @@ def round_price(price: float, tick: float, direction: int) -> float:
         raise ValueError(f"tick must be positive, got {tick}")
     units = price / tick
     if direction < 0:
-        n = math.floor(units + EPSILON)
+        n = math.floor(units + _tolerance(units))
     elif direction > 0:
-        n = math.ceil(units - EPSILON)
+        n = math.ceil(units - _tolerance(units))
     else:
         n = math.floor(units + 0.5)
     return n * tick
@@ -31,12 +37,13 @@ def round_size(amount: float, step: float) -> float:
         raise ValueError(f"step must be positive, got {step}")
     if amount <= 0.0:
         return 0.0
-    return math.floor(amount / step + EPSILON) * step
+    units = amount / step
+    return math.floor(units + _tolerance(units)) * step
 
 
 def is_aligned(value: float, step: float) -> bool:
-    """True when ``value`` is a whole number of ``step`` (within EPSILON steps)."""
+    """True when ``value`` is a whole number of ``step`` (within the tolerance)."""
     if not step > 0.0:
         raise ValueError(f"step must be positive, got {step}")
     units = value / step
-    return abs(units - math.floor(units + 0.5)) <= EPSILON
+    return abs(units - math.floor(units + 0.5)) <= _tolerance(units)

@@ -1,0 +1,52 @@
+"""Settings: environment parsing, defaults, derived values (pure logic)."""
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings
+
+
+def test_defaults_use_the_embedded_stack():
+    s = Settings.from_env({})
+    assert s.broker_url is None and s.database_url is None and s.schema_registry_url is None
+    assert s.topic_partitions == 3
+    assert s.postgres_dir == Path(".cryptics") / "postgres"
+    assert s.session_timeout == 6.0  # the embedded broker joins groups after session_timeout/2
+
+
+def test_environment_overrides_and_types():
+    s = Settings.from_env({
+        "CRYPTICS_BROKER_URL": "kafka://k1:9092;k2:9092",
+        "CRYPTICS_TOPIC_PARTITIONS": "6",
+        "CRYPTICS_PURE_PYTHON": "yes",
+        "CRYPTICS_HEARTBEAT_INTERVAL": "0.5",
+        "CRYPTICS_PG_DATA_DIR": "/srv/pg",
+        "CRYPTICS_WEB_PORT": "",  # empty means unset
+    })
+    assert s.broker_url == "kafka://k1:9092;k2:9092"
+    assert not s.broker_is_embedded
+    assert s.session_timeout == 30.0
+    assert s.topic_partitions == 6 and s.pure_python is True and s.heartbeat_interval == 0.5
+    assert s.postgres_dir == Path("/srv/pg")
+    assert s.web_port == 6066
+
+
+def test_tansu_url_marks_the_embedded_broker():
+    assert Settings.from_env({"CRYPTICS_BROKER_URL": "tansu://127.0.0.1:1234"}).broker_is_embedded
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("TOPIC_PARTITIONS", "zero", "CRYPTICS_TOPIC_PARTITIONS"),
+    ("TOPIC_PARTITIONS", "0", ">= 1"),
+    ("PURE_PYTHON", "maybe", "boolean"),
+    ("BROKER_URL", "localhost:9092", "must be a URL"),
+])
+def test_bad_values_are_clear_errors(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env({f"CRYPTICS_{name}": value})
+
+
+def test_to_env_round_trips():
+    s = Settings.from_env({"CRYPTICS_BROKER_URL": "tansu://127.0.0.1:1", "CRYPTICS_PURE_PYTHON": "1",
+                           "CRYPTICS_STATE_DIR": "/tmp/x"})
+    assert Settings.from_env(s.to_env()) == s
