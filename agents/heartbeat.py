@@ -17,6 +17,8 @@ import socket
 import time
 from typing import Optional
 
+import faust
+
 from app import topics
 from app.faust_app import app, avro_value_codec, settings
 from models import schemas
@@ -36,10 +38,12 @@ heartbeat_topic = app.topic(
 heartbeat_counts = app.Table(
     "heartbeat_counts",
     default=int,
-    key_type=str,
-    value_type=int,
-    key_serializer="raw",
-    value_serializer=avro_value_codec(f"{settings.app_id}-heartbeat_counts-changelog", "long"),
+    schema=faust.Schema(
+        key_type=str,
+        value_type=int,
+        key_serializer="raw",
+        value_serializer=avro_value_codec(f"{settings.app_id}-heartbeat_counts-changelog", "long"),
+    ),
     partitions=settings.topic_partitions,
 )
 

@@ -33,6 +33,8 @@ def run(settings: Settings) -> None:
 
     from .faust_app import app
 
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+
     import_agents()
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=True)
     worker.execute_from_commandline()
