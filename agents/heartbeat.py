@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
-import time
+from datetime import datetime, timezone
 from typing import Optional
 
 import faust
@@ -54,8 +54,8 @@ class _RoundTrip:
     last_ms: Optional[float] = None
 
 
-def now_micros() -> int:
-    return time.time_ns() // 1000
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 @app.agent(heartbeat_topic)
@@ -63,7 +63,7 @@ async def count_heartbeats(stream):
     async for beat in stream:
         heartbeat_counts[beat.source] += 1
         if beat.source == WORKER_ID:
-            _RoundTrip.last_ms = (now_micros() - beat.sent_at) / 1000.0
+            _RoundTrip.last_ms = (utc_now() - beat.sent_at).total_seconds() * 1000.0
 
 
 if settings.heartbeat_interval > 0:
@@ -74,7 +74,7 @@ if settings.heartbeat_interval > 0:
         global _sequence
         _sequence += 1
         await heartbeat_topic.send(
-            key=WORKER_ID, value=Heartbeat(source=WORKER_ID, sequence=_sequence, sent_at=now_micros())
+            key=WORKER_ID, value=Heartbeat(source=WORKER_ID, sequence=_sequence, sent_at=utc_now())
         )
 
 

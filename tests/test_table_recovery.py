@@ -11,6 +11,7 @@ app/tansu_compat.py corrects.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 import signal
 import time
 import urllib.request
@@ -70,7 +71,7 @@ async def _send_heartbeats(bootstrap: str, registry_url: str) -> Counter:
         for beat in range(1, BEATS_PER_SOURCE + 1):
             for s in range(SOURCES):
                 source = f"test-source-{s}"
-                value = codec.dumps({"source": source, "sequence": beat, "sent_at": time.time_ns() // 1000})
+                value = codec.dumps({"source": source, "sequence": beat, "sent_at": datetime.now(timezone.utc)})
                 futures.append(await producer.send(topics.HEARTBEAT, value, key=source.encode()))
                 sent[source] += 1
         for f in futures:
@@ -89,6 +90,8 @@ async def test_table_recovery_after_worker_restart(broker, registry, tmp_path, s
         "CRYPTICS_WEB_PORT": str(web_port),
         "CRYPTICS_STATE_DIR": str(tmp_path / "state"),
         "CRYPTICS_HEARTBEAT_INTERVAL": "0",  # only our heartbeats, so the expected table is known
+        # The kafka:// run talks to Tansu too: give it the short group timeouts Tansu needs (D6).
+        "CRYPTICS_BROKER_SESSION_TIMEOUT": "6",
     }
     view = f"http://127.0.0.1:{web_port}/heartbeat/"
     log = tmp_path / "worker.log"
