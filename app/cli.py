@@ -108,4 +108,4 @@ def topics_create() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="cryptics")

@@ -32,6 +32,7 @@ def create_app(s: settings_module.Settings) -> faust.App:
         broker_session_timeout=s.session_timeout,
         broker_heartbeat_interval=min(3.0, s.session_timeout / 3),
         consumer_auto_offset_reset="earliest",
+        producer_linger=s.producer_linger,
         web_host=s.web_host,
         web_port=s.web_port,
         web_bind=s.web_host,

@@ -5,7 +5,7 @@
 - ``postgres``: one embedded PostgreSQL for the session; ``database`` gives each
   test its own fresh database on it.
 - ``broker``: a fresh Tansu broker per test (memory storage, so state is per test).
-- ``registry``: the embedded schema registry as a real ``cryptics registry`` process.
+- ``registry_url``: the embedded schema registry as a real ``cryptics registry`` process.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def start_registry(database_url: str, log_dir: Path, port: int | None = None) ->
 
 
 @pytest.fixture
-def registry(database: str, tmp_path: Path) -> Iterator[str]:
+def registry_url(database: str, tmp_path: Path) -> Iterator[str]:
     """A running ``cryptics registry`` on a fresh database; its URL."""
     import urllib.request
 

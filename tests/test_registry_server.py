@@ -1,7 +1,7 @@
 """The embedded schema registry against a real PostgreSQL, driven by the real
 python-schema-registry-client (the one the application uses for Confluent too).
 
-One embedded PostgreSQL serves the module; each test gets a fresh database and a
+The session's embedded PostgreSQL (conftest) serves; each test gets a fresh database and a
 registry on a free loopback port, run in a thread with its own event loop so that
 both the blocking ``SchemaRegistryClient`` and ``AsyncSchemaRegistryClient`` can
 talk to it. ``test_serve_runs_until_sigterm`` runs ``serve()`` as a real process.
@@ -12,13 +12,10 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -55,36 +52,16 @@ TICK_PRICE_AS_STRING = {**TICK_V2, "fields": [TICK_V2["fields"][0], {"name": "pr
 # -- fixtures ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[EmbeddedPostgres]:
-    # The cluster runs as the unprivileged 'cryptics' user when we are root, which
-    # must traverse the folders above its data directory: pytest's tmp_path is 0700.
-    root = Path(tempfile.mkdtemp(prefix="cryptics-registry-test-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    server = EmbeddedPostgres(root / "pgdata", root / "logs")
-    try:
-        asyncio.run(server.start())
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-async def _admin(pg: EmbeddedPostgres, sql: str) -> None:
-    conn = await asyncpg.connect(pg.dsn("postgres"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+@pytest.fixture
+def pg(postgres: EmbeddedPostgres) -> EmbeddedPostgres:
+    """The session's embedded PostgreSQL (tests/conftest.py)."""
+    return postgres
 
 
 @pytest.fixture
-def dsn(pg: EmbeddedPostgres) -> Iterator[str]:
-    """A fresh database for one test."""
-    name = f"registry_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(pg, f'CREATE DATABASE "{name}"'))
-    yield pg.dsn(name)
-    asyncio.run(_admin(pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def dsn(database: str) -> str:
+    """A fresh database for one test (tests/conftest.py)."""
+    return database
 
 
 class RegistryThread:

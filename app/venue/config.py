@@ -37,11 +37,17 @@ class VenueConfig:
             they know the index ``informed_horizon`` seconds ahead and take only
             quotes on the wrong side of it (adverse selection).
         informed_horizon: how far ahead (s) informed takers see the index.
+        basis_bps: standard deviation of the perpetual's basis over the index
+            (a mean-reverting process the house centres its ladder on); the
+            basis is what makes the mark, hence funding, differ from the index.
+        basis_halflife: half-life (s) of the basis' mean reversion.
         taker_size_usd: mean notional of one taker order (exponentially distributed).
         house_levels: levels per side the house liquidity account quotes (0: none).
         house_spread_bps: distance of the house's best level from the index.
         house_step_bps: distance between consecutive house levels.
         house_level_usd: notional of each house level.
+        house_requote_bps: the house re-quotes when its centre moved this much
+            since its last quotes (a real market maker does not chase every tick).
         market_running: advance the market on a timer; False leaves it to
             ``Venue.step_market()`` (tests that want a still market).
 
@@ -84,11 +90,14 @@ class VenueConfig:
     noise_rate: float = 1.0
     informed_rate: float = 0.2
     informed_horizon: float = 5.0
+    basis_bps: float = 3.0
+    basis_halflife: float = 1800.0
     taker_size_usd: float = 5_000.0
     house_levels: int = 10
     house_spread_bps: float = 3.0
     house_step_bps: float = 1.0
     house_level_usd: float = 50_000.0
+    house_requote_bps: float = 0.5
     market_running: bool = True
 
     maker_fee_rate: float = 0.0001
@@ -110,14 +119,14 @@ class VenueConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first parameter that makes no sense."""
-        positive = ("tick_interval", "order_rate", "order_rate_cod", "cancel_rate",
+        positive = ("tick_interval", "basis_halflife", "order_rate", "order_rate_cod", "cancel_rate",
                     "taker_size_usd", "house_level_usd", "mark_ema_seconds", "summary_interval",
                     "login_iat_window", "collar_fraction")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"venue {name} must be > 0, got {getattr(self, name)!r}")
         non_negative = ("volatility", "jump_rate", "jump_size", "noise_rate", "informed_rate",
-                        "house_levels", "house_spread_bps", "informed_horizon", "house_step_bps", "maker_fee_rate",
+                        "house_levels", "house_spread_bps", "informed_horizon", "basis_bps", "house_requote_bps", "house_step_bps", "maker_fee_rate",
                         "taker_fee_rate", "funding_dampener_bps", "margin_rate", "initial_balance",
                         "reconnect_lead", "port")
         for name in non_negative:

@@ -15,7 +15,7 @@ Rules implemented, with their source in thalex_api.md:
 - amend (§4.3, volume-safe), cancel, cancel_all, cancel_session (§4.4–4.6);
 - mass_quote with its replacement rules and MM protection (§4.7);
 - fills at the maker's price, maker/taker fees on price × amount (§4.11, §5.4);
-- mark = index + EMA of the book-constrained premium; funding on a 24 h basis,
+- mark = index + EMA of the premium of the book's mid price; funding on a 24 h basis,
   positive = longs pay (§5.3), accrued through the funding mark (accounts.py).
 """
 from __future__ import annotations
@@ -111,8 +111,9 @@ class MarketState:
         self.mark_time = now
         self.last_ticks: Optional[int] = None
         #: (time, price, units) of trades in the last 24 h, for the ticker's 24 h fields.
-        self.trades_24h: deque[tuple[float, float, float]] = deque()
-        self.volume_24h = 0.0
+        self.trades_24h: deque[tuple[float, float, int]] = deque()
+        #: Volume in volume units (exact), value in USD.
+        self.volume_24h = 0
         self.value_24h = 0.0
         #: (time, funding_mark, funding_rate), one per minute, for the 24 h funding fields.
         self.funding_samples: deque[tuple[float, float, float]] = deque()
@@ -468,8 +469,8 @@ class Engine:
 
         direction = DIRECTION_NAMES[taker.direction]
         market.last_ticks = ticks
-        market.trades_24h.append((now, price, amount))
-        market.volume_24h += amount
+        market.trades_24h.append((now, price, units))
+        market.volume_24h += units
         market.value_24h += price * amount
         market.recent_trades.append([price, amount, direction, now, name, False])
         market.book_time = now
@@ -537,7 +538,7 @@ class Engine:
             for order in list(self.session_orders.get(session, {}).values()):
                 if order.is_quote and order.instrument.product == product:
                     self._close(order, "mm_protection", now)
-                    self._emit(order, "cancel")
+                    self._notify(order, "cancel")
             account = self.session_accounts.get(session)
             if account is not None and not self.accounts[account].quiet:
                 self.events.append(ProtectionEvent(account, session, product, group.remaining, "executions"))
@@ -549,17 +550,23 @@ class Engine:
                 reduces = pos.units != 0 and (pos.units > 0) != (order.direction == BUY)
                 if not reduces:
                     self._close(order, "immediate_cancel", now)
-                    self._emit(order, "cancel")
+                    self._notify(order, "cancel")
                 elif order.remaining > abs(pos.units):
                     order.units = order.filled + abs(pos.units)
                     self.dirty.add(name)
-                    self._emit(order, "amend")
+                    self._notify(order, "amend")
 
     def _emit(self, order: Order, change_reason: str, fills: Optional[list[Fill]] = None) -> dict:
+        """Publish the order's new status and return it (the reply to the request that changed it)."""
         status = order.status(change_reason, fills)
         if not self.accounts[order.account].quiet:
             self.events.append(OrderEvent(order.account, order.session, status))
         return status
+
+    def _notify(self, order: Order, change_reason: str) -> None:
+        """Publish the order's new status, if anyone can see it (not for internal accounts)."""
+        if not self.accounts[order.account].quiet:
+            self.events.append(OrderEvent(order.account, order.session, order.status(change_reason)))
 
     def _find(self, account: str, session: int, order_id: Any, client_order_id: Any) -> Order:
         if (order_id is None) == (client_order_id is None):
@@ -620,7 +627,7 @@ class Engine:
         orders = [o for o in self.orders.values() if o.account == account]
         for order in orders:
             self._close(order, "client_bulk_cancel", now)
-            self._emit(order, "cancel")
+            self._notify(order, "cancel")
         return len(orders)
 
     def set_cancel_on_disconnect(self, session: int) -> None:
@@ -632,7 +639,7 @@ class Engine:
         account = self.session_accounts.get(session)
         for order in orders:
             self._close(order, reason, now)
-            self._emit(order, "cancel")
+            self._notify(order, "cancel")
         for key in [k for k in self.protection if k[0] == session]:
             group = self.protection.pop(key)
             if account is not None and not self.accounts[account].quiet:
@@ -778,7 +785,7 @@ class Engine:
                     del wanted[order.ticks]
                 else:
                     self._close(order, "replaced", now)
-                    self._emit(order, "cancel")
+                    self._notify(order, "cancel")
         acc = self.account(account)
         for ticks, units in wanted.items():
             order = Order(
@@ -801,7 +808,7 @@ class Engine:
             if product is None or order.instrument.product == product:
                 sessions.add(order.session)
                 self._close(order, "client_bulk_cancel", now)
-                self._emit(order, "cancel")
+                self._notify(order, "cancel")
         for key in [k for k in self.protection if (product is None or k[1] == product)]:
             if key[0] in sessions or self.session_accounts.get(key[0]) == account:
                 group = self.protection.pop(key)
@@ -923,7 +930,7 @@ class Engine:
             "mark_timestamp": market.mark_time,
             "delta": 1,
             "index": market.index,
-            "volume_24h": market.volume_24h,
+            "volume_24h": ins.amount(market.volume_24h),
             "value_24h": market.value_24h,
             "change_24h": change,
             "collar_low": low,
@@ -997,13 +1004,18 @@ class Engine:
             idx = index.get(ins.underlying, market.index)
             book = self.books[name]
             bid, ask = book.best_bid(), book.best_ask()
-            constrained = idx
-            if bid is not None:
-                constrained = max(constrained, ins.price(bid))
-            if ask is not None:
-                constrained = min(constrained, ins.price(ask))
+            # The premium is that of the mid price; with one side empty, the index
+            # constrained by the side that is there (no premium with an empty book).
+            if bid is not None and ask is not None:
+                fair = (ins.price(bid) + ins.price(ask)) / 2
+            elif bid is not None:
+                fair = max(idx, ins.price(bid))
+            elif ask is not None:
+                fair = min(idx, ins.price(ask))
+            else:
+                fair = idx
             market.index = idx
-            market.premium_ema += alpha * ((constrained - idx) - market.premium_ema)
+            market.premium_ema += alpha * ((fair - idx) - market.premium_ema)
             market.mark = idx + market.premium_ema
             market.mark_time = now
             rate = market.premium_ema / idx
@@ -1018,7 +1030,7 @@ class Engine:
             while market.funding_samples and now - market.funding_samples[0][0] > DAY:
                 market.funding_samples.popleft()
             while market.trades_24h and now - market.trades_24h[0][0] > DAY:
-                _t, price, amount = market.trades_24h.popleft()
-                market.volume_24h -= amount
-                market.value_24h -= price * amount
+                _t, price, units = market.trades_24h.popleft()
+                market.volume_24h -= units
+                market.value_24h -= price * ins.amount(units)
             self.dirty.add(name)

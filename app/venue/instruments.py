@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from app.ticks import is_aligned
 
@@ -35,16 +36,16 @@ class Instrument:
     #: Where the simulated index of the underlying starts (not part of the wire object).
     initial_index: float
 
-    @property
+    @cached_property
     def price_decimals(self) -> int:
         """Decimals that represent every tick multiple exactly (plus slack for float noise)."""
         return max(0, -math.floor(math.log10(self.tick_size))) + 2
 
-    @property
+    @cached_property
     def amount_decimals(self) -> int:
         return max(0, -math.floor(math.log10(self.volume_tick_size))) + 2
 
-    @property
+    @cached_property
     def min_units(self) -> int:
         return round(self.min_order_amount / self.volume_tick_size)
 

@@ -5,8 +5,9 @@ Every ``step`` advances simulated time by ``tick_interval``:
    whatever quotes are on the wrong side of that future price (they send IOC limit
    orders at it, so they never pay more than it);
 2. the index moves to its next value (geometric Brownian motion plus Poisson
-   jumps), and the engine recomputes mark and funding;
-3. the house account re-quotes its ladder around the new index (post-only);
+   jumps), the basis (perpetual over index, an Ornstein-Uhlenbeck process) too,
+   and the engine recomputes mark and funding;
+3. the house account re-quotes its ladder around index × (1 + basis), post-only;
 4. noise takers send market orders of random side.
 Quotes of any account, a client's included, are in the same book, so a quoter
 inside the house ladder gets the noise flow and gets picked off by the informed.
@@ -59,13 +60,13 @@ class Market:
         self.rng = random.Random(config.seed)
         self.dt = config.tick_interval
         self.underlyings = sorted(engine.underlyings)
-        #: Index values from now on: [0] is the current index, [horizon] what the informed see.
+        #: (index, basis) from now on: [0] is now, [horizon_steps] what the informed see.
         self.horizon_steps = max(1, round(config.informed_horizon / self.dt))
-        self.path: dict[str, deque[float]] = {
-            u: deque([engine.underlyings[u][0].initial_index]) for u in self.underlyings
+        self.path: dict[str, deque[tuple[float, float]]] = {
+            u: deque([(engine.underlyings[u][0].initial_index, 0.0)]) for u in self.underlyings
         }
         self.steps = 0
-        #: Index at the house's last re-quote, to move the receding side first.
+        #: Centre of the house's last quotes per instrument (re-quote threshold, side order).
         self.house_index: dict[str, float] = {}
         for account, session in ((HOUSE_ACCOUNT, HOUSE_SESSION), (NOISE_ACCOUNT, NOISE_SESSION),
                                  (INFORMED_ACCOUNT, INFORMED_SESSION)):
@@ -82,19 +83,29 @@ class Market:
 
     @property
     def index(self) -> dict[str, float]:
-        return {u: self.path[u][0] for u in self.underlyings}
+        return {u: self.path[u][0][0] for u in self.underlyings}
+
+    def fair_price(self, underlying: str, step: int = 0) -> float:
+        """Index × (1 + basis) ``step`` steps from now: where the house centres its quotes."""
+        index, basis = self.path[underlying][step]
+        return index * (1.0 + basis)
 
     def _extend_path(self) -> None:
-        """Draw index values until every path reaches the informed takers' horizon."""
-        sigma = self.config.volatility * math.sqrt(self.dt / YEAR)
-        jump_mean = self.config.jump_rate * self.dt / HOUR
+        """Draw (index, basis) values until every path reaches the informed takers' horizon."""
+        config = self.config
+        sigma = config.volatility * math.sqrt(self.dt / YEAR)
+        jump_mean = config.jump_rate * self.dt / HOUR
+        decay = 0.5 ** (self.dt / config.basis_halflife)
+        basis_shock = config.basis_bps / 10_000.0 * math.sqrt(1.0 - decay * decay)
         for underlying in self.underlyings:
             path = self.path[underlying]
             while len(path) <= self.horizon_steps:
+                index, basis = path[-1]
                 log_move = sigma * self.rng.gauss(0.0, 1.0) - 0.5 * sigma * sigma
                 for _ in range(poisson(self.rng, jump_mean)):
-                    log_move += self.rng.gauss(0.0, self.config.jump_size)
-                path.append(path[-1] * math.exp(log_move))
+                    log_move += self.rng.gauss(0.0, config.jump_size)
+                basis = basis * decay + basis_shock * self.rng.gauss(0.0, 1.0)
+                path.append((index * math.exp(log_move), basis))
 
     def _taker_units(self, ins_name: str, index: float) -> int:
         ins = self.engine.instruments[ins_name]
@@ -109,7 +120,7 @@ class Market:
         informed: list[tuple[str, int]] = []
         noise: list[tuple[str, int, int]] = []
         for name, ins in engine.instruments.items():
-            current = self.path[ins.underlying][0]
+            current = self.path[ins.underlying][0][0]
             for _ in range(poisson(self.rng, config.informed_rate * self.dt)):
                 informed.append((name, self._taker_units(name, current)))
             for _ in range(poisson(self.rng, config.noise_rate * self.dt)):
@@ -118,8 +129,8 @@ class Market:
 
         for name, units in informed:
             ins = engine.instruments[name]
-            now_price = self.path[ins.underlying][0]
-            future = self.path[ins.underlying][self.horizon_steps]
+            now_price = self.fair_price(ins.underlying)
+            future = self.fair_price(ins.underlying, self.horizon_steps)
             if future == now_price:
                 continue
             side = BUY if future > now_price else SELL
@@ -154,11 +165,15 @@ class Market:
             return
         engine = self.engine
         for name, ins in engine.instruments.items():
-            index = self.path[ins.underlying][0]
+            index = self.fair_price(ins.underlying)
             units = self.house_units[name]
+            last = self.house_index.get(name)
+            if last is not None and abs(index - last) < last * config.house_requote_bps / 10_000.0 \
+                    and not self._house_level_missing(name):
+                continue
             # Move the side the index moves away from first, so the other side's new
             # levels do not meet the house's own stale quotes (post-only would reprice them).
-            rising = index >= self.house_index.get(name, index)
+            rising = index >= (last if last is not None else index)
             self.house_index[name] = index
             for side in ((SELL, BUY) if rising else (BUY, SELL)):
                 levels = []
@@ -169,3 +184,10 @@ class Market:
                     if ticks > 0 and all(t != ticks for t, _ in levels):
                         levels.append((ticks, units))
                 engine.replace_quotes(HOUSE_ACCOUNT, HOUSE_SESSION, ins, side, levels, now=now, post_only=True)
+
+    def _house_level_missing(self, name: str) -> bool:
+        """True when a house quote was taken (fully or partly): the house refills at once."""
+        units = self.house_units[name]
+        quotes = [o for o in self.engine.session_orders.get(HOUSE_SESSION, {}).values()
+                  if o.instrument.instrument_name == name]
+        return len(quotes) < 2 * self.config.house_levels or any(o.remaining != units for o in quotes)
