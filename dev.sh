@@ -41,9 +41,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$stamp_now" ]; then
-  say "installing the project and its pinned dependencies into $VENV (pip install -e '.[test]')"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  say "installing the project and its pinned dependencies into $VENV (pip install -e '.[test]'; log: $VENV/install.log)"
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip && "$VENV/bin/python" -m pip install -e '.[test]'; } \
+      > "$VENV/install.log" 2>&1; then
+    grep -v '^WARNING: Location' "$VENV/install.log" | tail -40 >&2
+    say "pip install failed; the whole log is $VENV/install.log"
+    exit 1
+  fi
   echo "$stamp_now" > "$VENV/.installed"
 fi
 
