@@ -32,7 +32,7 @@ from typing import Optional
 
 import asyncpg
 
-from .process import Child, free_port, spawn, wait_until
+from .process import Child, free_port, run_as, spawn, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class EmbeddedPostgres:
                 [str(bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
                  "--encoding=UTF8", "--locale=C", "--auth-local=trust",
                  "--auth-host=scram-sha-256", f"--pwfile={pwfile.name}"],
-                capture_output=True, text=True, user=self._user,
+                capture_output=True, text=True, **run_as(self._user),
             )
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

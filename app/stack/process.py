@@ -33,6 +33,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def run_as(user: Optional[str]) -> dict:
+    """subprocess arguments that drop to ``user`` completely: uid, gid and no extra groups.
+
+    Switching only the uid would keep root's gid 0, and a root-group folder such
+    as a 0700 mktemp folder would then deny traversal even with o+x set, because
+    the group bits, not the 'others' bits, apply to a process in that group.
+    """
+    if user is None:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def _die_with_parent(sig: int) -> Callable[[], None]:
     def preexec() -> None:
         # Runs in the child after fork and after the uid switch (CPython applies
@@ -103,7 +118,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             cwd=str(cwd) if cwd else None,
-            user=user,
+            **run_as(user),
             start_new_session=True,
             preexec_fn=_die_with_parent(stop_signal),
         )
