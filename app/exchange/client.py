@@ -1,0 +1,376 @@
+"""ThalexClient: one websocket session to Thalex or the simulated venue.
+
+What it does, in the protocol's terms (thalex_api.md §1–2, §6):
+- requests are JSON-RPC ``{method, params, id}``; replies are matched by id, in
+  whatever order they come back;
+- notifications are dispatched to the handler registered for their channel;
+- the socket is pinged every ``ping_interval`` seconds (aiohttp's heartbeat), which
+  also keeps a cancel-on-disconnect session alive;
+- with credentials, every connection logs in with a fresh RS512 token
+  (app/exchange/auth.py), optionally for a sub-account;
+- subscribe checks the channel list the venue returns: Thalex answers success
+  even for channels it does not know and simply leaves them out;
+- any drop is followed by reconnects with jittered exponential backoff; each new
+  connection logs in again, runs the session hooks (e.g. set_cancel_on_disconnect)
+  and resubscribes, and stateful feeds then start over from their next snapshot;
+- a ``system`` ``{"event": "reconnect"}`` notice (sent ≥ 10 s before a planned
+  shutdown) triggers the reconnect ahead of time instead of waiting for the drop.
+
+Nothing the venue sends can crash the client: malformed messages, unknown
+channels and notifications a handler cannot digest are logged and counted in
+``stats``. A rejected login is the one fatal error: retrying it cannot help.
+
+The same code talks to the simulated venue, Thalex testnet and production: only
+the URL and the credentials differ (app/settings.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections import Counter
+from typing import Any, Awaitable, Callable, Iterable, Optional
+
+import aiohttp
+
+from . import messages
+from .auth import Credentials, tokens
+from .messages import ErrorReply, Notification, ProtocolError, Result
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Notification], None]
+SessionHook = Callable[["ThalexClient"], Awaitable[None]]
+
+#: Channels that need a login and go through private/subscribe (§4.9).
+PRIVATE_PREFIXES = ("session.", "account.", "mm.", "user.")
+
+#: How many of each kind of bad input to log in full before logging only every 1000th.
+_LOG_FIRST = 5
+
+
+class ThalexError(Exception):
+    """The venue answered a request with an error (§6.1 codes)."""
+
+    def __init__(self, method: str, code: int, message: str) -> None:
+        super().__init__(f"{method}: error {code}: {message}")
+        self.method = method
+        self.code = code
+        self.message = message
+
+
+class LoginRejected(ThalexError):
+    """The venue refused our credentials. Fatal: retrying cannot fix it."""
+
+
+class SubscriptionRejected(RuntimeError):
+    """The venue left channels out of a subscribe result: they do not exist there."""
+
+    def __init__(self, rejected: list[str]) -> None:
+        super().__init__(f"the venue did not subscribe {rejected} (unknown instrument or channel?)")
+        self.rejected = rejected
+
+
+class NotConnected(ConnectionError):
+    pass
+
+
+def is_private(channel: str) -> bool:
+    return channel.startswith(PRIVATE_PREFIXES)
+
+
+class ThalexClient:
+    def __init__(
+        self,
+        url: str,
+        credentials: Optional[Credentials] = None,
+        *,
+        ping_interval: float = 5.0,
+        request_timeout: float = 10.0,
+        reconnect_min_delay: float = 0.1,
+        reconnect_max_delay: float = 10.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.url = url
+        self.credentials = credentials
+        self.ping_interval = ping_interval
+        self.request_timeout = request_timeout
+        self.reconnect_min_delay = reconnect_min_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self._rng = rng
+
+        #: Counts of what happened: messages, notifications, malformed, unknown_channel,
+        #: bad_notifications, unmatched_replies, disconnects, reconnects, reconnect_notices.
+        self.stats: Counter[str] = Counter()
+        #: The account the session trades for, as the venue confirmed at login.
+        self.account: Optional[str] = None
+        #: Set while a logged-in, subscribed connection is up.
+        self.connected = asyncio.Event()
+        #: The error that stopped the client for good (a rejected login), if any.
+        self.fatal: Optional[BaseException] = None
+
+        self._handlers: dict[str, Handler] = {}
+        self._session_hooks: list[SessionHook] = []
+        self._disconnect_listeners: list[Callable[[], None]] = []
+        self._pending: dict[int, tuple[str, asyncio.Future]] = {}
+        self._ids = itertools.count(1)
+        self._http: Optional[aiohttp.ClientSession] = None
+        self._ws: Optional[aiohttp.ClientWebSocketResponse] = None
+        self._reader: Optional[asyncio.Task] = None
+        self._supervisor: Optional[asyncio.Task] = None
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def add_session_hook(self, hook: SessionHook) -> None:
+        """Run ``hook(client)`` after login on every connection, before resubscribing."""
+        self._session_hooks.append(hook)
+
+    def add_disconnect_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever the connection drops (state built from feeds is stale)."""
+        self._disconnect_listeners.append(listener)
+
+    async def start(self) -> None:
+        """Connect (and log in) once; raise if that fails. Later drops reconnect by themselves."""
+        self._http = aiohttp.ClientSession()
+        try:
+            await self._open()
+        except BaseException:
+            await self._http.close()
+            raise
+        self._supervisor = asyncio.create_task(self._supervise(), name="thalex-client")
+
+    async def close(self, cancel_session: bool = False) -> None:
+        """Close for good; with ``cancel_session``, first delete this session's orders (§4.6)."""
+        if cancel_session and self.connected.is_set():
+            try:
+                await self.call("private/cancel_session", timeout=2.0)
+            except (ThalexError, NotConnected, asyncio.TimeoutError) as exc:
+                log.warning("cancel_session on close failed: %s", exc)
+        self._closing = True
+        self.connected.clear()
+        if self._ws is not None:
+            await self._ws.close()
+        for task in (self._supervisor, self._reader):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self._fail_pending(NotConnected("client closed"))
+        if self._http is not None:
+            await self._http.close()
+
+    async def wait_closed(self) -> None:
+        """Return when the client has stopped for good (closed, or a fatal error)."""
+        if self._supervisor is not None:
+            await asyncio.shield(self._supervisor)
+
+    # -- requests --------------------------------------------------------------
+
+    async def call(self, method: str, params: Optional[dict] = None, *, timeout: Optional[float] = None) -> Any:
+        """Send a request and return its result; a venue error raises ThalexError."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise NotConnected(f"{method}: not connected to {self.url}")
+        request_id = next(self._ids)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (method, future)
+        try:
+            await ws.send_bytes(messages.request(method, params, request_id))
+            return await asyncio.wait_for(future, timeout or self.request_timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    # -- subscriptions ---------------------------------------------------------
+
+    async def subscribe(self, channels: Iterable[str], handler: Handler) -> list[str]:
+        """Subscribe ``channels``, each notification going to ``handler``.
+
+        Raises SubscriptionRejected naming any channel the venue left out; the
+        others stay subscribed.
+        """
+        wanted = list(dict.fromkeys(channels))
+        if any(is_private(c) for c in wanted) and self.credentials is None:
+            raise NotConnected("private channels need credentials: set CRYPTICS_THALEX_KEY_ID and "
+                               "CRYPTICS_THALEX_PRIVATE_KEY_FILE")
+        for channel in wanted:
+            self._handlers[channel] = handler
+        accepted = await self._subscribe(wanted)
+        rejected = [c for c in wanted if c not in accepted]
+        for channel in rejected:
+            del self._handlers[channel]
+        if rejected:
+            raise SubscriptionRejected(rejected)
+        return accepted
+
+    async def unsubscribe(self, channels: Iterable[str]) -> list[str]:
+        gone = list(channels)
+        for channel in gone:
+            self._handlers.pop(channel, None)
+        result = await self.call("unsubscribe", {"channels": gone})
+        return list(result or [])
+
+    async def resubscribe(self, channel: str) -> None:
+        """Unsubscribe and subscribe again: stateful feeds answer with a fresh snapshot."""
+        handler = self._handlers[channel]
+        await self.unsubscribe([channel])
+        await self.subscribe([channel], handler)
+
+    async def _subscribe(self, channels: list[str]) -> list[str]:
+        accepted: list[str] = []
+        public = [c for c in channels if not is_private(c)]
+        private = [c for c in channels if is_private(c)]
+        for method, group in (("public/subscribe", public), ("private/subscribe", private)):
+            if group:
+                result = await self.call(method, {"channels": group})
+                accepted.extend(c for c in (result or []) if isinstance(c, str))
+        return accepted
+
+    # -- connection ------------------------------------------------------------
+
+    async def _open(self) -> None:
+        assert self._http is not None
+        ws = await self._http.ws_connect(self.url, heartbeat=self.ping_interval, max_msg_size=0)
+        self._ws = ws
+        self._reader = asyncio.create_task(self._read(ws), name="thalex-reader")
+        try:
+            if self.credentials is not None:
+                await self._login(self.credentials)
+            for hook in self._session_hooks:
+                await hook(self)
+            if self._handlers:
+                channels = list(self._handlers)
+                accepted = set(await self._subscribe(channels))
+                lost = [c for c in channels if c not in accepted]
+                if lost:
+                    log.error("after reconnecting, the venue did not resubscribe %s", lost)
+                    self.stats["resubscribe_rejected"] += len(lost)
+        except BaseException:
+            await ws.close()
+            raise
+        self.connected.set()
+
+    async def _login(self, credentials: Credentials) -> None:
+        params: dict[str, Any] = {"token": tokens.token(credentials)}
+        if credentials.account:
+            params["account"] = credentials.account
+        try:
+            result = await self.call("public/login", params)
+        except ThalexError as exc:
+            raise LoginRejected("public/login", exc.code,
+                                f"{exc.message} (key id {credentials.key_id!r}: check CRYPTICS_THALEX_KEY_ID "
+                                "and CRYPTICS_THALEX_PRIVATE_KEY_FILE)") from None
+        self.account = result.get("account_number") if isinstance(result, dict) else None
+
+    async def _supervise(self) -> None:
+        """Wait for each drop, then reconnect with backoff, until closed or a fatal error."""
+        while True:
+            assert self._reader is not None
+            await asyncio.wait({self._reader})
+            self._dropped()
+            if self._closing:
+                return
+            attempt = 0
+            while not self._closing:
+                await asyncio.sleep(self._backoff(attempt))
+                try:
+                    await self._open()
+                except LoginRejected as exc:
+                    log.error("giving up: %s", exc)
+                    self.fatal = exc
+                    return
+                except (aiohttp.ClientError, OSError, ThalexError, NotConnected, asyncio.TimeoutError) as exc:
+                    attempt += 1
+                    log.warning("reconnect attempt %d to %s failed: %s", attempt, self.url, exc)
+                    continue
+                self.stats["reconnects"] += 1
+                log.info("reconnected to %s after %d failed attempt(s)", self.url, attempt)
+                break
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: spreads the reconnects of many clients apart."""
+        ceiling = min(self.reconnect_max_delay, self.reconnect_min_delay * (2 ** attempt))
+        return ceiling * (0.5 + 0.5 * self._rng())
+
+    def _dropped(self) -> None:
+        self.connected.clear()
+        self._ws = None
+        self._fail_pending(NotConnected("connection lost"))
+        if self._closing:
+            return
+        self.stats["disconnects"] += 1
+        log.warning("connection to %s lost", self.url)
+        for listener in self._disconnect_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("disconnect listener failed")
+
+    def _fail_pending(self, error: BaseException) -> None:
+        for _method, future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+    # -- incoming --------------------------------------------------------------
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for frame in ws:
+            if frame.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                self.handle(frame.data)
+            elif frame.type == aiohttp.WSMsgType.ERROR:
+                log.warning("websocket error: %s", ws.exception())
+                break
+
+    def handle(self, raw: str | bytes) -> None:
+        """Route one raw message. Never raises: bad input is logged and counted."""
+        self.stats["messages"] += 1
+        try:
+            message = messages.parse(raw)
+        except ProtocolError as exc:
+            self._bad("malformed", str(exc))
+            return
+        if isinstance(message, Notification):
+            self.stats["notifications"] += 1
+            if message.channel == "system":
+                self._on_system(message)
+            handler = self._handlers.get(message.channel)
+            if handler is None:
+                if message.channel != "system":
+                    self._bad("unknown_channel", f"notification on unsubscribed channel {message.channel!r}")
+                return
+            try:
+                handler(message)
+            except Exception as exc:  # a payload the handler cannot digest: missing fields, wrong types
+                self._bad("bad_notifications", f"{message.channel}: {type(exc).__name__}: {exc}")
+            return
+        entry = self._pending.get(message.id) if isinstance(message.id, int) else None
+        if entry is None:
+            self._bad("unmatched_replies", f"reply with unknown id {message.id!r}")
+            return
+        method, future = entry
+        if future.done():
+            return
+        if isinstance(message, Result):
+            future.set_result(message.result)
+        else:
+            assert isinstance(message, ErrorReply)
+            future.set_exception(ThalexError(method, message.code, message.message))
+
+    def _on_system(self, message: Notification) -> None:
+        payload = message.payload
+        if isinstance(payload, dict) and payload.get("event") == "reconnect":
+            self.stats["reconnect_notices"] += 1
+            log.warning("venue announced a shutdown: reconnecting ahead of time")
+            if self._ws is not None:
+                # Closing ends the reader; the supervisor then reconnects as after any drop.
+                asyncio.get_running_loop().create_task(self._ws.close())
+
+    def _bad(self, kind: str, detail: str) -> None:
+        self.stats[kind] += 1
+        count = self.stats[kind]
+        if count <= _LOG_FIRST or count % 1000 == 0:
+            log.warning("%s #%d: %s", kind.replace("_", " "), count, detail)
