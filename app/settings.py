@@ -21,6 +21,13 @@ from typing import Mapping, Optional
 
 PREFIX = "CRYPTICS_"
 
+VENUES = ("simulated", "testnet", "production")
+#: Thalex's websocket endpoints (thalex_api.md §1.1); the simulated venue's URL is set by `cryptics up`.
+THALEX_URLS = {
+    "testnet": "wss://testnet.thalex.com/ws/api/v2",
+    "production": "wss://thalex.com/ws/api/v2",
+}
+
 
 def _env(environ: Mapping[str, str], name: str) -> Optional[str]:
     value = environ.get(PREFIX + name)
@@ -57,6 +64,12 @@ class Settings:
     | broker_session_timeout | CRYPTICS_BROKER_SESSION_TIMEOUT | 6.0 s embedded, 30.0 s external |
     | heartbeat_interval | CRYPTICS_HEARTBEAT_INTERVAL | 1.0 s (0 turns the wiring heartbeat off) |
     | producer_linger | CRYPTICS_PRODUCER_LINGER | 0.005 s: how long Kafka produces wait to fill a batch |
+    | venue | CRYPTICS_VENUE | simulated (or testnet, production) |
+    | venue_url | CRYPTICS_VENUE_URL | the simulated venue `cryptics up` starts; Thalex's URL for testnet/production |
+    | thalex_key_id | CRYPTICS_THALEX_KEY_ID | none (the simulated venue's throwaway key under `cryptics up`) |
+    | thalex_private_key_file | CRYPTICS_THALEX_PRIVATE_KEY_FILE | none |
+    | thalex_account | CRYPTICS_THALEX_ACCOUNT | none: the key's default account |
+    | instruments | CRYPTICS_INSTRUMENTS | BTC-PERPETUAL (comma-separated) |
     | pure_python | CRYPTICS_PURE_PYTHON | false (true forces the pure-Python twins of Cython code) |
     | log_level | CRYPTICS_LOG_LEVEL | info |
     """
@@ -76,6 +89,12 @@ class Settings:
     #: Produces to Kafka are off the hot path (design D1), so a few ms of batching
     #: costs no order latency and saves per-record overhead.
     producer_linger: float = 0.005
+    venue: str = "simulated"
+    venue_url: Optional[str] = None
+    thalex_key_id: Optional[str] = None
+    thalex_private_key_file: Optional[Path] = None
+    thalex_account: Optional[str] = None
+    instruments: str = "BTC-PERPETUAL"
     pure_python: bool = False
     log_level: str = "info"
     #: Name of the Faust app, hence of its consumer group and changelog topics.
@@ -102,6 +121,17 @@ class Settings:
             return self.broker_session_timeout
         # Tansu completes a group join only after session_timeout/2 (design D6).
         return 6.0 if self.broker_url is None or self.broker_is_embedded else 30.0
+
+    @property
+    def instrument_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.instruments.split(",") if name.strip())
+
+    @property
+    def venue_ws_url(self) -> Optional[str]:
+        """Where the exchange client connects: the explicit URL, else Thalex's for testnet/production."""
+        if self.venue_url is not None:
+            return self.venue_url
+        return THALEX_URLS.get(self.venue)
 
     def with_services(self, **urls: Optional[str]) -> "Settings":
         """A copy with the given service URLs filled in (used by the embedded stack)."""
@@ -152,6 +182,10 @@ class Settings:
             raise ValueError(f"{PREFIX}PRODUCER_LINGER must be >= 0, got {self.producer_linger}")
         if self.heartbeat_interval < 0:
             raise ValueError(f"{PREFIX}HEARTBEAT_INTERVAL must be >= 0, got {self.heartbeat_interval}")
+        if self.venue not in VENUES:
+            raise ValueError(f"{PREFIX}VENUE must be one of {', '.join(VENUES)}, got {self.venue!r}")
+        if not self.instrument_names:
+            raise ValueError(f"{PREFIX}INSTRUMENTS names no instrument")
         if self.broker_url is not None and "://" not in self.broker_url:
             raise ValueError(
                 f"{PREFIX}BROKER_URL must be a URL such as kafka://host:9092, got {self.broker_url!r}"

@@ -50,3 +50,20 @@ def test_to_env_round_trips():
     s = Settings.from_env({"CRYPTICS_BROKER_URL": "tansu://127.0.0.1:1", "CRYPTICS_PURE_PYTHON": "1",
                            "CRYPTICS_STATE_DIR": "/tmp/x"})
     assert Settings.from_env(s.to_env()) == s
+
+
+def test_venue_choice_and_urls():
+    assert Settings.from_env({}).venue == "simulated"
+    assert Settings.from_env({}).venue_ws_url is None  # `cryptics up` starts the simulated venue and sets it
+    assert Settings.from_env({"CRYPTICS_VENUE": "production"}).venue_ws_url == "wss://thalex.com/ws/api/v2"
+    explicit = Settings.from_env({"CRYPTICS_VENUE": "testnet", "CRYPTICS_VENUE_URL": "ws://127.0.0.1:9/ws/api/v2"})
+    assert explicit.venue_ws_url == "ws://127.0.0.1:9/ws/api/v2"
+    with pytest.raises(ValueError, match="CRYPTICS_VENUE must be one of"):
+        Settings.from_env({"CRYPTICS_VENUE": "mainnet"})
+
+
+def test_instruments_list():
+    s = Settings.from_env({"CRYPTICS_INSTRUMENTS": " BTC-PERPETUAL, ETH-PERPETUAL ,"})
+    assert s.instrument_names == ("BTC-PERPETUAL", "ETH-PERPETUAL")
+    with pytest.raises(ValueError, match="names no instrument"):
+        Settings.from_env({"CRYPTICS_INSTRUMENTS": " , "})
