@@ -3,6 +3,7 @@
     cryptics up               the embedded stack (broker, PostgreSQL, registry) plus the worker
     cryptics worker           only the Faust worker, against the services in CRYPTICS_* URLs
     cryptics registry         only the embedded schema registry
+    cryptics venue            only the simulated Thalex venue
     cryptics db migrate       apply timescale/ migrations
     cryptics topics create    create the pipeline topics with the configured partitions
 """
@@ -35,10 +36,12 @@ def main() -> None:
 
 @main.command()
 def up() -> None:
-    """Start broker, PostgreSQL, schema registry and worker; Ctrl-C stops them all.
+    """Start broker, PostgreSQL, schema registry, simulated venue and worker; Ctrl-C stops them all.
 
     Services given by URL (CRYPTICS_BROKER_URL, CRYPTICS_DATABASE_URL,
-    CRYPTICS_SCHEMA_REGISTRY_URL) are used instead of starting embedded ones.
+    CRYPTICS_SCHEMA_REGISTRY_URL, CRYPTICS_VENUE_URL) are used instead of starting
+    embedded ones; CRYPTICS_VENUE=testnet or production trades on Thalex instead
+    of the simulated venue (credentials from CRYPTICS_THALEX_*).
     """
     from .stack import supervisor
 
@@ -65,6 +68,24 @@ def registry(host: str, port: int) -> None:
     if not s.database_url:
         raise click.ClickException("the registry stores schemas in PostgreSQL: set CRYPTICS_DATABASE_URL")
     asyncio.run(server.serve(s.database_url, host, port))
+
+
+@main.command()
+def venue() -> None:
+    """Run the simulated Thalex venue alone (ws://host:port/ws/api/v2).
+
+    Every parameter is a CRYPTICS_VENUE_<FIELD> variable (app/venue/config.py),
+    e.g. CRYPTICS_VENUE_PORT=8765 CRYPTICS_VENUE_SEED=7. Logins are checked against
+    the PEM public keys in CRYPTICS_VENUE_TRUSTED_KEYS_DIR (<state>/venue/trusted_keys).
+    """
+    from .venue import serve
+
+    s = _settings()
+    try:
+        config = s.venue_config()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    asyncio.run(serve(config))
 
 
 @main.group()

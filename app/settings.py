@@ -17,7 +17,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 PREFIX = "CRYPTICS_"
 
@@ -133,9 +133,9 @@ class Settings:
             return self.venue_url
         return THALEX_URLS.get(self.venue)
 
-    def with_services(self, **urls: Optional[str]) -> "Settings":
-        """A copy with the given service URLs filled in (used by the embedded stack)."""
-        return dataclasses.replace(self, **urls)
+    def with_services(self, **values: Any) -> "Settings":
+        """A copy with the given service URLs (and credentials) filled in, as the embedded stack starts them."""
+        return dataclasses.replace(self, **values)
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""
@@ -151,29 +151,23 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
-        environ = os.environ if environ is None else environ
-        kwargs: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            raw = _env(environ, f.name.upper())
-            if raw is None:
-                continue
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
-            try:
-                if "Path" in kind:
-                    kwargs[f.name] = Path(raw).expanduser()
-                elif "bool" in kind:
-                    kwargs[f.name] = _flag(raw)
-                elif "int" in kind:
-                    kwargs[f.name] = int(raw)
-                elif "float" in kind:
-                    kwargs[f.name] = float(raw)
-                else:
-                    kwargs[f.name] = raw
-            except ValueError as exc:
-                raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r}: {exc}") from None
-        settings = cls(**kwargs)  # type: ignore[arg-type]
+        settings = cls(**_fields_from_env(cls, environ, ""))  # type: ignore[arg-type]
         settings.validate()
         return settings
+
+    def venue_config(self, environ: Optional[Mapping[str, str]] = None) -> Any:
+        """The simulated venue's configuration (app/venue/config.py), from ``CRYPTICS_VENUE_<FIELD>``.
+
+        Every field of VenueConfig can be set that way, e.g. CRYPTICS_VENUE_SEED=7 or
+        CRYPTICS_VENUE_PORT=8765; the keys folder defaults to ``<state_dir>/venue/trusted_keys``.
+        """
+        from app.venue.config import VenueConfig
+
+        values = _fields_from_env(VenueConfig, environ, "VENUE_")
+        values.setdefault("trusted_keys_dir", self.state_dir / "venue" / "trusted_keys")
+        config = VenueConfig(**values)
+        config.validate()
+        return config
 
     def validate(self) -> None:
         if self.topic_partitions < 1:
@@ -190,6 +184,32 @@ class Settings:
             raise ValueError(
                 f"{PREFIX}BROKER_URL must be a URL such as kafka://host:9092, got {self.broker_url!r}"
             )
+
+
+def _fields_from_env(cls: type, environ: Optional[Mapping[str, str]], infix: str) -> dict[str, Any]:
+    """Values for the dataclass ``cls`` from ``CRYPTICS_<infix><FIELD>`` variables, typed by the fields."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        name = f"{infix}{f.name.upper()}"
+        raw = _env(environ, name)
+        if raw is None:
+            continue
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        try:
+            if "Path" in kind:
+                values[f.name] = Path(raw).expanduser()
+            elif "bool" in kind:
+                values[f.name] = _flag(raw)
+            elif "int" in kind:
+                values[f.name] = int(raw)
+            elif "float" in kind:
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        except ValueError as exc:
+            raise ValueError(f"{PREFIX}{name}={raw!r}: {exc}") from None
+    return values
 
 
 def load() -> Settings:

@@ -8,7 +8,7 @@ import pytest
 
 from .conftest import ROOT, cryptics
 
-COMMANDS = [[], ["up"], ["worker"], ["registry"], ["db"], ["db", "migrate"], ["topics"], ["topics", "create"]]
+COMMANDS = [[], ["up"], ["worker"], ["registry"], ["venue"], ["db"], ["db", "migrate"], ["topics"], ["topics", "create"]]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -27,7 +27,7 @@ class Up:
 
     def __init__(self, state_dir: Path) -> None:
         env = dict(os.environ, CRYPTICS_STATE_DIR=str(state_dir), CRYPTICS_WEB_PORT=str(free_port()))
-        for name in ("BROKER_URL", "DATABASE_URL", "SCHEMA_REGISTRY_URL"):
+        for name in ("BROKER_URL", "DATABASE_URL", "SCHEMA_REGISTRY_URL", "VENUE_URL", "THALEX_KEY_ID"):
             env.pop(f"CRYPTICS_{name}", None)
         self.state_dir = state_dir
         self.proc = subprocess.Popen(cryptics("up"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -74,7 +74,7 @@ def test_up_runs_the_stack_and_stops_it_in_order(service_root):
         healthy = next(line for line in up.lines if re.search(r"healthy in [\d.]+ s$", line))
         print(healthy)  # start-up time, shown with pytest -s
         state = json.loads((up.state_dir / "up.json").read_text())
-        assert set(state["children"]) == {"broker", "postgres", "registry", "worker"}
+        assert set(state["children"]) == {"broker", "postgres", "registry", "venue", "worker"}
         assert all(pid_alive(pid) for pid in state["children"].values())
         descendants = up.descendants()
         assert {p.pid for p in descendants} >= set(state["children"].values())
@@ -87,12 +87,14 @@ def test_up_runs_the_stack_and_stops_it_in_order(service_root):
         assert isinstance(_http_json(f"{urls['registry']}/subjects"), list)
         assert "cryptics.system.heartbeat.avro-value" in _http_json(f"{urls['registry']}/subjects")
         assert asyncio.run(_migrations(urls["database"])) == [1]
+        assert urls["venue"].startswith("ws://127.0.0.1:") and urls["venue"].endswith("/ws/api/v2")
+        assert (up.state_dir / "venue" / "cryptics-simulated.private.pem").exists()
     finally:
         up.proc.send_signal(signal.SIGTERM)
         code = up.finish()
     assert code == 0, "\n".join(up.lines)
     stops = [line.split("stopping ")[1] for line in up.lines if "] stopping " in line]
-    assert stops == ["worker", "registry", "postgres", "broker"]
+    assert stops == ["worker", "venue", "registry", "postgres", "broker"]
     deadline = time.monotonic() + 10
     while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -1,7 +1,7 @@
 """``cryptics up``: start the embedded stack plus the worker, stop it all in order.
 
 Order of start: broker → PostgreSQL → migrations → topics → schema registry →
-worker. Each step waits until its service answers (not just until its process
+simulated venue → worker. Each step waits until its service answers (not just until its process
 exists) and prints how long it took. Any service given by URL in the settings
 is used as it is and not started.
 
@@ -113,6 +113,11 @@ async def start(settings: Settings, say: Callable[[str], None] = _say) -> Runnin
         else:
             say(f"registry    external      {settings.schema_registry_url}")
 
+        if settings.venue == "simulated" and settings.venue_url is None:
+            settings = await _start_simulated_venue(stack, settings, logs, project_root, say)
+        else:
+            say(f"venue       {settings.venue:11} {settings.venue_ws_url}")
+
         worker = spawn(
             "worker", _python_module("worker"),
             log_path=logs / "worker.log", env=environ_for_child(settings.to_env()), cwd=project_root,
@@ -131,12 +136,46 @@ async def start(settings: Settings, say: Callable[[str], None] = _say) -> Runnin
             "registry": settings.schema_registry_url or "",
             "database": settings.database_url or "",
             "broker": settings.broker_url or "",
+            "venue": settings.venue_ws_url or "",
             "logs": str(logs.resolve()),
         }
         return stack
     except BaseException:
         stack.stop(say)
         raise
+
+
+#: Key id of the throwaway key pair `cryptics up` makes for the simulated venue.
+SIMULATED_KEY_ID = "cryptics-simulated"
+
+
+async def _start_simulated_venue(stack: RunningStack, settings: Settings, logs: Path, project_root: Path,
+                                 say: Callable[[str], None]) -> Settings:
+    """Start the simulated venue, with a throwaway key pair made on first run so the
+    default run needs no credentials from the user."""
+    from ..venue import create_keypair
+
+    config = settings.venue_config()
+    key_dir = settings.state_dir / "venue"
+    private_key = key_dir / f"{SIMULATED_KEY_ID}.private.pem"
+    if settings.thalex_key_id is None:
+        if not private_key.exists() or not (Path(config.trusted_keys_dir) / f"{SIMULATED_KEY_ID}.pem").exists():
+            create_keypair(key_dir, SIMULATED_KEY_ID, config.trusted_keys_dir)
+            say(f"venue       created a throwaway key pair in {key_dir}")
+        settings = settings.with_services(thalex_key_id=SIMULATED_KEY_ID, thalex_private_key_file=private_key)
+    port = config.port or free_port()
+    child = spawn(
+        "venue", _python_module("venue"), log_path=logs / "venue.log",
+        env=environ_for_child({**settings.to_env(), "CRYPTICS_VENUE_PORT": str(port),
+                               "CRYPTICS_VENUE_TRUSTED_KEYS_DIR": str(config.trusted_keys_dir)}),
+        cwd=project_root,
+    )
+    stack.children.append(child)
+    url = f"ws://{config.host}:{port}/ws/api/v2"
+    took = await wait_until(lambda: _http_ok(f"http://{config.host}:{port}/venue/latency"),
+                            what="simulated venue", timeout=30, child=child)
+    say(f"venue       healthy in {took:5.2f} s  {url} (simulated, seed {config.seed})")
+    return settings.with_services(venue_url=url)
 
 
 def write_state(stack: RunningStack) -> Path:
