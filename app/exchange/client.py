@@ -40,7 +40,9 @@ from .messages import ErrorReply, Notification, ProtocolError, Result
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Notification], None]
+#: A handler may be a plain function or a coroutine function; the reader awaits a
+#: coroutine before reading on, which gives the feed natural backpressure.
+Handler = Callable[[Notification], Optional[Awaitable[None]]]
 SessionHook = Callable[["ThalexClient"], Awaitable[None]]
 
 #: Channels that need a login and go through private/subscribe (§4.9).
@@ -320,19 +322,23 @@ class ThalexClient:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for frame in ws:
             if frame.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                self.handle(frame.data)
+                pending = self.handle(frame.data)
+                if pending is not None:
+                    await pending
             elif frame.type == aiohttp.WSMsgType.ERROR:
                 log.warning("websocket error: %s", ws.exception())
                 break
 
-    def handle(self, raw: str | bytes) -> None:
-        """Route one raw message. Never raises: bad input is logged and counted."""
+    def handle(self, raw: str | bytes) -> Optional[Awaitable[None]]:
+        """Route one raw message. Never raises: bad input is logged and counted.
+
+        Returns the awaitable of an async handler, for the reader to await."""
         self.stats["messages"] += 1
         try:
             message = messages.parse(raw)
         except ProtocolError as exc:
             self._bad("malformed", str(exc))
-            return
+            return None
         if isinstance(message, Notification):
             self.stats["notifications"] += 1
             if message.channel == "system":
@@ -341,24 +347,34 @@ class ThalexClient:
             if handler is None:
                 if message.channel != "system":
                     self._bad("unknown_channel", f"notification on unsubscribed channel {message.channel!r}")
-                return
+                return None
             try:
-                handler(message)
+                outcome = handler(message)
             except Exception as exc:  # a payload the handler cannot digest: missing fields, wrong types
                 self._bad("bad_notifications", f"{message.channel}: {type(exc).__name__}: {exc}")
-            return
+                return None
+            if outcome is not None:
+                return self._finish_handler(outcome, message.channel)
+            return None
         entry = self._pending.get(message.id) if isinstance(message.id, int) else None
         if entry is None:
             self._bad("unmatched_replies", f"reply with unknown id {message.id!r}")
-            return
+            return None
         method, future = entry
         if future.done():
-            return
+            return None
         if isinstance(message, Result):
             future.set_result(message.result)
         else:
             assert isinstance(message, ErrorReply)
             future.set_exception(ThalexError(method, message.code, message.message))
+        return None
+
+    async def _finish_handler(self, outcome: Awaitable[None], channel: str) -> None:
+        try:
+            await outcome
+        except Exception as exc:
+            self._bad("bad_notifications", f"{channel}: {type(exc).__name__}: {exc}")
 
     def _on_system(self, message: Notification) -> None:
         payload = message.payload

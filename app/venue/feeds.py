@@ -143,10 +143,10 @@ class Feed:
                 self.book_state = self._book_view()
                 self.pending_trades.clear()
                 self.last_sent = self.loop.time()
-            conn.enqueue(notification(self.spec.name, self._book_snapshot(), snapshot=True), self.market_data)
+            self._send(conn, notification(self.spec.name, self._book_snapshot(), snapshot=True))
         elif kind == "instruments":
             items = [{"added": i.to_json()} for i in self.engine.instruments.values()]
-            conn.enqueue(notification(self.spec.name, items, snapshot=True), False)
+            self._send(conn, notification(self.spec.name, items, snapshot=True))
         elif kind == "recent_trades":
             recent = [t for name in self.spec.targets for t in self.engine.markets[name].recent_trades]
             recent.sort(key=lambda t: t[3])
@@ -154,13 +154,13 @@ class Feed:
                 self.pending_trades.clear()
             else:  # the newest ones are still pending and will come with the next message
                 recent = recent[:len(recent) - len(self.pending_trades)]
-            conn.enqueue(notification(self.spec.name, recent), self.market_data)
+            self._send(conn, notification(self.spec.name, recent))
         elif kind in ("ticker", "lwt", "price_index"):
             payload = self._payload()
             if first:
                 self.last_payload = payload
                 self.last_sent = self.loop.time()
-            conn.enqueue(notification(self.spec.name, payload), self.market_data)
+            self._send(conn, notification(self.spec.name, payload))
 
     def remove(self, conn: "Connection") -> None:
         self.subscribers.discard(conn)
@@ -200,7 +200,12 @@ class Feed:
             return
         self.last_sent = self.loop.time()
         for conn in list(self.subscribers):
-            conn.enqueue(data, self.market_data)
+            self._send(conn, data)
+
+    def _send(self, conn: "Connection", data: bytes) -> None:
+        """Queue one notification for ``conn`` and count it (tests compare what arrived downstream)."""
+        conn.enqueue(data, self.market_data)
+        conn.venue.notifications_sent[(conn.session, self.spec.name)] += 1
 
     def _message(self) -> Optional[bytes]:
         kind = self.spec.kind

@@ -24,7 +24,7 @@ import logging
 import re
 import signal
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Callable, Iterable, Optional
 
 import orjson
@@ -132,6 +132,9 @@ class Venue:
 
     def __init__(self, config: VenueConfig = VenueConfig(),
                  instruments: Iterable[Instrument] = DEFAULT_INSTRUMENTS) -> None:
+        #: Public-channel notifications queued so far, per (session, channel): what a
+        #: subscriber should have received, for end-to-end counts in tests and benchmarks.
+        self.notifications_sent: Counter[tuple[int, str]] = Counter()
         config.validate()
         self.config = config
         now = time.time()
