@@ -1,0 +1,87 @@
+"""Every record that travels on a Kafka topic: its model, its schemas, its topic and key.
+
+    from models.registry import RECORDS
+    for record in RECORDS.values():
+        record.model, record.schema, record.topic, record.key_field
+
+``RECORDS`` maps the record name (the folder under ``schemas/``) to a
+``RecordType``. The schema is always the newest version (what producers write and
+``models/`` mirrors); older versions stay readable through ``schema_version``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Type
+
+import faust
+
+from . import schemas
+from .heartbeat import Heartbeat
+from .latency import LatencySample
+from .market import BookUpdate, IndexPrice, PublicTrade, Ticker
+from .orders import Ack, Fill
+from .position import Position
+from .quote import QuoteDecision
+
+
+@dataclass(frozen=True)
+class RecordType:
+    #: Folder under schemas/ and the ``<record>`` part of the topic name.
+    name: str
+    #: The faust.Record mirroring the newest schema.
+    model: Type[faust.Record]
+    #: The ``<venue>`` part of the topic name: thalex, or system for the wiring records.
+    venue: str
+    #: The value field that is also the Kafka key (design D3: the instrument name).
+    key_field: str
+
+    @property
+    def versions(self) -> list[int]:
+        """Schema versions present, oldest first."""
+        return schemas.versions(self.name)
+
+    @property
+    def schema(self) -> Any:
+        """The newest schema (JSON value; shared, do not mutate)."""
+        return schemas.load(self.name)
+
+    def schema_version(self, version: int) -> Any:
+        return schemas.load(self.name, version)
+
+    @property
+    def topic(self) -> str:
+        """``cryptics.<venue>.<record>.avro`` (app/topics.py owns the convention)."""
+        # Imported here so that importing models stays free of the Kafka client.
+        from app.topics import topic_name
+
+        return topic_name(self.venue, self.name)
+
+    @property
+    def subject(self) -> str:
+        """The schema-registry subject of the topic's values (design D4)."""
+        return f"{self.topic}-value"
+
+
+RECORDS: Mapping[str, RecordType] = {
+    r.name: r
+    for r in (
+        RecordType("heartbeat", Heartbeat, "system", "source"),
+        RecordType("ticker", Ticker, "thalex", "instrument_name"),
+        RecordType("book", BookUpdate, "thalex", "instrument_name"),
+        RecordType("index", IndexPrice, "thalex", "index_name"),
+        RecordType("trade", PublicTrade, "thalex", "instrument_name"),
+        RecordType("quote", QuoteDecision, "thalex", "instrument_name"),
+        RecordType("ack", Ack, "thalex", "instrument_name"),
+        RecordType("fill", Fill, "thalex", "instrument_name"),
+        RecordType("position", Position, "thalex", "instrument_name"),
+        RecordType("latency", LatencySample, "thalex", "instrument_name"),
+    )
+}
+
+
+def record(name: str) -> RecordType:
+    """The record called ``name``; a KeyError names the known ones."""
+    try:
+        return RECORDS[name]
+    except KeyError:
+        raise KeyError(f"unknown record {name!r}; known: {', '.join(RECORDS)}") from None
