@@ -19,21 +19,12 @@ from typing import Optional
 
 import faust
 
-from app import topics
-from app.faust_app import app, avro_value_codec, settings
-from models import schemas
+from app.faust_app import app, avro_value_codec, record_topic, settings
 from models.heartbeat import Heartbeat
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
-heartbeat_topic = app.topic(
-    topics.HEARTBEAT,
-    key_type=str,
-    key_serializer="raw",
-    value_type=Heartbeat,
-    value_serializer=avro_value_codec(topics.HEARTBEAT, schemas.load("heartbeat")),
-    partitions=settings.topic_partitions,
-)
+heartbeat_topic = record_topic("heartbeat")
 
 heartbeat_counts = app.Table(
     "heartbeat_counts",

@@ -89,4 +89,15 @@ class AvroCodec(Codec):
             raise WireFormatError(f"magic byte is {magic}, expected {MAGIC}")
         payload = io.BytesIO(data)
         payload.seek(_HEADER.size)
-        return fastavro.schemaless_reader(payload, self._writer_schema(schema_id), self.parsed)
+        writer = self._writer_schema(schema_id)
+        try:
+            value = fastavro.schemaless_reader(payload, writer, self.parsed)
+        except (EOFError, IndexError, ValueError, TypeError, fastavro.read.SchemaResolutionError) as exc:
+            raise WireFormatError(
+                f"{self.subject}: bytes with schema id {schema_id} do not decode: {type(exc).__name__}: {exc}"
+            ) from None
+        if payload.tell() != len(data):
+            raise WireFormatError(
+                f"{self.subject}: {len(data) - payload.tell()} bytes left over after a record with schema id {schema_id}"
+            )
+        return value

@@ -5,6 +5,7 @@ which is what registers them on this app.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import faust
@@ -49,3 +50,20 @@ app = create_app(settings)
 def avro_value_codec(topic: str, schema: Any) -> AvroCodec:
     """The codec for values of ``topic``: subject ``<topic>-value`` (design D4)."""
     return AvroCodec(f"{topic}-value", schema, settings.schema_registry_url)
+
+
+@functools.lru_cache(maxsize=None)
+def record_topic(name: str) -> faust.TopicT:
+    """The Faust topic of record ``name`` (models/registry.py): Avro values of the
+    newest schema, key = the record's key field as a plain string (design D3)."""
+    from models.registry import record
+
+    r = record(name)
+    return app.topic(
+        r.topic,
+        key_type=str,
+        key_serializer="raw",
+        value_type=r.model,
+        value_serializer=avro_value_codec(r.topic, r.schema),
+        partitions=settings.topic_partitions,
+    )

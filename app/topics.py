@@ -26,9 +26,15 @@ def topic_name(venue: str, record: str) -> str:
 #: The wiring heartbeat (agents/heartbeat.py): proves the worker consumes and produces.
 HEARTBEAT = topic_name("system", "heartbeat")
 
-#: Every pipeline topic the project creates up front. Later issues add the
-#: market-data, quote, ack, fill and dead-letter topics here.
-PIPELINE_TOPICS: tuple[str, ...] = (HEARTBEAT,)
+
+def _record_topics() -> tuple[str, ...]:
+    from models.registry import RECORDS
+
+    return tuple(record.topic for record in RECORDS.values())
+
+
+#: Every pipeline topic the project creates up front: one per record of models/registry.py.
+PIPELINE_TOPICS: tuple[str, ...] = _record_topics()
 
 
 def bootstrap_servers(broker_url: str) -> str:

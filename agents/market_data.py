@@ -1,0 +1,262 @@
+"""Market-data source: the venue's public feeds into the quoting path and onto Kafka.
+
+Contract
+- consumes: the venue's websocket (CRYPTICS_VENUE_URL, or Thalex testnet/production),
+  for every instrument in CRYPTICS_INSTRUMENTS: ``ticker.<instrument>.raw``,
+  ``book.<instrument>.none.all.raw`` and ``price_index.<underlying>`` (the
+  underlying comes from ``public/instruments``).
+- produces: records on the ``ticker``, ``book``, ``trade`` and ``index`` topics
+  (Avro, key = instrument or index name), every one stamped ``received_at``
+  (design D9); the same ticker, book and index records on the in-process channel
+  ``market_events``, which the quote agent consumes (design D1).
+- tables: none. It keeps a local L2 book per instrument (app/exchange/book.py);
+  when a book stops adding up, the gap is counted and the channel resubscribed,
+  and the book starts over from the next snapshot.
+- web view: ``GET /market-data/`` → counts per channel, gaps, the client's stats
+  and each local book.
+
+Hot path first (D1): each record goes to ``market_events`` and the task then
+yields, so the quote agent runs before this one spends time on Kafka; the Kafka
+produce is buffered (``send_soon``) and never awaited.
+
+Bad input from the venue (missing fields, wrong types) raises in the handler;
+the client logs and counts it (``bad_notifications``) and nothing else is lost.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import faust
+from mode import Service
+
+from app.exchange.auth import Credentials
+from app.exchange.book import BookGap, LocalBook
+from app.exchange.client import ThalexClient
+from app.exchange.messages import Notification
+from app.faust_app import app, record_topic, settings
+from models.market import BookLevel, BookTrade, BookUpdate, IndexPrice, PublicTrade, Ticker
+
+log = logging.getLogger(__name__)
+
+#: Ticker, book and index records for the quote agent, in arrival order (design D1).
+market_events = app.channel()
+
+_TICKER_REQUIRED = ("mark_price", "mark_timestamp", "delta", "index")
+_TICKER_OPTIONAL = tuple(
+    name for name in Ticker._options.fields if name not in _TICKER_REQUIRED + ("instrument_name", "received_at")
+)
+_INDEX_OPTIONAL = ("expiration_print_average", "expiration_progress", "expected_expiration_price",
+                   "previous_settlement_price")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def number(payload: dict, key: str) -> float:
+    """A required JSON number; anything else is a clear error."""
+    value = payload[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def optional_number(payload: dict, key: str) -> Optional[float]:
+    value = payload.get(key)
+    return None if value is None else number(payload, key)
+
+
+def ticker_record(instrument: str, payload: Any, received_at: datetime) -> Ticker:
+    if not isinstance(payload, dict):
+        raise TypeError(f"ticker notification must be an object, got {type(payload).__name__}")
+    return Ticker(
+        instrument_name=instrument,
+        **{key: number(payload, key) for key in _TICKER_REQUIRED},
+        **{key: optional_number(payload, key) for key in _TICKER_OPTIONAL},
+        received_at=received_at,
+    )
+
+
+def index_record(payload: Any, received_at: datetime) -> IndexPrice:
+    if not isinstance(payload, dict):
+        raise TypeError(f"price_index notification must be an object, got {type(payload).__name__}")
+    name = payload["index_name"]
+    if not isinstance(name, str):
+        raise TypeError(f"index_name must be a string, got {name!r}")
+    return IndexPrice(
+        index_name=name, price=number(payload, "price"), timestamp=number(payload, "timestamp"),
+        **{key: optional_number(payload, key) for key in _INDEX_OPTIONAL},
+        received_at=received_at,
+    )
+
+
+def _book_levels(changes: list) -> list[BookLevel]:
+    # LocalBook.apply has already checked the shape and the numbers.
+    return [BookLevel(price=float(c[0]), amount=float(c[1]),
+                      outright_amount=float(c[2]) if len(c) > 2 else float(c[1])) for c in changes]
+
+
+def _book_trades(trades: Any) -> list[BookTrade]:
+    if not isinstance(trades, list):
+        raise TypeError(f"trades must be a list, got {type(trades).__name__}")
+    out = []
+    for t in trades:
+        if not isinstance(t, list) or len(t) < 4 or t[2] not in ("buy", "sell"):
+            raise TypeError(f"a trade must be [price, amount, direction, timestamp, implied_taker], got {t!r}")
+        out.append(BookTrade(price=float(t[0]), amount=float(t[1]), direction=t[2], timestamp=float(t[3]),
+                             implied_taker=bool(t[4]) if len(t) > 4 else False))
+    return out
+
+
+class MarketDataSource(Service):
+    """One venue connection feeding the quoting path and the pipeline."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.client: Optional[ThalexClient] = None
+        self.books: dict[str, LocalBook] = {}
+        #: Notifications handled, per channel (what the venue sent that we turned into records).
+        self.received: Counter[str] = Counter()
+        #: Book gaps detected, per instrument.
+        self.gaps: Counter[str] = Counter()
+        self._resubscribing: set[str] = set()
+        self._topics = {name: record_topic(name) for name in ("ticker", "book", "trade", "index")}
+
+    async def on_start(self) -> None:
+        url = settings.venue_ws_url
+        if url is None:
+            log.warning("no venue URL (CRYPTICS_VENUE_URL): the market-data source stays idle")
+            return
+        credentials = None
+        if settings.thalex_key_id is not None:
+            credentials = Credentials.from_file(settings.thalex_key_id, settings.thalex_private_key_file,
+                                                settings.thalex_account)
+        self.client = ThalexClient(url, credentials)
+        self.client.add_disconnect_listener(self._on_disconnect)
+        await self.client.start()
+        instruments = {i["instrument_name"]: i for i in await self.client.call("public/instruments")}
+        channels: dict[str, Any] = {}
+        for name in settings.instrument_names:
+            if name not in instruments:
+                raise RuntimeError(f"the venue lists no instrument {name!r} (CRYPTICS_INSTRUMENTS)")
+            self.books[name] = LocalBook(name, full_depth=True)
+            channels[f"ticker.{name}.raw"] = self._ticker_handler(name)
+            channels[f"book.{name}.none.all.raw"] = self._book_handler(name)
+            channels[f"price_index.{instruments[name]['underlying']}"] = self._on_index
+        for channel, handler in channels.items():
+            await self.client.subscribe([channel], handler)
+        log.info("market data: subscribed %s on %s", sorted(channels), url)
+
+    async def on_stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+    def _on_disconnect(self) -> None:
+        # Whatever the venue sent while we were away is lost: a gap in every synced book.
+        # The books start over from the snapshot that follows the resubscribe.
+        for name, book in self.books.items():
+            if book.synced:
+                self.gaps[name] += 1
+                log.warning("book gap #%d: %s: connection lost", self.gaps[name], name)
+            book.reset()
+
+    async def _publish(self, record_name: str, key: str, record: faust.Record, hot: bool = True) -> None:
+        if hot:
+            await market_events.send(value=record)
+            await asyncio.sleep(0)  # let the quote agent run before the Kafka work below
+        self._topics[record_name].send_soon(key=key, value=record)
+
+    def _ticker_handler(self, instrument: str):
+        async def on_ticker(n: Notification) -> None:
+            record = ticker_record(instrument, n.payload, utc_now())
+            self.received[n.channel] += 1
+            await self._publish("ticker", instrument, record)
+        return on_ticker
+
+    async def _on_index(self, n: Notification) -> None:
+        record = index_record(n.payload, utc_now())
+        self.received[n.channel] += 1
+        await self._publish("index", record.index_name, record)
+
+    def _book_handler(self, instrument: str):
+        async def on_book(n: Notification) -> None:
+            received_at = utc_now()
+            book = self.books[instrument]
+            payload = n.payload
+            gap: Optional[BookGap] = None
+            try:
+                book.apply(payload, n.snapshot)
+            except BookGap as exc:
+                gap = exc
+            trades = _book_trades(payload.get("trades", []))
+            best_bid, best_ask = (book.best_bid(), book.best_ask()) if book.synced else (None, None)
+            record = BookUpdate(
+                instrument_name=instrument,
+                time=number(payload, "time"),
+                snapshot=n.snapshot,
+                bid_changes=_book_levels(payload.get("bid_changes", [])),
+                ask_changes=_book_levels(payload.get("ask_changes", [])),
+                trades=trades,
+                total_bid_amount=optional_number(payload, "total_bid_amount"),
+                total_ask_amount=optional_number(payload, "total_ask_amount"),
+                best_bid_price=best_bid[0] if best_bid else None,
+                best_bid_amount=best_bid[1] if best_bid else None,
+                best_ask_price=best_ask[0] if best_ask else None,
+                best_ask_amount=best_ask[1] if best_ask else None,
+                received_at=received_at,
+            )
+            self.received[n.channel] += 1
+            # Every notification the venue sent is recorded, including the one that revealed a gap.
+            await self._publish("book", instrument, record, hot=book.synced)
+            for trade in trades:
+                self._topics["trade"].send_soon(key=instrument, value=PublicTrade(
+                    instrument_name=instrument, price=trade.price, amount=trade.amount,
+                    direction=trade.direction, timestamp=trade.timestamp,
+                    implied_taker=trade.implied_taker, received_at=received_at))
+            if gap is not None:
+                self._on_gap(instrument, n.channel, gap)
+        return on_book
+
+    def _on_gap(self, instrument: str, channel: str, gap: BookGap) -> None:
+        self.gaps[instrument] += 1
+        log.warning("book gap #%d: %s; resubscribing %s", self.gaps[instrument], gap, channel)
+        if channel in self._resubscribing or self.client is None:
+            return
+        self._resubscribing.add(channel)
+
+        async def resubscribe() -> None:
+            try:
+                await self.client.resubscribe(channel)
+            except Exception as exc:  # the connection dropped meanwhile: the reconnect resubscribes
+                log.warning("resubscribing %s failed: %s", channel, exc)
+            finally:
+                self._resubscribing.discard(channel)
+
+        self.add_future(resubscribe())
+
+    def view(self) -> dict:
+        books = {}
+        for name, book in self.books.items():
+            bids, asks = book.levels()
+            books[name] = {"synced": book.synced, "time": book.time, "bids": bids, "asks": asks}
+        return {
+            "venue": settings.venue_ws_url,
+            "account": self.client.account if self.client else None,
+            "received": dict(self.received),
+            "gaps": dict(self.gaps),
+            "client": dict(self.client.stats) if self.client else {},
+            "books": books,
+        }
+
+
+source = MarketDataSource()
+app.service(source)  # type: ignore[arg-type]  # started and stopped with the worker
+
+
+@app.page("/market-data/")
+async def market_data_view(web, request):
+    return web.json(source.view())
