@@ -112,7 +112,9 @@ class ThalexClient:
         #: The error that stopped the client for good (a rejected login), if any.
         self.fatal: Optional[BaseException] = None
 
-        self._handlers: dict[str, Handler] = {}
+        # `system` carries the reconnect notice before a planned shutdown (§3.7): every
+        # connection subscribes it; _on_system acts on it before any handler runs.
+        self._handlers: dict[str, Handler] = {"system": lambda notification: None}
         self._session_hooks: list[SessionHook] = []
         self._disconnect_listeners: list[Callable[[], None]] = []
         self._pending: dict[int, tuple[str, asyncio.Future]] = {}
