@@ -4,11 +4,14 @@ Contract
 - consumes: the venue's websocket (CRYPTICS_VENUE_URL, or Thalex testnet/production),
   for every instrument in CRYPTICS_INSTRUMENTS: ``ticker.<instrument>.raw``,
   ``book.<instrument>.none.all.raw`` and ``price_index.<underlying>`` (the
-  underlying comes from ``public/instruments``).
-- produces: records on the ``ticker``, ``book``, ``trade`` and ``index`` topics
-  (Avro, key = instrument or index name), every one stamped ``received_at``
-  (design D9); the same ticker, book and index records on the in-process channel
-  ``market_events``, which the quote agent consumes (design D1).
+  underlying comes from ``public/instruments``); with credentials also the
+  private ``account.portfolio``. (The session's order and trade feeds,
+  ``session.orders`` and ``account.trade_history``, belong to the order gateway on
+  the same session: it alone knows the stamps that go with each order.)
+- produces: records on the ``ticker``, ``book``, ``trade``, ``index`` and
+  ``position`` topics (Avro, key = instrument or index name), every one stamped
+  ``received_at`` (design D9); the ticker, book and index records also go on the
+  in-process channel ``market_events``, which the quote agent consumes (design D1).
 - tables: none. It keeps a local L2 book per instrument (app/exchange/book.py);
   when a book stops adding up, the gap is counted and the channel resubscribed,
   and the book starts over from the next snapshot.
@@ -39,6 +42,7 @@ from app.exchange.client import ThalexClient
 from app.exchange.messages import Notification
 from app.faust_app import app, record_topic, settings
 from models.market import BookLevel, BookTrade, BookUpdate, IndexPrice, PublicTrade, Ticker
+from models.position import Position
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,25 @@ def index_record(payload: Any, received_at: datetime) -> IndexPrice:
     )
 
 
+_POSITION_OPTIONAL = ("iv", "index", "start_price", "average_price", "unrealised_pnl", "realised_pnl",
+                      "entry_value", "perpetual_funding_entry_value", "unrealised_perpetual_funding")
+
+
+def position_records(payload: Any, received_at: datetime) -> list[Position]:
+    """``account.portfolio``: a list of PortfolioEntry lines (all on the snapshot, changed ones after)."""
+    if not isinstance(payload, list):
+        raise TypeError(f"account.portfolio notification must be a list, got {type(payload).__name__}")
+    records = []
+    for entry in payload:
+        if not isinstance(entry, dict) or not isinstance(entry.get("instrument_name"), str):
+            raise TypeError(f"a portfolio entry must be an object with an instrument_name, got {entry!r}")
+        records.append(Position(
+            instrument_name=entry["instrument_name"], position=number(entry, "position"),
+            mark_price=number(entry, "mark_price"),
+            **{key: optional_number(entry, key) for key in _POSITION_OPTIONAL}, received_at=received_at))
+    return records
+
+
 def _book_levels(changes: list) -> list[BookLevel]:
     # LocalBook.apply has already checked the shape and the numbers.
     return [BookLevel(price=float(c[0]), amount=float(c[1]),
@@ -124,7 +147,7 @@ class MarketDataSource(Service):
         #: Book gaps detected, per instrument.
         self.gaps: Counter[str] = Counter()
         self._resubscribing: set[str] = set()
-        self._topics = {name: record_topic(name) for name in ("ticker", "book", "trade", "index")}
+        self._topics = {name: record_topic(name) for name in ("ticker", "book", "trade", "index", "position")}
 
     async def on_start(self) -> None:
         url = settings.venue_ws_url
@@ -147,6 +170,8 @@ class MarketDataSource(Service):
             channels[f"ticker.{name}.raw"] = self._ticker_handler(name)
             channels[f"book.{name}.none.all.raw"] = self._book_handler(name)
             channels[f"price_index.{instruments[name]['underlying']}"] = self._on_index
+        if credentials is not None:
+            channels["account.portfolio"] = self._on_portfolio
         for channel, handler in channels.items():
             await self.client.subscribe([channel], handler)
         log.info("market data: subscribed %s on %s", sorted(channels), url)
@@ -181,6 +206,11 @@ class MarketDataSource(Service):
         record = index_record(n.payload, utc_now())
         self.received[n.channel] += 1
         await self._publish("index", record.index_name, record)
+
+    def _on_portfolio(self, n: Notification) -> None:
+        for position in position_records(n.payload, utc_now()):
+            self._topics["position"].send_soon(key=position.instrument_name, value=position)
+        self.received[n.channel] += 1
 
     def _book_handler(self, instrument: str):
         async def on_book(n: Notification) -> None:

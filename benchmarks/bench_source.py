@@ -74,8 +74,8 @@ def parse_only(frames: list[bytes]) -> float:
     def on_index(n):
         index_record(n.payload, utc_now())
 
-    client._handlers.update({f"ticker.{INSTRUMENT}.raw": on_ticker, f"book.{INSTRUMENT}.none.all.raw": on_book,
-                             "price_index.BTCUSD": on_index})
+    client._handlers.update({f"ticker.{INSTRUMENT}.raw": [on_ticker], f"book.{INSTRUMENT}.none.all.raw": [on_book],
+                             "price_index.BTCUSD": [on_index]})
     started = time.perf_counter()
     for frame in frames:
         client.handle(frame)

@@ -127,3 +127,26 @@ def test_backoff_grows_with_jitter_and_is_capped():
     assert delays[0] == pytest.approx(0.05)  # half the floor at jitter 0
     assert delays[1] == pytest.approx(0.2)  # the full 2 × floor at jitter 1
     assert max(delays) <= 2.0 and delays[-1] == pytest.approx(2.0)
+
+
+async def test_two_handlers_on_one_channel_and_resubscribe_keeps_them(keys):
+    keys_dir, credentials = keys
+    venue = Venue(venue_config(keys_dir))
+    await venue.start()
+    client = ThalexClient(venue.url, credentials)
+    first, second = [], []
+
+    async def async_handler(n):
+        second.append(n)
+
+    try:
+        await client.start()
+        await client.subscribe(["account.portfolio"], first.append)
+        await client.subscribe(["account.portfolio"], async_handler)  # no second venue subscription
+        assert client.stats.get("bad_notifications", 0) == 0
+        await client.resubscribe("account.portfolio")  # a fresh snapshot, to both handlers
+        await _until(lambda: len(first) >= 2 and len(second) >= 1)
+        assert all(n.snapshot for n in first) and first[-1].payload == second[-1].payload
+    finally:
+        await client.close()
+        await venue.stop()

@@ -80,7 +80,7 @@ def test_fuzz_the_client_never_raises_and_counts_everything(raws):
         seen.append(n)
         n.payload["best_bid_price"] + 1  # a handler that trusts the payload, as real ones do
 
-    client._handlers["ticker.BTC-PERPETUAL.raw"] = strict_handler
+    client._handlers["ticker.BTC-PERPETUAL.raw"] = [strict_handler]
     for raw in raws:
         client.handle(raw)
     stats = client.stats

@@ -114,7 +114,7 @@ class ThalexClient:
 
         # `system` carries the reconnect notice before a planned shutdown (§3.7): every
         # connection subscribes it; _on_system acts on it before any handler runs.
-        self._handlers: dict[str, Handler] = {"system": lambda notification: None}
+        self._handlers: dict[str, list[Handler]] = {"system": []}
         self._session_hooks: list[SessionHook] = []
         self._disconnect_listeners: list[Callable[[], None]] = []
         self._pending: dict[int, tuple[str, asyncio.Future]] = {}
@@ -193,24 +193,29 @@ class ThalexClient:
     async def subscribe(self, channels: Iterable[str], handler: Handler) -> list[str]:
         """Subscribe ``channels``, each notification going to ``handler``.
 
-        Raises SubscriptionRejected naming any channel the venue left out; the
-        others stay subscribed.
+        Several parts of the worker may listen to one channel (the market-data
+        source and the order gateway both read ``account.portfolio``): a channel
+        already subscribed just gets one more handler, which sees what comes next
+        (``resubscribe`` for a fresh snapshot to all). Raises SubscriptionRejected
+        naming any channel the venue left out; the others stay subscribed.
         """
         wanted = list(dict.fromkeys(channels))
         if any(is_private(c) for c in wanted) and self.credentials is None:
             raise NotConnected("private channels need credentials: set CRYPTICS_THALEX_KEY_ID and "
                                "CRYPTICS_THALEX_PRIVATE_KEY_FILE")
+        new = [c for c in wanted if c not in self._handlers]
         for channel in wanted:
-            self._handlers[channel] = handler
-        accepted = await self._subscribe(wanted)
-        rejected = [c for c in wanted if c not in accepted]
+            self._handlers.setdefault(channel, []).append(handler)
+        accepted = await self._subscribe(new) if new else []
+        rejected = [c for c in new if c not in accepted]
         for channel in rejected:
             del self._handlers[channel]
         if rejected:
             raise SubscriptionRejected(rejected)
-        return accepted
+        return [c for c in wanted if c not in rejected]
 
     async def unsubscribe(self, channels: Iterable[str]) -> list[str]:
+        """Unsubscribe ``channels``, dropping every handler they had."""
         gone = list(channels)
         for channel in gone:
             self._handlers.pop(channel, None)
@@ -218,10 +223,15 @@ class ThalexClient:
         return list(result or [])
 
     async def resubscribe(self, channel: str) -> None:
-        """Unsubscribe and subscribe again: stateful feeds answer with a fresh snapshot."""
-        handler = self._handlers[channel]
+        """Unsubscribe and subscribe again, keeping the handlers: stateful feeds answer
+        with a fresh snapshot."""
+        handlers = self._handlers[channel]
         await self.unsubscribe([channel])
-        await self.subscribe([channel], handler)
+        self._handlers[channel] = handlers
+        accepted = await self._subscribe([channel])
+        if channel not in accepted:
+            del self._handlers[channel]
+            raise SubscriptionRejected([channel])
 
     async def _subscribe(self, channels: list[str]) -> list[str]:
         accepted: list[str] = []
@@ -345,19 +355,20 @@ class ThalexClient:
             self.stats["notifications"] += 1
             if message.channel == "system":
                 self._on_system(message)
-            handler = self._handlers.get(message.channel)
-            if handler is None:
-                if message.channel != "system":
-                    self._bad("unknown_channel", f"notification on unsubscribed channel {message.channel!r}")
+            handlers = self._handlers.get(message.channel)
+            if handlers is None:
+                self._bad("unknown_channel", f"notification on unsubscribed channel {message.channel!r}")
                 return None
-            try:
-                outcome = handler(message)
-            except Exception as exc:  # a payload the handler cannot digest: missing fields, wrong types
-                self._bad("bad_notifications", f"{message.channel}: {type(exc).__name__}: {exc}")
-                return None
-            if outcome is not None:
-                return self._finish_handler(outcome, message.channel)
-            return None
+            pending = []
+            for handler in handlers:
+                try:
+                    outcome = handler(message)
+                except Exception as exc:  # a payload the handler cannot digest: missing fields, wrong types
+                    self._bad("bad_notifications", f"{message.channel}: {type(exc).__name__}: {exc}")
+                    continue
+                if outcome is not None:
+                    pending.append(outcome)
+            return self._finish_handlers(pending, message.channel) if pending else None
         entry = self._pending.get(message.id) if isinstance(message.id, int) else None
         if entry is None:
             self._bad("unmatched_replies", f"reply with unknown id {message.id!r}")
@@ -372,11 +383,12 @@ class ThalexClient:
             future.set_exception(ThalexError(method, message.code, message.message))
         return None
 
-    async def _finish_handler(self, outcome: Awaitable[None], channel: str) -> None:
-        try:
-            await outcome
-        except Exception as exc:
-            self._bad("bad_notifications", f"{channel}: {type(exc).__name__}: {exc}")
+    async def _finish_handlers(self, outcomes: list[Awaitable[None]], channel: str) -> None:
+        for outcome in outcomes:  # in subscription order, like the plain handlers
+            try:
+                await outcome
+            except Exception as exc:
+                self._bad("bad_notifications", f"{channel}: {type(exc).__name__}: {exc}")
 
     def _on_system(self, message: Notification) -> None:
         payload = message.payload

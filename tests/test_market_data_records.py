@@ -1,0 +1,56 @@
+"""Building records from venue payloads: exchange fields as sent, clear errors for bad input."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from agents.market_data import index_record, position_records, ticker_record
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+TICKER = {"best_bid_price": 104901.0, "best_bid_amount": 0.028, "best_ask_price": 104940.0, "best_ask_amount": 0.3,
+          "last_price": 104913.0, "mark_price": 104904.59553398524, "mark_timestamp": 1747578855.2247293,
+          "delta": 1, "index": 104916.49833333334, "funding_rate": 0.0, "open_interest": 3740.212,
+          "some_future_field": "ignored"}
+
+
+def test_ticker_record_keeps_the_exchange_fields():
+    record = ticker_record("BTC-PERPETUAL", TICKER, NOW)
+    assert record.instrument_name == "BTC-PERPETUAL" and record.mark_price == 104904.59553398524
+    assert record.delta == 1.0 and isinstance(record.delta, float)
+    assert record.best_bid_price == 104901.0 and record.iv is None and record.received_at == NOW
+
+
+@pytest.mark.parametrize("change,error", [
+    ({"mark_price": None}, TypeError), ({"mark_price": "104904"}, TypeError), ({"mark_price": True}, TypeError),
+    ({"best_bid_price": "x"}, TypeError),
+])
+def test_ticker_wrong_types_are_errors(change, error):
+    with pytest.raises(error, match="must be a number"):
+        ticker_record("BTC-PERPETUAL", {**TICKER, **change}, NOW)
+
+
+def test_ticker_missing_required_field_is_an_error():
+    payload = dict(TICKER)
+    del payload["index"]
+    with pytest.raises(KeyError, match="index"):
+        ticker_record("BTC-PERPETUAL", payload, NOW)
+    with pytest.raises(TypeError, match="must be an object"):
+        ticker_record("BTC-PERPETUAL", [1, 2], NOW)
+
+
+def test_index_record():
+    record = index_record({"index_name": "BTCUSD", "price": 47389.1, "timestamp": 946684800}, NOW)
+    assert (record.index_name, record.price, record.timestamp) == ("BTCUSD", 47389.1, 946684800.0)
+    with pytest.raises(TypeError, match="index_name"):
+        index_record({"index_name": 7, "price": 1.0, "timestamp": 1.0}, NOW)
+
+
+def test_position_records():
+    entries = [{"instrument_name": "BTC-PERPETUAL", "position": 1, "mark_price": 47299.74, "start_price": 47260,
+                "average_price": 47260, "unrealised_pnl": 39.76, "realised_pnl": 0}]
+    (record,) = position_records(entries, NOW)
+    assert record.position == 1.0 and record.unrealised_pnl == 39.76 and record.iv is None
+    assert position_records([], NOW) == []
+    with pytest.raises(TypeError, match="instrument_name"):
+        position_records([{"position": 1}], NOW)
