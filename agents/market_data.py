@@ -18,6 +18,10 @@ Contract
 - web view: ``GET /market-data/`` → counts per channel, gaps, the client's stats
   and each local book.
 
+One venue session per account (D2): with a database configured, the source opens
+the session only while it holds the quoting lease (app/lease.py); standby workers
+wait for it. Without a database (a lone worker) it connects at once.
+
 Hot path first (D1): each record goes to ``market_events`` and the task then
 yields, so the quote agent runs before this one spends time on Kafka; the Kafka
 produce is buffered (``send_soon``) and never awaited.
@@ -31,7 +35,7 @@ import asyncio
 import logging
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import faust
 from mode import Service
@@ -41,6 +45,7 @@ from app.exchange.book import BookGap, LocalBook
 from app.exchange.client import ThalexClient
 from app.exchange.messages import Notification
 from app.faust_app import app, record_topic, settings
+from app.lease import QuotingLease
 from models.market import BookLevel, BookTrade, BookUpdate, IndexPrice, PublicTrade, Ticker
 from models.position import Position
 
@@ -135,12 +140,23 @@ def _book_trades(trades: Any) -> list[BookTrade]:
     return out
 
 
+class SessionListener(Protocol):
+    async def session_opened(self, client: ThalexClient, instruments: dict[str, dict]) -> None: ...
+
+    async def session_closing(self, client: ThalexClient) -> None: ...
+
+
 class MarketDataSource(Service):
     """One venue connection feeding the quoting path and the pipeline."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.client: Optional[ThalexClient] = None
+        self.lease: Optional[QuotingLease] = None
+        #: public/instruments of the venue, by name (tick sizes for the quoter).
+        self.instruments: dict[str, dict] = {}
+        #: Told when a venue session opens and before it closes (the quote agent).
+        self.session_listeners: list[SessionListener] = []
         self.books: dict[str, LocalBook] = {}
         #: Notifications handled, per channel (what the venue sent that we turned into records).
         self.received: Counter[str] = Counter()
@@ -150,35 +166,66 @@ class MarketDataSource(Service):
         self._topics = {name: record_topic(name) for name in ("ticker", "book", "trade", "index", "position")}
 
     async def on_start(self) -> None:
-        url = settings.venue_ws_url
-        if url is None:
+        if settings.venue_ws_url is None:
             log.warning("no venue URL (CRYPTICS_VENUE_URL): the market-data source stays idle")
             return
+        if settings.database_url is None:
+            await self.open_session()  # a lone worker with no database: nobody to share the account with
+            return
+        # Design D2: of all workers, only the lease holder opens the venue session.
+        self.lease = QuotingLease(settings.database_url, self.account_identity(), self.open_session,
+                                  self.close_session)
+        self.add_future(self.lease.run())
+
+    async def on_stop(self) -> None:
+        await self.close_session()
+
+    @staticmethod
+    def account_identity() -> str:
+        """What the lease is about: one venue account (URL, key, sub-account)."""
+        return f"{settings.venue_ws_url}|{settings.thalex_key_id}|{settings.thalex_account}"
+
+    async def open_session(self) -> None:
+        """Connect, log in, subscribe; then tell the session listeners (the quote agent)."""
+        url = settings.venue_ws_url
         credentials = None
         if settings.thalex_key_id is not None:
             credentials = Credentials.from_file(settings.thalex_key_id, settings.thalex_private_key_file,
                                                 settings.thalex_account)
-        self.client = ThalexClient(url, credentials)
-        self.client.add_disconnect_listener(self._on_disconnect)
-        await self.client.start()
-        instruments = {i["instrument_name"]: i for i in await self.client.call("public/instruments")}
+        client = ThalexClient(url, credentials)
+        client.add_disconnect_listener(self._on_disconnect)
+        await client.start()
+        self.client = client
+        self.instruments = {i["instrument_name"]: i for i in await client.call("public/instruments")}
         channels: dict[str, Any] = {}
         for name in settings.instrument_names:
-            if name not in instruments:
+            if name not in self.instruments:
                 raise RuntimeError(f"the venue lists no instrument {name!r} (CRYPTICS_INSTRUMENTS)")
             self.books[name] = LocalBook(name, full_depth=True)
             channels[f"ticker.{name}.raw"] = self._ticker_handler(name)
             channels[f"book.{name}.none.all.raw"] = self._book_handler(name)
-            channels[f"price_index.{instruments[name]['underlying']}"] = self._on_index
+            channels[f"price_index.{self.instruments[name]['underlying']}"] = self._on_index
         if credentials is not None:
             channels["account.portfolio"] = self._on_portfolio
         for channel, handler in channels.items():
-            await self.client.subscribe([channel], handler)
+            await client.subscribe([channel], handler)
         log.info("market data: subscribed %s on %s", sorted(channels), url)
+        for listener in self.session_listeners:
+            await listener.session_opened(client, self.instruments)
 
-    async def on_stop(self) -> None:
-        if self.client is not None:
-            await self.client.close()
+    async def close_session(self) -> None:
+        """Leave the venue: listeners first (they cancel their orders), then the connection."""
+        client, self.client = self.client, None
+        if client is None:
+            return
+        for listener in self.session_listeners:
+            try:
+                await listener.session_closing(client)
+            except Exception:
+                log.exception("a session listener failed while closing")
+        await client.close(cancel_session=client.credentials is not None)
+        for book in self.books.values():
+            book.reset()
 
     def _on_disconnect(self) -> None:
         # Whatever the venue sent while we were away is lost: a gap in every synced book.
@@ -275,6 +322,9 @@ class MarketDataSource(Service):
             books[name] = {"synced": book.synced, "time": book.time, "bids": bids, "asks": asks}
         return {
             "venue": settings.venue_ws_url,
+            "session_open": self.client is not None,
+            "lease": None if self.lease is None else {
+                "held": self.lease.held, "acquisitions": self.lease.acquisitions, "losses": self.lease.losses},
             "account": self.client.account if self.client else None,
             "received": dict(self.received),
             "gaps": dict(self.gaps),

@@ -89,6 +89,15 @@ def test_up_runs_the_stack_and_stops_it_in_order(service_root):
         assert asyncio.run(_migrations(urls["database"])) == [1]
         assert urls["venue"].startswith("ws://127.0.0.1:") and urls["venue"].endswith("/ws/api/v2")
         assert (up.state_dir / "venue" / "cryptics-simulated.private.pem").exists()
+        # The worker took the quoting lease and streams the simulated venue's market data.
+        deadline = time.monotonic() + 30
+        while True:
+            md = _http_json(f"{urls['web']}/market-data/")
+            if md["received"].get("ticker.BTC-PERPETUAL.raw", 0) > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert md["session_open"] and md["lease"]["held"] and md["account"]
+        assert md["received"]["ticker.BTC-PERPETUAL.raw"] > 0 and md["books"]["BTC-PERPETUAL"]["synced"]
     finally:
         up.proc.send_signal(signal.SIGTERM)
         code = up.finish()
