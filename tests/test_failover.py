@@ -1,0 +1,88 @@
+"""One venue session per account across workers (design D2), with real processes.
+
+Two `cryptics worker` processes share a database: only the holder of the quoting
+lease opens a venue session. Killing it with -9 hands the session to the other.
+Throughout, the venue (in this process) is sampled: never two logged-in sessions.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import time
+import urllib.request
+
+import pytest
+
+from app.stack.process import Child, environ_for_child, free_port, spawn
+from app.venue import Venue, VenueConfig, create_keypair
+
+from .conftest import ROOT, cryptics
+
+pytestmark = pytest.mark.integration
+
+KID = "failover"
+
+
+def _view(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/market-data/", timeout=1) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+async def test_kill_9_of_the_session_holder_hands_over(broker, registry_url, database, tmp_path):
+    private, _ = create_keypair(tmp_path / "keys", KID, tmp_path / "keys" / "trusted")
+    venue = Venue(dataclasses.replace(VenueConfig(), port=0, trusted_keys_dir=tmp_path / "keys" / "trusted"))
+    await venue.start()
+    workers: dict[int, Child] = {}
+    peak = 0
+
+    def logged_in() -> int:
+        return sum(1 for c in venue.connections if c.kid == KID and not c.closed)
+
+    async def sample_until(predicate, what: str, timeout: float):
+        nonlocal peak
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            peak = max(peak, logged_in())
+            result = await asyncio.get_running_loop().run_in_executor(None, predicate)
+            if result:
+                return result
+            await asyncio.sleep(0.02)
+        logs = "\n".join(w.log_tail(30) for w in workers.values())
+        raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+    def holders() -> list[int]:
+        return [port for port in workers if (v := _view(port)) and v["session_open"]]
+
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            workers[port] = spawn(f"worker-{name}", cryptics("worker"), log_path=tmp_path / f"worker-{name}.log",
+                                  cwd=ROOT, env=environ_for_child({
+                                      "CRYPTICS_BROKER_URL": broker.url, "CRYPTICS_SCHEMA_REGISTRY_URL": registry_url,
+                                      "CRYPTICS_DATABASE_URL": database, "CRYPTICS_VENUE_URL": venue.url,
+                                      "CRYPTICS_THALEX_KEY_ID": KID, "CRYPTICS_THALEX_PRIVATE_KEY_FILE": str(private),
+                                      "CRYPTICS_WEB_PORT": str(port), "CRYPTICS_HEARTBEAT_INTERVAL": "0",
+                                      "CRYPTICS_STATE_DIR": str(tmp_path / f"state-{name}")}))
+        first = (await sample_until(lambda: holders() or None, "a session holder", 120))[0]
+        standby = next(port for port in workers if port != first)
+        await sample_until(lambda: _view(standby) is not None, "the standby's web view", 120)
+        await asyncio.sleep(2)  # both running: still one session
+        peak = max(peak, logged_in())
+        assert holders() == [first] and _view(standby)["lease"]["held"] is False
+
+        workers[first].popen.send_signal(signal.SIGKILL)
+        workers[first].popen.wait(10)
+        view = await sample_until(lambda: (v := _view(standby)) and v["session_open"] and v, "the handover", 60)
+        assert view["lease"]["acquisitions"] == 1
+        await sample_until(lambda: (v := _view(standby)) and v["received"].get("ticker.BTC-PERPETUAL.raw", 0) > 0,
+                           "market data on the new session", 30)
+        assert peak == 1, f"{peak} logged-in sessions at once"
+    finally:
+        for worker in workers.values():
+            worker.stop(timeout=30)
+        await venue.stop()
