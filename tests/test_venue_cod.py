@@ -14,22 +14,12 @@ import aiohttp
 import pytest
 
 from app.venue import Venue
-# Fixtures (http, keys, private_key) and the bare client are shared with the protocol tests.
+# Fixtures (http, keys, private_key, venue) and the bare client are shared with the protocol tests.
 from tests.test_venue_protocol import (  # noqa: F401
-    BTC, TIMEOUT, WsClient, connect, http, keys, private_key, venue_config,
+    BTC, TIMEOUT, WsClient, connect, http, keys, private_key, venue, venue_config,
 )
 
 ORDER = {"direction": "buy", "instrument_name": BTC, "amount": 0.01}
-
-
-@pytest.fixture
-async def venue(keys: tuple[Path, Path]):
-    v = Venue(venue_config(keys[1]))
-    await v.start()
-    try:
-        yield v
-    finally:
-        await v.stop()
 
 
 @pytest.fixture
