@@ -55,8 +55,12 @@ class EmbeddedBroker:
             log_path=self.log_dir / "broker.log",
             stop_signal=signal.SIGTERM,
         )
-        return await wait_until(lambda: port_open(self.host, self.port),
-                                what="broker", timeout=timeout, child=self.child)
+        try:
+            return await wait_until(lambda: port_open(self.host, self.port),
+                                    what="broker", timeout=timeout, child=self.child)
+        except BaseException:
+            self.stop()  # never leave a half-started broker behind
+            raise
 
     def stop(self) -> None:
         if self.child is not None:

@@ -178,8 +178,12 @@ class EmbeddedPostgres:
             # transactions and exits; SIGTERM would wait for every client.
             stop_signal=signal.SIGINT,
         )
-        took = await wait_until(self._accepts_connections, what="postgres", timeout=timeout, child=self.child)
-        await self._ensure_database()
+        try:
+            took = await wait_until(self._accepts_connections, what="postgres", timeout=timeout, child=self.child)
+            await self._ensure_database()
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
         return took
 
     async def _accepts_connections(self) -> bool:
