@@ -55,8 +55,10 @@ class QuotingLease:
             while True:
                 try:
                     await self._hold_once()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
-                    log.warning("quoting lease %r: database unavailable (%s)", self.name, exc)
+                except Exception as exc:
+                    # Whatever broke (the database, or opening the venue session), the lease
+                    # is not held any more: say why, let go, and try again.
+                    log.warning("quoting lease %r: %s: %s", self.name, type(exc).__name__, exc)
                 if self.held:
                     await self._lose()
                 await asyncio.sleep(self.poll_interval)
