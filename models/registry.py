@@ -16,6 +16,7 @@ from typing import Any, Mapping, Type
 import faust
 
 from . import schemas
+from .dead_letter import DeadLetter
 from .heartbeat import Heartbeat
 from .latency import LatencySample
 from .market import BookUpdate, IndexPrice, PublicTrade, Ticker
@@ -75,6 +76,8 @@ RECORDS: Mapping[str, RecordType] = {
         RecordType("fill", Fill, "thalex", "instrument_name"),
         RecordType("position", Position, "thalex", "instrument_name"),
         RecordType("latency", LatencySample, "thalex", "instrument_name"),
+        # Records the persistence agents could not write (app/sink/); keyed by their source topic.
+        RecordType("dead_letter", DeadLetter, "thalex", "source_topic"),
     )
 }
 

@@ -1,0 +1,57 @@
+"""The sink's settings, read in this one place from ``CRYPTICS_SINK_*`` variables.
+
+They belong in app/settings.py (design D10: one settings module); until they move
+there, ``SinkConfig.from_env()`` reads them with the settings module's own parser, so
+the names, types and error messages are already what they will be.
+
+| field | variable | default | meaning |
+|---|---|---|---|
+| batch_size | CRYPTICS_SINK_BATCH_SIZE | 5000 | a batch is flushed when it holds this many records... |
+| batch_age | CRYPTICS_SINK_BATCH_AGE | 0.5 | ...or when this many seconds passed since the last flush |
+| retry_initial | CRYPTICS_SINK_RETRY_INITIAL | 0.2 | first pause (s) after a connection error; doubles each retry |
+| retry_max | CRYPTICS_SINK_RETRY_MAX | 5.0 | longest pause (s) between retries; retries never stop |
+| connect_timeout | CRYPTICS_SINK_CONNECT_TIMEOUT | 5.0 | seconds to wait for a database connection before retrying |
+| write_mode | CRYPTICS_SINK_WRITE_MODE | copy | copy (binary COPY into a temporary table) or unnest (INSERT … SELECT unnest(...), for servers without COPY such as PGlite) |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from app import settings as settings_module
+
+WRITE_MODES = ("copy", "unnest")
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    #: Records per flush at most. 5,000 keeps a flush near 20–40 ms of COPY while
+    #: amortising the per-transaction cost (benchmarks/bench_sink.py).
+    batch_size: int = 5000
+    #: Seconds a batch may wait for more records: the upper bound that batching adds to
+    #: the received → persisted latency when traffic is light.
+    batch_age: float = 0.5
+    retry_initial: float = 0.2
+    retry_max: float = 5.0
+    connect_timeout: float = 5.0
+    write_mode: str = "copy"
+
+    def validate(self) -> None:
+        prefix = settings_module.PREFIX + "SINK_"
+        if self.batch_size < 1:
+            raise ValueError(f"{prefix}BATCH_SIZE must be >= 1, got {self.batch_size}")
+        if self.batch_age <= 0:
+            raise ValueError(f"{prefix}BATCH_AGE must be > 0, got {self.batch_age}")
+        if not 0 < self.retry_initial <= self.retry_max:
+            raise ValueError(f"{prefix}RETRY_INITIAL must be > 0 and <= {prefix}RETRY_MAX")
+        if self.connect_timeout <= 0:
+            raise ValueError(f"{prefix}CONNECT_TIMEOUT must be > 0, got {self.connect_timeout}")
+        if self.write_mode not in WRITE_MODES:
+            raise ValueError(f"{prefix}WRITE_MODE must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}")
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "SinkConfig":
+        # The settings module's parser: same types, same error messages as every other variable.
+        config = cls(**settings_module._fields_from_env(cls, environ, "SINK_"))
+        config.validate()
+        return config
