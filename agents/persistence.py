@@ -42,13 +42,13 @@ from typing import Sequence
 import faust
 
 from app.faust_app import app, record_topic, settings
-from app.sink import SPECS, SinkConfig, SourceRecord, TopicSink, for_record
+from app.sink import SPECS, SourceRecord, TopicSink, for_record
 from models.dead_letter import DeadLetter
 from models.registry import record
 
 log = logging.getLogger(__name__)
 
-config = SinkConfig.from_env()
+config = settings.sink_config()
 dead_letter_topic = record_topic("dead_letter")
 
 #: The sink of each persisted record, by record name (GET /sink/ reads their counters).

@@ -169,6 +169,17 @@ class Settings:
         config.validate()
         return config
 
+    def sink_config(self, environ: Optional[Mapping[str, str]] = None) -> Any:
+        """The persistence agents' configuration (app/sink/config.py), from ``CRYPTICS_SINK_<FIELD>``.
+
+        E.g. CRYPTICS_SINK_BATCH_SIZE=10000 or CRYPTICS_SINK_BATCH_AGE=0.2.
+        """
+        from app.sink.config import SinkConfig
+
+        config = SinkConfig(**_fields_from_env(SinkConfig, environ, "SINK_"))
+        config.validate()
+        return config
+
     def validate(self) -> None:
         if self.topic_partitions < 1:
             raise ValueError(f"{PREFIX}TOPIC_PARTITIONS must be >= 1, got {self.topic_partitions}")

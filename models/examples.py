@@ -115,9 +115,23 @@ _LATENCY = {
 
 _HEARTBEAT = {"source": "worker-1:4242", "sequence": 17, "sent_at": _at(1747578855.0)}
 
+# A ticker whose mark price broke the tickers table's positive_float8 domain, as the sink
+# dead-letters it: the source coordinates, the raw bytes (Confluent framing, schema id 1,
+# the first bytes of the Avro body) and the database's error.
+_DEAD_LETTER = {
+    "source_topic": "cryptics.thalex.ticker.avro", "source_partition": 2, "source_offset": 1577,
+    "key": b"BTC-PERPETUAL",
+    "value": b"\x00\x00\x00\x00\x01\x1aBTC-PERPETUAL\x00\x00\x00\x00\x00\x00\xf0\xbf",
+    "stage": "database",
+    "error": 'CheckViolationError: value for domain positive_float8 violates check constraint "positive_float8_check"',
+    "target_table": "tickers",
+    "failed_at": _at(1747578855.2247293, 250.0),
+}
+
 _EXAMPLES: dict[str, dict[str, Any]] = {
     "heartbeat": _HEARTBEAT, "ticker": _TICKER, "book": _BOOK, "index": _INDEX, "trade": _TRADE,
     "quote": _QUOTE, "ack": _ACK, "fill": _FILL, "position": _POSITION, "latency": _LATENCY,
+    "dead_letter": _DEAD_LETTER,
 }
 
 

@@ -21,6 +21,7 @@ import fastavro
 import pytest
 
 from app import migrate
+from app.settings import Settings
 from app.codec import WireFormatError
 from app.sink import SPECS, SinkConfig, SourceRecord, TableWriter, TopicSink, spec
 from models import examples
@@ -251,13 +252,14 @@ async def test_topic_sink_retries_a_missing_table_instead_of_dropping(conn, data
 
 
 def test_sink_config_from_env():
-    assert SinkConfig.from_env({}) == SinkConfig()
-    config = SinkConfig.from_env({"CRYPTICS_SINK_BATCH_SIZE": "250", "CRYPTICS_SINK_BATCH_AGE": "0.05",
+    from_env = Settings.from_env({}).sink_config
+    assert from_env({}) == SinkConfig()
+    config = from_env({"CRYPTICS_SINK_BATCH_SIZE": "250", "CRYPTICS_SINK_BATCH_AGE": "0.05",
                                   "CRYPTICS_SINK_WRITE_MODE": "unnest"})
     assert (config.batch_size, config.batch_age, config.write_mode) == (250, 0.05, "unnest")
     with pytest.raises(ValueError, match="CRYPTICS_SINK_BATCH_SIZE"):
-        SinkConfig.from_env({"CRYPTICS_SINK_BATCH_SIZE": "0"})
+        from_env({"CRYPTICS_SINK_BATCH_SIZE": "0"})
     with pytest.raises(ValueError, match="CRYPTICS_SINK_WRITE_MODE"):
-        SinkConfig.from_env({"CRYPTICS_SINK_WRITE_MODE": "csv"})
+        from_env({"CRYPTICS_SINK_WRITE_MODE": "csv"})
     with pytest.raises(ValueError, match="CRYPTICS_SINK_BATCH_AGE"):
-        SinkConfig.from_env({"CRYPTICS_SINK_BATCH_AGE": "soon"})
+        from_env({"CRYPTICS_SINK_BATCH_AGE": "soon"})

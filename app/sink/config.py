@@ -1,8 +1,7 @@
-"""The sink's settings, read in this one place from ``CRYPTICS_SINK_*`` variables.
+"""The sink's settings: a frozen config next to the code it configures, as the venue's.
 
-They belong in app/settings.py (design D10: one settings module); until they move
-there, ``SinkConfig.from_env()`` reads them with the settings module's own parser, so
-the names, types and error messages are already what they will be.
+``Settings.sink_config()`` (app/settings.py, the one settings module) fills it from
+``CRYPTICS_SINK_<FIELD>`` variables with the same parser as every other setting.
 
 | field | variable | default | meaning |
 |---|---|---|---|
@@ -16,9 +15,8 @@ the names, types and error messages are already what they will be.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
-from app import settings as settings_module
+PREFIX = "CRYPTICS_SINK_"
 
 WRITE_MODES = ("copy", "unnest")
 
@@ -37,7 +35,7 @@ class SinkConfig:
     write_mode: str = "copy"
 
     def validate(self) -> None:
-        prefix = settings_module.PREFIX + "SINK_"
+        prefix = PREFIX
         if self.batch_size < 1:
             raise ValueError(f"{prefix}BATCH_SIZE must be >= 1, got {self.batch_size}")
         if self.batch_age <= 0:
@@ -48,10 +46,3 @@ class SinkConfig:
             raise ValueError(f"{prefix}CONNECT_TIMEOUT must be > 0, got {self.connect_timeout}")
         if self.write_mode not in WRITE_MODES:
             raise ValueError(f"{prefix}WRITE_MODE must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}")
-
-    @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "SinkConfig":
-        # The settings module's parser: same types, same error messages as every other variable.
-        config = cls(**settings_module._fields_from_env(cls, environ, "SINK_"))
-        config.validate()
-        return config
