@@ -6,12 +6,15 @@
     cryptics venue            only the simulated Thalex venue
     cryptics db migrate       apply timescale/ migrations
     cryptics topics create    create the pipeline topics with the configured partitions
+    cryptics deadletter list  the dead letters: records the persistence agents could not write
+    cryptics deadletter replay  put chosen dead letters back on their source topic after a fix
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+from datetime import timezone
 
 import click
 
@@ -126,6 +129,179 @@ def topics_create() -> None:
     except topics_module.TopicMismatch as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created: {list(report.created)}; already there: {list(report.existing)}")
+
+
+@main.group()
+def deadletter() -> None:
+    """Dead letters: list the records the persistence agents could not write, replay them after a fix.
+
+    A dead letter keeps the record's source topic, partition, offset, key, value bytes
+    and the error (design D8). Its id is its PARTITION:OFFSET on the dead-letter topic.
+    Needs CRYPTICS_BROKER_URL and CRYPTICS_SCHEMA_REGISTRY_URL.
+    """
+    # Progress lines of the Kafka client (and the Tansu end-offset correction) would
+    # drown the listing; warnings still show.
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+class _LetterIdType(click.ParamType):
+    name = "PARTITION:OFFSET"
+
+    def convert(self, value, param, ctx):
+        from .deadletter import LetterId
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return LetterId.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _dead_letter_stages() -> tuple[str, ...]:
+    """The DeadLetterStage symbols of the newest dead-letter schema (decode, row, database)."""
+    # From the schema file, not app.deadletter: importing Kafka and Faust here would slow
+    # down every command, `--help` included.
+    from models.schemas import load
+
+    stage = next(f for f in load("dead_letter")["fields"] if f["name"] == "stage")
+    return tuple(stage["type"]["symbols"])
+
+
+def _filter_options(command):
+    for option in reversed([
+        click.option("--topic", "source_topics", multiple=True, metavar="TOPIC",
+                     help="Only dead letters from this source topic (repeatable)."),
+        click.option("--stage", "stages", multiple=True, type=click.Choice(_dead_letter_stages()),
+                     help="Only dead letters of this stage (repeatable)."),
+        click.option("--table", "target_tables", multiple=True, metavar="TABLE",
+                     help="Only dead letters meant for this table (repeatable)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _deadletter_services() -> tuple[str, str]:
+    s = _settings()
+    if not s.broker_url:
+        raise click.ClickException("set CRYPTICS_BROKER_URL: the broker that holds the dead-letter topic")
+    if not s.schema_registry_url:
+        raise click.ClickException(
+            "set CRYPTICS_SCHEMA_REGISTRY_URL: dead letters are Avro, decoded through the registry")
+    return s.broker_url, s.schema_registry_url
+
+
+def _run_deadletter(coroutine):
+    """Run ``coroutine``; what went wrong on the way becomes a message, not a traceback."""
+    from aiokafka.errors import KafkaError
+
+    from .deadletter import DeadLetterError
+
+    try:
+        return asyncio.run(coroutine)
+    except DeadLetterError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (KafkaError, OSError) as exc:
+        raise click.ClickException(f"broker or registry unreachable: {type(exc).__name__}: {exc}") from None
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _letter_table(letters) -> str:
+    header = ("ID", "FAILED AT (UTC)", "STAGE", "SOURCE", "TABLE", "ERROR")
+    rows = [(str(s.id), s.letter.failed_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), s.letter.stage,
+             s.source, s.letter.target_table or "-", _shorten(s.letter.error, 60)) for s in letters]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+                     for row in [header, *rows])
+
+
+@deadletter.command("list")
+@_filter_options
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON array, every field but the value bytes (given as value_length).")
+def deadletter_list(source_topics: tuple[str, ...], stages: tuple[str, ...], target_tables: tuple[str, ...],
+                    as_json: bool) -> None:
+    """List the dead letters on the dead-letter topic, oldest first per partition.
+
+    The table shows each dead letter's id (PARTITION:OFFSET on the dead-letter topic),
+    when it failed, its stage (decode, row, database), where the record came from
+    (topic[partition]@offset), the table it was meant for and the error, shortened
+    (--json has it whole).
+    """
+    import json
+
+    from . import deadletter as dl
+
+    broker_url, registry_url = _deadletter_services()
+    letters = dl.select(_run_deadletter(dl.read_dead_letters(broker_url, registry_url)),
+                        topics=source_topics, stages=stages, tables=target_tables)
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in letters], indent=2))
+        return
+    if not letters:
+        filtered = bool(source_topics or stages or target_tables)
+        click.echo(f"no dead letters on {dl.dead_letter_topic()}" + (" matching the filters" if filtered else ""))
+        return
+    click.echo(_letter_table(letters))
+    click.echo(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''} on {dl.dead_letter_topic()}")
+
+
+@deadletter.command("replay")
+@click.option("--id", "ids", multiple=True, type=_LetterIdType(),
+              help="Replay the dead letter with this id (repeatable); ids from `cryptics deadletter list`.")
+@_filter_options
+@click.option("--all", "replay_all", is_flag=True,
+              help="Replay every dead letter, or every one matching --topic/--stage/--table.")
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed; produce nothing.")
+def deadletter_replay(ids, source_topics: tuple[str, ...], stages: tuple[str, ...], target_tables: tuple[str, ...],
+                      replay_all: bool, dry_run: bool) -> None:
+    """Put chosen dead letters back on their source topic, so the persistence agents retry them.
+
+    Choose with one or more --id PARTITION:OFFSET, or with --all (narrowed by --topic,
+    --stage, --table); without either nothing is replayed. Each record's original key
+    and value bytes go back unchanged to its original partition of its source topic,
+    one at a time, each delivered (acks=all) before the next. A dead letter without a
+    value has nothing to replay and is skipped with a message.
+
+    Safe to repeat: the tables have natural keys (ON CONFLICT DO NOTHING, design D8),
+    so a record replayed twice is written once. A record that still fails becomes a new
+    dead letter; replayed ones stay listed (dead letters are never deleted).
+    """
+    filtered = bool(source_topics or stages or target_tables)
+    if ids and (replay_all or filtered):
+        raise click.UsageError("--id picks exact dead letters; --all with --topic/--stage/--table picks by filter. "
+                               "Use one or the other.")
+    if not ids and not replay_all:
+        raise click.UsageError("nothing chosen: give --id PARTITION:OFFSET (repeatable), or --all to replay "
+                               "every dead letter" + (" matching the filters" if filtered else "")
+                               + " (`cryptics deadletter list` shows them)")
+
+    broker_url, registry_url = _deadletter_services()
+    # Imported after the checks: refusing a selection should not wait for Kafka and Faust to load.
+    from . import deadletter as dl
+
+    async def run():
+        letters = await dl.read_dead_letters(broker_url, registry_url)
+        chosen = (dl.pick(letters, ids) if ids
+                  else dl.select(letters, topics=source_topics, stages=stages, tables=target_tables))
+        return chosen, await dl.replay(broker_url, chosen, dry_run=dry_run)
+
+    chosen, outcomes = _run_deadletter(run())
+    if not chosen:
+        click.echo(f"no dead letters on {dl.dead_letter_topic()}" + (" matching the filters" if filtered else "")
+                   + ": nothing to replay")
+        return
+    for outcome in outcomes:
+        click.echo(outcome.describe())
+    replayed = sum(o.status in ("replayed", "would replay") for o in outcomes)
+    skipped = len(outcomes) - replayed
+    verb = "would replay" if dry_run else "replayed"
+    click.echo(f"{verb} {replayed} of {len(outcomes)} chosen; skipped {skipped}"
+               + (" (dry run: nothing produced)" if dry_run else ""))
 
 
 if __name__ == "__main__":
