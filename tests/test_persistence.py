@@ -16,7 +16,9 @@ Real parts throughout: Tansu, the schema registry, PostgreSQL and `cryptics work
   acknowledged, and the tables end up with every record exactly once.
 - Poison records ride along in the last two: schema-valid values that break a table
   constraint, and bytes that are no Avro at all. Each lands on the dead-letter topic
-  with its topic, partition, offset and error; every other row is written.
+  with its topic, partition, offset and error; every other row is written. After the
+  outage, the constraint is relaxed and `cryptics deadletter replay` puts the refused
+  records back: exactly those rows appear.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import copy
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -120,6 +123,8 @@ class RecordProducer:
         self.codecs = {name: AvroCodec(record(name).subject, record(name).schema, registry_url) for name in SPECS}
         self.sent = Sent()
         self.pending: list[asyncio.Future] = []
+        #: The schema-valid poison, by record (one each): what a replay after the fix writes.
+        self.refused: dict[str, dict] = {}
 
     async def start(self) -> None:
         await self.producer.start()
@@ -149,6 +154,8 @@ class RecordProducer:
     async def send_poison(self, name: str, value: Optional[dict], reason: str) -> None:
         """A record that must end on the dead-letter topic: a refused value, or (None) bytes that are no Avro."""
         payload = b"\x00\x00\x00\x00\x01 no avro here" if value is None else self.codecs[name].dumps(value)
+        if value is not None:
+            self.refused[name] = value
         meta = await (await self._send(name, INSTRUMENTS[0], payload))
         self.sent.poison[(meta.topic, meta.partition, meta.offset)] = reason
 
@@ -344,13 +351,32 @@ async def test_postgres_stopped_for_20_s_mid_stream(broker, registry_url, sink_p
         total = sum(len(k) for k in expected.values())
         await poll(lambda: _rows_equal(sink_postgres, total), "every record to be written", 90, worker)
         final = pipeline.view()
+        await assert_tables_hold(sink_postgres.dsn(), producer.sent.keys)
+        await check_dead_letters(broker.bootstrap, registry_url, producer.sent)
+
+        # The fix (here: the price domains were too strict), then the replay of what the
+        # database refused: those rows get in, and nothing else changes.
+        conn = await asyncpg.connect(sink_postgres.dsn())
+        try:
+            await conn.execute("ALTER DOMAIN positive_float8 DROP CONSTRAINT positive_float8_check")
+            await conn.execute("ALTER DOMAIN nonnegative_float8 DROP CONSTRAINT nonnegative_float8_check")
+        finally:
+            await conn.close()
+        replay = subprocess.run(
+            cryptics("deadletter", "replay", "--all", "--stage", "database"), cwd=ROOT, capture_output=True,
+            text=True, timeout=120, env=environ_for_child({"CRYPTICS_BROKER_URL": broker.url,
+                                                           "CRYPTICS_SCHEMA_REGISTRY_URL": registry_url}))
+        assert replay.returncode == 0, replay.stderr
+        await poll(lambda: _rows_equal(sink_postgres, total + 2), "the replayed rows", 60, worker)
+        await asyncio.sleep(1.0)  # a stray extra row would show up below
+        for name, value in producer.refused.items():
+            expected[name].add(natural_key(name, value))
+        await assert_tables_hold(sink_postgres.dsn(), expected)
     finally:
         await producer.stop()
         worker.stop(timeout=30)
     assert worker.popen.returncode == 0, worker.log_tail(60)
 
-    await assert_tables_hold(sink_postgres.dsn(), producer.sent.keys)
-    await check_dead_letters(broker.bootstrap, registry_url, producer.sent)
     # the sinks noticed the outage and retried rather than dropping or failing
     assert waiting and all(during["topics"][t]["retries"] >= 1 for t in waiting)
     assert any("connect" in (during["topics"][t]["last_error"] or "").lower() or
