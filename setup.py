@@ -8,6 +8,7 @@ from setuptools import Extension, setup
 
 extensions = [
     Extension("app._ticks", ["app/_ticks.pyx"], optional=True),
+    Extension("app._quote", ["app/_quote.pyx"], optional=True),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}))

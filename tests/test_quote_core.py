@@ -1,0 +1,458 @@
+"""Quote core: the Cython module equals its pure-Python twin, and the ladder keeps its promises.
+
+The twin-equality tests need the compiled extension and are skipped without it; every other
+test runs on each implementation that is present.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from app import _quote_py as twin
+from app import quote
+from app._ticks_py import is_aligned
+from app.quote_params import QuoteParams, parse_sizes
+
+try:
+    from app import _quote as compiled
+except ImportError:  # no compiler at install time
+    compiled = None
+
+ROOT = Path(__file__).resolve().parent.parent
+IMPLEMENTATIONS = [pytest.param(twin, id="python")] + (
+    [pytest.param(compiled, id="cython")] if compiled is not None else [])
+needs_compiled = pytest.mark.skipif(compiled is None, reason="Cython extension not built (no compiler at install time)")
+
+NAN = math.nan
+TICKS = [0.01, 0.1, 0.5, 1.0, 5.0]
+SIZE_STEPS = [0.001, 0.01, 0.1, 1.0]
+# Argument order of compute_ladder after the six market inputs (see app/quote.core_arguments).
+PARAM_NAMES = ("tick_size", "size_step", "bid_sizes", "ask_sizes", "fair_value_source", "mode",
+               "spread_unit", "half_spread", "level_step", "target_position", "position_limit",
+               "price_skew", "size_skew", "as_gamma", "as_kappa", "as_horizon", "as_inventory_lot",
+               "post_only")
+
+
+def ladder(impl, *, index=NAN, mark=NAN, best_bid=NAN, best_ask=NAN, position=0.0, sigma=NAN, **overrides):
+    """compute_ladder with the reference defaults (tick 1, step 0.001) and keyword overrides."""
+    params = dict(tick_size=1.0, size_step=0.001, bid_sizes=(0.2, 0.4), ask_sizes=(0.2, 0.4),
+                  fair_value_source=0, mode=0, spread_unit=0, half_spread=25.0, level_step=5.0,
+                  target_position=0.0, position_limit=1.0, price_skew=0.0, size_skew=0.0,
+                  as_gamma=0.03, as_kappa=0.1, as_horizon=60.0, as_inventory_lot=1.0, post_only=True)
+    unknown = set(overrides) - set(params)
+    assert not unknown, unknown
+    params.update(overrides)
+    return impl.compute_ladder(index, mark, best_bid, best_ask, position, sigma,
+                               *(params[name] for name in PARAM_NAMES))
+
+
+# --- random inputs -------------------------------------------------------------------------
+
+finite = dict(allow_nan=False, allow_infinity=False)
+sizes = st.lists(st.floats(min_value=0.0, max_value=3.0, **finite), min_size=0, max_size=6).map(tuple)
+
+
+@st.composite
+def cases(draw, mode=None, post_only=None):
+    """One random call: market inputs, instrument and parameters, as compute_ladder's kwargs."""
+    tick = draw(st.sampled_from(TICKS))
+    fair = draw(st.floats(min_value=1.0, max_value=2e5, **finite))
+    limit = draw(st.floats(min_value=0.01, max_value=10.0, **finite))
+
+    def near_book():
+        # Absent, or a few hundred ticks around the fair value on the tick grid (crossed books too).
+        if draw(st.booleans()):
+            return NAN
+        return round(fair / tick + draw(st.integers(-300, 300))) * tick
+
+    return dict(
+        index=fair,
+        mark=fair * draw(st.floats(min_value=0.99, max_value=1.01)),
+        best_bid=near_book(),
+        best_ask=near_book(),
+        position=draw(st.floats(min_value=-1.5, max_value=1.5)) * limit,
+        sigma=draw(st.floats(min_value=0.0, max_value=2e-4, **finite)),
+        tick_size=tick,
+        size_step=draw(st.sampled_from(SIZE_STEPS)),
+        bid_sizes=draw(sizes),
+        ask_sizes=draw(sizes),
+        fair_value_source=draw(st.sampled_from([0, 1, 2])),
+        mode=draw(st.sampled_from([0, 1])) if mode is None else mode,
+        spread_unit=draw(st.sampled_from([0, 1])),
+        half_spread=draw(st.floats(min_value=0.0, max_value=100.0, **finite)),
+        level_step=draw(st.floats(min_value=0.0, max_value=50.0, **finite)),
+        target_position=draw(st.floats(min_value=-1.0, max_value=1.0)) * limit,
+        position_limit=limit,
+        price_skew=draw(st.floats(min_value=0.0, max_value=100.0, **finite)),
+        size_skew=draw(st.floats(min_value=0.0, max_value=1.0)),
+        as_gamma=draw(st.floats(min_value=1e-4, max_value=1.0)),
+        as_kappa=draw(st.floats(min_value=1e-3, max_value=10.0)),
+        as_horizon=draw(st.floats(min_value=0.0, max_value=600.0)),
+        as_inventory_lot=draw(st.floats(min_value=1e-3, max_value=10.0)),
+        post_only=draw(st.booleans()) if post_only is None else post_only,
+    )
+
+
+def call(impl, case):
+    return ladder(impl, **case)
+
+
+# --- twin == Cython -------------------------------------------------------------------------
+
+@needs_compiled
+@pytest.mark.parametrize("mode", [0, 1], ids=["linear", "avellaneda_stoikov"])
+@settings(max_examples=1500, deadline=None)
+@given(data=st.data())
+def test_twin_equals_compiled(mode, data):
+    case = data.draw(cases(mode=mode))
+    assert compiled.compute_ladder is not twin.compute_ladder
+    assert call(compiled, case) == call(twin, case)
+
+
+@needs_compiled
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=1.0, max_value=1e6), st.floats(min_value=-10, max_value=10),
+       st.floats(min_value=0, max_value=1e-3), st.floats(min_value=1e-4, max_value=1),
+       st.floats(min_value=1e-3, max_value=10), st.floats(min_value=0, max_value=3600))
+def test_avellaneda_stoikov_helpers_twin_equal(s, q, sigma, gamma, kappa, tau):
+    assert compiled.reservation_price(s, q, sigma, gamma, tau) == twin.reservation_price(s, q, sigma, gamma, tau)
+    assert compiled.optimal_spread(s, sigma, gamma, kappa, tau) == twin.optimal_spread(s, sigma, gamma, kappa, tau)
+
+
+@needs_compiled
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(min_value=-1.0, max_value=2e5), st.floats(min_value=0.0, max_value=5.0)),
+                min_size=1, max_size=60),
+       st.floats(min_value=0.5, max_value=1e4))
+def test_volatility_estimator_twin_equal(steps, half_life):
+    # Prices may be non-positive and times may repeat or go back: both must ignore the same samples.
+    c, p = compiled.VolatilityEstimator(half_life), twin.VolatilityEstimator(half_life)
+    time = 0.0
+    for price, dt in steps:
+        time += dt - 0.5  # sometimes backwards
+        out_c, out_p = c.update(price, time), p.update(price, time)
+        assert (out_c == out_p) or (math.isnan(out_c) and math.isnan(out_p))
+        assert c.count == p.count
+
+
+# --- the reference quoter (thalex_api.md §7.1) ---------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_reference_ladder_literal(impl):
+    assert ladder(impl, index=104916.49) == ((104891.0, 104886.0), (0.2, 0.4), (104942.0, 104947.0), (0.2, 0.4))
+    assert ladder(impl, index=95000.0) == ((94975.0, 94970.0), (0.2, 0.4), (95025.0, 95030.0), (0.2, 0.4))
+    # ETH: tick 0.1, volume tick 0.01. Bids round down, asks up.
+    bids, bid_sizes, asks, ask_sizes = ladder(impl, index=3456.78, tick_size=0.1, size_step=0.01)
+    assert bids == pytest.approx((3454.2, 3453.7), abs=1e-9) and asks == pytest.approx((3459.3, 3459.8), abs=1e-9)
+    assert bid_sizes == ask_sizes == pytest.approx((0.2, 0.4), abs=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@given(cents=st.integers(min_value=100_000, max_value=100_000_000))
+def test_reference_defaults_give_the_perp_quoter_ladder(impl, cents):
+    index = cents / 100
+    expected = ((float(math.floor(index - 25)), float(math.floor(index - 30))), (0.2, 0.4),
+                (float(math.ceil(index + 25)), float(math.ceil(index + 30))), (0.2, 0.4))
+    assert ladder(impl, index=index) == expected
+    # A realistic book near the index does not move it, and neither do the mark or sigma.
+    assert ladder(impl, index=index, mark=index + 3, best_bid=math.floor(index) - 1,
+                  best_ask=math.floor(index) + 1, sigma=1e-4) == expected
+    assert quote.Quoter(QuoteParams(), tick_size=1.0, size_step=0.001).ladder(index) == expected  # the live one
+
+
+def test_wrapper_passes_every_parameter():
+    params = QuoteParams(fair_value_source="mark", mode="avellaneda_stoikov", spread_unit="bps",
+                         half_spread=3.0, level_step=1.5, bid_sizes=(0.1, 0.2, 0.3), ask_sizes=(0.4,),
+                         target_position=0.1, position_limit=2.0, price_skew=2.0, size_skew=0.5,
+                         as_gamma=0.05, as_kappa=0.2, as_horizon_seconds=30.0, as_inventory_lot=0.5,
+                         post_only=False)
+    market = dict(index=50000.0, mark=50010.0, best_bid=49990.0, best_ask=50020.0, position=0.7, sigma=6e-5)
+    expected = ladder(quote, tick_size=0.5, size_step=0.01, bid_sizes=(0.1, 0.2, 0.3), ask_sizes=(0.4,),
+                      fair_value_source=1, mode=1, spread_unit=1, half_spread=3.0, level_step=1.5,
+                      target_position=0.1, position_limit=2.0, price_skew=2.0, size_skew=0.5,
+                      as_gamma=0.05, as_kappa=0.2, as_horizon=30.0, as_inventory_lot=0.5, post_only=False,
+                      **market)
+    got = quote.compute(params, tick_size=0.5, size_step=0.01, **market)
+    assert got == expected and got.bid_prices == expected[0] and got.ask_sizes == expected[3]
+    assert len(quote.core_arguments(params, 0.5, 0.01)) == len(PARAM_NAMES)
+    assert set(quote.FAIR_VALUE_CODES) == {"index", "mark", "mid"}
+    assert set(quote.MODE_CODES) == {"linear", "avellaneda_stoikov"} and set(quote.UNIT_CODES) == {"ticks", "bps"}
+
+
+# --- invariants on random inputs -------------------------------------------------------------
+
+def _side_ok(prices, amounts, tick, step, decreasing):
+    assert len(prices) == len(amounts)
+    for price, amount in zip(prices, amounts):
+        assert price > 0 and is_aligned(price, tick), price
+        assert amount > 0 and is_aligned(amount, step), amount
+    # Counted in whole ticks: a float difference of two large prices is off by an ulp or so.
+    ticks = [round(price / tick) for price in prices]
+    for near, far in zip(ticks, ticks[1:]):
+        assert (near - far if decreasing else far - near) >= 1, prices
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@settings(max_examples=1500, deadline=None)
+@given(case=cases())
+def test_ladder_invariants(impl, case):
+    bids, bid_amounts, asks, ask_amounts = call(impl, case)
+    tick, step, limit, position = case["tick_size"], case["size_step"], case["position_limit"], case["position"]
+    _side_ok(bids, bid_amounts, tick, step, decreasing=True)
+    _side_ok(asks, ask_amounts, tick, step, decreasing=False)
+    assert len(bids) <= len(case["bid_sizes"]) and len(asks) <= len(case["ask_sizes"])
+    if bids and asks:
+        assert bids[0] < asks[0]
+    if case["post_only"]:
+        if not math.isnan(case["best_ask"]):
+            assert all(round(b / tick) <= round(case["best_ask"] / tick) - 1 for b in bids)
+        if not math.isnan(case["best_bid"]):
+            assert all(round(a / tick) >= round(case["best_bid"] / tick) + 1 for a in asks)
+    # Filling a whole side never takes the position past the limit (up to float noise of one
+    # addition); a position already past it gets no quotes on that side at all.
+    if bid_amounts:
+        assert position + sum(bid_amounts) <= limit + 1e-9 * max(1.0, limit)
+    if ask_amounts:
+        assert position - sum(ask_amounts) >= -limit - 1e-9 * max(1.0, limit)
+    if position >= limit:
+        assert not bids
+    if position <= -limit:
+        assert not asks
+    # Sizes are never larger than asked, beyond the size skew's factor.
+    for amounts, nominal in ((bid_amounts, case["bid_sizes"]), (ask_amounts, case["ask_sizes"])):
+        assert sum(amounts) <= sum(nominal) * (1 + case["size_skew"]) + 1e-9
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@settings(max_examples=500, deadline=None)
+@given(case=cases(), beyond=st.floats(min_value=0.0, max_value=2.0))
+def test_side_is_empty_at_the_position_limit(impl, case, beyond):
+    limit = case["position_limit"]
+    long_case = dict(case, position=limit * (1 + beyond))
+    short_case = dict(case, position=-limit * (1 + beyond))
+    assert call(impl, long_case)[0] == () and call(impl, long_case)[1] == ()
+    assert call(impl, short_case)[2] == () and call(impl, short_case)[3] == ()
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_sizes_are_cut_to_the_room_left(impl):
+    # Limit 1.0, long 0.7: 0.3 left to buy -> 0.2 then 0.1; asks may sell 1.7 -> both full.
+    assert ladder(impl, index=1000.0, position=0.7)[1] == pytest.approx((0.2, 0.1), abs=1e-12)
+    assert ladder(impl, index=1000.0, position=0.7)[3] == (0.2, 0.4)
+    # Short 0.95: 0.05 left to sell, on the first level only; less than one step left -> empty.
+    assert ladder(impl, index=1000.0, position=-0.95)[3] == pytest.approx((0.05,), abs=1e-12)
+    assert ladder(impl, index=1000.0, position=-0.9995)[2:] == ((), ())
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("mode", [0, 1], ids=["linear", "avellaneda_stoikov"])
+@settings(max_examples=500, deadline=None)
+@given(case=cases(post_only=False), a=st.floats(min_value=-0.9, max_value=0.9), b=st.floats(min_value=-0.9, max_value=0.9))
+def test_skew_moves_prices_against_the_inventory(impl, mode, case, a, b):
+    low, high = sorted((a, b))
+    limit = case["position_limit"]
+    case = dict(case, mode=mode, target_position=0.0, size_skew=0.0, bid_sizes=(1e-9 + limit,), ask_sizes=(1e-9 + limit,),
+                size_step=limit / 20, sigma=max(case["sigma"], 2e-5), price_skew=max(case["price_skew"], 1.0))
+    fair = twin.fair_value(case["index"], case["mark"], case["best_bid"], case["best_ask"], case["fair_value_source"])
+    assume(math.isfinite(fair))
+    short, long = call(impl, dict(case, position=low * limit)), call(impl, dict(case, position=high * limit))
+    # At |x| <= 0.9 each side has room for two size steps, but a wide spread on a small price,
+    # or a huge Avellaneda-Stoikov shift, can push a side's prices to zero or below.
+    assume(short[0] and short[2] and long[0] and long[2])
+    # Long -> lower (or equal) prices on both sides.
+    assert long[0][0] <= short[0][0] and long[2][0] <= short[2][0]
+    # And strictly lower once the centre moves by two ticks or more.
+    if mode == 0:
+        unit = case["tick_size"] if case["spread_unit"] == 0 else fair * 1e-4
+        moved = case["price_skew"] * (high - low) * unit
+    else:
+        moved = (twin.reservation_price(fair, low * limit / case["as_inventory_lot"], case["sigma"], case["as_gamma"], case["as_horizon"])
+                 - twin.reservation_price(fair, high * limit / case["as_inventory_lot"], case["sigma"], case["as_gamma"], case["as_horizon"]))
+    if moved >= 2 * case["tick_size"]:
+        assert long[0][0] < short[0][0] and long[2][0] < short[2][0]
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_size_skew_leans_against_the_inventory(impl):
+    bids, bid_amounts, asks, ask_amounts = ladder(impl, index=1000.0, position=0.5, size_skew=0.5, position_limit=2.0)
+    # x = 0.25: bids x0.875, asks x1.125, rounded down to 0.001.
+    assert bid_amounts == pytest.approx((0.175, 0.35), abs=1e-12)
+    assert ask_amounts == pytest.approx((0.225, 0.45), abs=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@settings(max_examples=1000, deadline=None)
+@given(s=st.floats(min_value=100.0, max_value=2e5), position=st.floats(min_value=-0.9, max_value=0.9),
+       target=st.floats(min_value=-0.5, max_value=0.5), sigma=st.floats(min_value=0.0, max_value=2e-4),
+       gamma=st.floats(min_value=1e-3, max_value=1.0), kappa=st.floats(min_value=1e-3, max_value=10.0),
+       tau=st.floats(min_value=0.0, max_value=600.0), lot=st.floats(min_value=0.01, max_value=10.0),
+       tick=st.sampled_from(TICKS))
+def test_avellaneda_stoikov_matches_the_formulas(impl, s, position, target, sigma, gamma, kappa, tau, lot, tick):
+    q = (position - target) / lot
+    sigma_price = sigma * s
+    r = s - q * gamma * sigma_price ** 2 * tau
+    delta = gamma * sigma_price ** 2 * tau + 2 / gamma * math.log(1 + gamma / kappa)
+    assert impl.reservation_price(s, q, sigma, gamma, tau) == pytest.approx(r, rel=1e-12, abs=1e-9)
+    assert impl.optimal_spread(s, sigma, gamma, kappa, tau) == pytest.approx(delta, rel=1e-12)
+    bids, _, asks, _ = ladder(impl, index=s, position=position, target_position=target, sigma=sigma, mode=1,
+                              as_gamma=gamma, as_kappa=kappa, as_horizon=tau, as_inventory_lot=lot,
+                              tick_size=tick, position_limit=10.0)
+    assume(r - delta / 2 > 10 * tick)  # both bid levels are above zero
+    slack = 1e-9 * max(1.0, abs(r) + delta)
+    # Bid = r - delta/2 rounded down to the tick, ask = r + delta/2 rounded up.
+    assert r - delta / 2 - tick - slack <= bids[0] <= r - delta / 2 + slack
+    assert r + delta / 2 - slack <= asks[0] <= r + delta / 2 + tick + slack
+    assert bids[1] <= bids[0] - 5 * tick + slack and asks[1] >= asks[0] + 5 * tick - slack
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_missing_data_pulls_the_quotes(impl):
+    empty = ((), (), (), ())
+    assert ladder(impl, index=NAN) == empty
+    assert ladder(impl, index=0.0) == empty
+    assert ladder(impl, index=1000.0, position=NAN) == empty
+    assert ladder(impl, index=1000.0, fair_value_source=2, best_bid=999.0) == empty  # mid needs both sides
+    assert ladder(impl, index=1000.0, mode=1, sigma=NAN) == empty
+    assert ladder(impl, index=1000.0, mode=0, sigma=NAN) != empty  # linear mode does not use sigma
+    assert ladder(impl, index=NAN, fair_value_source=2, best_bid=999.0, best_ask=1001.0)[0] == (975.0, 970.0)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_post_only_clamps_to_the_book(impl):
+    # Index 1000 but the book trades at 960/961: bids stay below 961, one tick apart when squeezed.
+    bids, _, asks, _ = ladder(impl, index=1000.0, best_bid=960.0, best_ask=961.0, half_spread=2.0, level_step=0.5)
+    assert bids == (960.0, 959.0) and asks == (1002.0, 1003.0)
+    bids, _, asks, _ = ladder(impl, index=1000.0, best_bid=960.0, best_ask=961.0, half_spread=2.0, post_only=False)
+    assert bids == (998.0, 993.0)
+    # A zero spread on a price on the grid: own bid and ask still one tick apart.
+    bids, _, asks, _ = ladder(impl, index=1000.0, half_spread=0.0, level_step=0.0)
+    assert bids == (1000.0, 999.0) and asks == (1001.0, 1002.0)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_bps_unit(impl):
+    # 10 bps of 20000 = 20 ticks of 1.0; step 2.5 bps = 5 ticks.
+    assert ladder(impl, index=20000.0, spread_unit=1, half_spread=10.0, level_step=2.5)[0::2] == (
+        (19980.0, 19975.0), (20020.0, 20025.0))
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_core_rejects_bad_numbers(impl):
+    for bad in (dict(tick_size=0.0), dict(size_step=-1.0), dict(position_limit=0.0), dict(position_limit=math.inf),
+                dict(fair_value_source=7), dict(mode=5), dict(spread_unit=9), dict(mode=1, as_gamma=0.0),
+                dict(mode=1, as_inventory_lot=0.0), dict(bid_sizes=(0.1,) * (twin.MAX_LEVELS_PER_SIDE + 1))):
+        with pytest.raises(ValueError):
+            ladder(impl, index=1000.0, sigma=1e-5, **bad)
+
+
+# --- volatility estimator ------------------------------------------------------------------
+
+def gbm_path(sigma, seconds, dt, seed, drift=0.0, irregular=False):
+    rng = random.Random(seed)
+    price, time = 50000.0, 0.0
+    out = [(time, price)]
+    while time < seconds:
+        step = rng.expovariate(1 / dt) if irregular else dt
+        time += step
+        price *= math.exp((drift - sigma ** 2 / 2) * step + sigma * math.sqrt(step) * rng.gauss(0, 1))
+        out.append((time, price))
+    return out
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("sigma,irregular", [(5e-5, False), (3e-4, False), (1e-4, True)])
+def test_volatility_estimator_converges_on_gbm(impl, sigma, irregular):
+    estimator = impl.VolatilityEstimator(600.0)
+    estimate = NAN
+    for time, price in gbm_path(sigma, 20_000, 1.0, seed=11, drift=1e-6, irregular=irregular):
+        estimate = estimator.update(price, time)
+    # ~1,700 effective samples: relative error of sigma about 2%; 10% is several standard errors.
+    assert estimate == pytest.approx(sigma, rel=0.10)
+    assert estimator.sigma == estimate and estimator.count > 15_000
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_volatility_estimator_edges(impl):
+    estimator = impl.VolatilityEstimator(60.0)
+    assert math.isnan(estimator.update(100.0, 0.0))  # one price: no return yet
+    assert math.isnan(estimator.update(101.0, 0.0))  # same time: ignored
+    assert math.isnan(estimator.update(-5.0, 1.0)) and math.isnan(estimator.update(NAN, 1.0))
+    first = estimator.update(101.0, 2.0)
+    assert first == pytest.approx(abs(math.log(1.01)) / math.sqrt(2.0), rel=1e-12)  # bias-corrected: no pull to 0
+    assert estimator.count == 1 and estimator.last_price == 101.0 and estimator.last_time == 2.0
+    assert estimator.update(101.0, 3.0) < first  # a flat second lowers it
+    with pytest.raises(ValueError):
+        impl.VolatilityEstimator(0.0)
+    assert quote.volatility_estimator(QuoteParams(volatility_half_life_seconds=12.0)).half_life_seconds == 12.0
+
+
+# --- parameters ----------------------------------------------------------------------------
+
+def test_params_defaults_document_every_field():
+    params = QuoteParams()
+    assert (params.half_spread, params.level_step, params.bid_sizes, params.ask_sizes) == (25.0, 5.0, (0.2, 0.4), (0.2, 0.4))
+    assert params.fair_value_source == "index" and params.amend_threshold_ticks == 5.0
+    assert params.price_skew == 0.0 and params.size_skew == 0.0
+    for f in dataclasses.fields(QuoteParams):
+        assert f.metadata.get("doc"), f"{f.name} has no doc"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.half_spread = 1.0  # type: ignore[misc]
+    assert QuoteParams(bid_sizes=[0.1, 0.2]).bid_sizes == (0.1, 0.2)
+    assert parse_sizes("0.2, 0.4") == (0.2, 0.4) and parse_sizes("") == ()
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_sizes("0.2;0.4")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(fair_value_source="last"), "fair_value_source"),
+    (dict(mode="as"), "mode"),
+    (dict(spread_unit="pips"), "spread_unit"),
+    (dict(half_spread=-1.0), "half_spread"),
+    (dict(level_step=math.nan), "level_step"),
+    (dict(bid_sizes=(0.2, 0.0)), "bid_sizes"),
+    (dict(ask_sizes="0.2,0.4"), "ask_sizes"),
+    (dict(bid_sizes=(), ask_sizes=()), "both empty"),
+    (dict(bid_sizes=(0.1,) * 65), "at most 64"),
+    (dict(position_limit=0.0), "position_limit"),
+    (dict(target_position=2.0), "target_position"),
+    (dict(price_skew=-1.0), "price_skew"),
+    (dict(size_skew=1.5), "size_skew"),
+    (dict(post_only=1), "post_only"),
+    (dict(as_gamma=0.0), "as_gamma"),
+    (dict(as_kappa=-1.0), "as_kappa"),
+    (dict(as_horizon_seconds=-1.0), "as_horizon_seconds"),
+    (dict(as_inventory_lot=0.0), "as_inventory_lot"),
+    (dict(volatility_half_life_seconds=0.0), "volatility_half_life_seconds"),
+    (dict(amend_threshold_ticks=-1.0), "amend_threshold_ticks"),
+])
+def test_params_validation_names_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        QuoteParams(**overrides)
+
+
+# --- which implementation is live ------------------------------------------------------------
+
+def _implementation(pure_python):
+    env = {k: v for k, v in os.environ.items() if k != "CRYPTICS_PURE_PYTHON"}
+    if pure_python is not None:
+        env["CRYPTICS_PURE_PYTHON"] = pure_python
+    out = subprocess.run([sys.executable, "-c", "from app import quote; print(quote.IMPLEMENTATION, quote.compute_ladder.__module__)"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return out.stdout.split()
+
+
+def test_pure_python_switch_loads_the_twin():
+    assert _implementation("1") == ["python", "app._quote_py"]
+
+
+@needs_compiled
+def test_compiled_core_is_the_default():
+    assert _implementation(None) == ["cython", "app._quote"]
