@@ -28,6 +28,11 @@ def create_app(s: settings_module.Settings) -> faust.App:
         broker=broker,
         store="memory://",
         processing_guarantee="at_least_once",  # exactly_once does not work on Tansu (design D6)
+        # Faust would otherwise wait, on shutdown and on every rebalance, until each event
+        # taken is acked. A persistence agent acks only after its batch commits, so with the
+        # database away a SIGTERM (or a rebalance) waited forever. Every consumer here is
+        # idempotent (design D8): an unacked event is simply delivered again.
+        stream_wait_empty=False,
         topic_partitions=s.topic_partitions,
         topic_replication_factor=s.topic_replication,
         broker_session_timeout=s.session_timeout,
