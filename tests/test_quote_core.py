@@ -109,7 +109,7 @@ def call(impl, case):
 
 @needs_compiled
 @pytest.mark.parametrize("mode", [0, 1], ids=["linear", "avellaneda_stoikov"])
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(data=st.data())
 def test_twin_equals_compiled(mode, data):
     case = data.draw(cases(mode=mode))
@@ -201,7 +201,7 @@ def _side_ok(prices, amounts, tick, step, decreasing):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(case=cases())
 def test_ladder_invariants(impl, case):
     bids, bid_amounts, asks, ask_amounts = call(impl, case)
@@ -232,7 +232,7 @@ def test_ladder_invariants(impl, case):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(case=cases(), beyond=st.floats(min_value=0.0, max_value=2.0))
 def test_side_is_empty_at_the_position_limit(impl, case, beyond):
     limit = case["position_limit"]
@@ -254,7 +254,7 @@ def test_sizes_are_cut_to_the_room_left(impl):
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("mode", [0, 1], ids=["linear", "avellaneda_stoikov"])
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(case=cases(post_only=False), a=st.floats(min_value=-0.9, max_value=0.9), b=st.floats(min_value=-0.9, max_value=0.9))
 def test_skew_moves_prices_against_the_inventory(impl, mode, case, a, b):
     low, high = sorted((a, b))
@@ -289,7 +289,7 @@ def test_size_skew_leans_against_the_inventory(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(s=st.floats(min_value=100.0, max_value=2e5), position=st.floats(min_value=-0.9, max_value=0.9),
        target=st.floats(min_value=-0.5, max_value=0.5), sigma=st.floats(min_value=0.0, max_value=2e-4),
        gamma=st.floats(min_value=1e-3, max_value=1.0), kappa=st.floats(min_value=1e-3, max_value=10.0),
