@@ -59,6 +59,7 @@ class QuoteParams:
     as_inventory_lot: float = _doc(1.0, "Avellaneda-Stoikov inventory unit: q = (position - target_position) / as_inventory_lot")
     volatility_half_life_seconds: float = _doc(300.0, "half-life of the EWMA volatility estimator, in seconds")
     amend_threshold_ticks: float = _doc(5.0, "order gateway: amend a resting order only when its price is more than this many ticks off")
+    min_interval_seconds: float = _doc(0.0, "quote agent: least time between two quote computations of one instrument (0: on every market event)")
 
     def __post_init__(self) -> None:
         # Lists (say, from JSON) become tuples so the object stays hashable and immutable.
@@ -102,6 +103,7 @@ class QuoteParams:
         _number("as_inventory_lot", self.as_inventory_lot, minimum=0.0, strict=True)
         _number("volatility_half_life_seconds", self.volatility_half_life_seconds, minimum=0.0, strict=True)
         _number("amend_threshold_ticks", self.amend_threshold_ticks, minimum=0.0)
+        _number("min_interval_seconds", self.min_interval_seconds, minimum=0.0)
 
 
 def _choice(name: str, value: object, allowed: Tuple[str, ...]) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 PREFIX = "CRYPTICS_"
 
 VENUES = ("simulated", "testnet", "production")
+TRADING_STATES = ("active", "reducing", "halted")
 #: Thalex's websocket endpoints (thalex_api.md §1.1); the simulated venue's URL is set by `cryptics up`.
 THALEX_URLS = {
     "testnet": "wss://testnet.thalex.com/ws/api/v2",
@@ -70,6 +71,7 @@ class Settings:
     | thalex_private_key_file | CRYPTICS_THALEX_PRIVATE_KEY_FILE | none |
     | thalex_account | CRYPTICS_THALEX_ACCOUNT | none: the key's default account |
     | instruments | CRYPTICS_INSTRUMENTS | BTC-PERPETUAL (comma-separated) |
+    | trading_state | CRYPTICS_TRADING_STATE | active (or reducing, halted) |
     | pure_python | CRYPTICS_PURE_PYTHON | false (true forces the pure-Python twins of Cython code) |
     | log_level | CRYPTICS_LOG_LEVEL | info |
     """
@@ -95,6 +97,9 @@ class Settings:
     thalex_private_key_file: Optional[Path] = None
     thalex_account: Optional[str] = None
     instruments: str = "BTC-PERPETUAL"
+    #: Trading state at start: active, reducing (only position-reducing orders) or halted
+    #: (no orders); switched at run time with POST /quoting/state/.
+    trading_state: str = "active"
     pure_python: bool = False
     log_level: str = "info"
     #: Name of the Faust app, hence of its consumer group and changelog topics.
@@ -180,7 +185,38 @@ class Settings:
         config.validate()
         return config
 
+    def quote_params(self, environ: Optional[Mapping[str, str]] = None) -> Any:
+        """The quoting strategy's parameters (app/quote_params.py), from ``CRYPTICS_QUOTE_<FIELD>``.
+
+        E.g. CRYPTICS_QUOTE_HALF_SPREAD=30 or CRYPTICS_QUOTE_BID_SIZES=0.1,0.2,0.3; the README
+        has the table. Defaults reproduce Thalex's perp_quoter example.
+        """
+        from app.quote_params import QuoteParams
+
+        return QuoteParams(**_fields_from_env(QuoteParams, environ, "QUOTE_"))
+
+    def risk_limits(self, environ: Optional[Mapping[str, str]] = None) -> Any:
+        """The risk limits (app/risk.py), from ``CRYPTICS_RISK_<FIELD>``, e.g. CRYPTICS_RISK_MAX_POSITION=2."""
+        from app.risk import RiskLimits
+
+        return RiskLimits(**_fields_from_env(RiskLimits, environ, "RISK_"))
+
+    def gateway_params(self, environ: Optional[Mapping[str, str]] = None) -> Any:
+        """The order gateway's numbers (app/exchange/gateway.py), from ``CRYPTICS_GATEWAY_<FIELD>``.
+
+        The amend threshold is the strategy's (CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS), so that
+        every quoting parameter is in one object.
+        """
+        from app.exchange.gateway import GatewayParams
+
+        values = _fields_from_env(GatewayParams, environ, "GATEWAY_")
+        values["amend_threshold_ticks"] = self.quote_params(environ).amend_threshold_ticks
+        return GatewayParams(**values)
+
     def validate(self) -> None:
+        if self.trading_state not in TRADING_STATES:
+            raise ValueError(f"{PREFIX}TRADING_STATE must be one of {', '.join(TRADING_STATES)}, "
+                             f"got {self.trading_state!r}")
         if self.topic_partitions < 1:
             raise ValueError(f"{PREFIX}TOPIC_PARTITIONS must be >= 1, got {self.topic_partitions}")
         if self.producer_linger < 0:
@@ -208,7 +244,9 @@ def _fields_from_env(cls: type, environ: Optional[Mapping[str, str]], infix: str
             continue
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         try:
-            if "Path" in kind:
+            if "Tuple" in kind or "tuple" in kind:  # numbers, comma-separated: "0.2,0.4"
+                values[f.name] = tuple(float(part) for part in raw.split(",") if part.strip())
+            elif "Path" in kind:
                 values[f.name] = Path(raw).expanduser()
             elif "bool" in kind:
                 values[f.name] = _flag(raw)

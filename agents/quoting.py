@@ -1,0 +1,317 @@
+"""Quote agent: market events in, a risk-checked ladder out to the order gateway (design D1, D2, D9).
+
+Contract
+- consumes: ``market_events`` (agents/market_data.py), the in-process channel of ticker,
+  book and index records, in arrival order; and the venue session itself, as a session
+  listener of the market-data source: quoting runs only while this worker holds the
+  session (the quoting lease, D2).
+- per market event of an instrument in CRYPTICS_INSTRUMENTS, once it has an index price:
+  fair-value inputs (index, mark, best bid/ask of the local book), the EWMA volatility
+  estimate and the gateway's position go through the quote core (app/quote.py, Cython),
+  then the risk gate (app/risk.py), then ``OrderGateway.reconcile`` (app/exchange/gateway.py).
+  Recomputation is throttled by CRYPTICS_QUOTE_MIN_INTERVAL_SECONDS (default 0: every event).
+  A timer re-checks every instrument twice a second, so stale data or a halt pulls the quotes
+  even when no event arrives.
+- produces: ``quote`` (every decision, with received_at and quoted_at), ``ack`` and ``fill``
+  (from the gateway, with the stamps of the quote that placed the order), ``latency``
+  (received_to_quoted for every decision; quoted_to_order_sent and order_sent_to_ack_received
+  for every ack that answers one of our requests). All produced with ``send_soon``: never
+  awaited on the hot path.
+- tables: none; per-instrument state lives in this worker (it is rebuilt from the venue on
+  every session: positions from private/portfolio, orders from session.orders).
+- web views: ``GET /quoting/`` → state, per instrument inputs, position, PnL, ladder, open
+  orders, gateway and risk counters; ``POST /quoting/state/`` with ``{"state": "active" |
+  "reducing" | "halted", "reason": "..."}`` switches the trading state (and releases a tripped
+  kill switch).
+
+PnL for the kill switch is marked to market from this session's fills: cash flows of the
+fills plus the position at the mark (fees left out); it starts at zero with each session.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import faust
+
+from agents.market_data import market_events, source
+from app.exchange.client import ThalexClient
+from app.exchange.gateway import OrderGateway, QuoteStamps
+from app.faust_app import app, record_topic, settings
+from app.quote import IMPLEMENTATION, Quoter, volatility_estimator
+from app.risk import RiskGate, TradingState
+from models.latency import LatencySample
+from models.market import BookUpdate, IndexPrice, Ticker
+from models.orders import Ack, Fill
+from models.quote import QuoteDecision, QuoteLevel
+
+log = logging.getLogger(__name__)
+
+NAN = float("nan")
+#: How often the timer re-checks staleness and halts (seconds).
+RECHECK_INTERVAL = 0.5
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _number(value: Optional[float]) -> float:
+    return NAN if value is None else float(value)
+
+
+def _micros(start: datetime, end: datetime) -> int:
+    return round((end - start).total_seconds() * 1_000_000)
+
+
+@dataclass
+class InstrumentState:
+    """What the quote agent knows of one instrument."""
+
+    name: str
+    underlying: str
+    tick_size: float
+    size_step: float
+    quoter: Quoter
+    volatility: Any
+    index: float = NAN
+    mark: float = NAN
+    best_bid: float = NAN
+    best_ask: float = NAN
+    funding_rate: Optional[float] = None
+    mark_timestamp: Optional[float] = None
+    last_data_at: Optional[float] = None  # time.time() of the last market event
+    last_quoted_at: float = 0.0  # time.monotonic() of the last computation
+    sigma: float = NAN
+    #: Cash flow of this session's fills (sells +, buys −), for the mark-to-market PnL.
+    cash: float = 0.0
+    fill_position: float = 0.0
+    decisions: int = 0
+    last_ladder: tuple = ((), ())
+
+    def pnl(self) -> Optional[float]:
+        if math.isnan(self.mark):
+            return None
+        return self.cash + self.fill_position * self.mark
+
+
+@dataclass
+class Quoting:
+    """The quote agent's state for the current venue session (a session listener of the source)."""
+
+    params: Any = field(default_factory=settings.quote_params)
+    risk: RiskGate = field(default_factory=lambda: RiskGate(
+        settings.risk_limits(), TradingState(settings.trading_state)))
+    gateway: Optional[OrderGateway] = None
+    instruments: dict[str, InstrumentState] = field(default_factory=dict)
+    errors: int = 0
+
+    # -- the session (called by the market-data source) ------------------------------------
+
+    async def session_opened(self, client: ThalexClient, instruments: dict[str, dict]) -> None:
+        if client.credentials is None:
+            log.warning("quoting off: no Thalex credentials (CRYPTICS_THALEX_KEY_ID), market data only")
+            return
+        self.instruments = {}
+        for name in settings.instrument_names:
+            info = instruments[name]
+            tick, step = float(info["tick_size"]), float(info["volume_tick_size"])
+            self.instruments[name] = InstrumentState(
+                name=name, underlying=info["underlying"], tick_size=tick, size_step=step,
+                quoter=Quoter(self.params, tick, step), volatility=volatility_estimator(self.params))
+        gateway = OrderGateway(client, settings.gateway_params(), on_ack=self._on_ack, on_fill=self._on_fill)
+        await gateway.start()  # cancel-on-disconnect before the first order (D2: no orphans)
+        self.gateway = gateway
+        log.info("quoting %s on %s (%s core, state %s)", ", ".join(self.instruments), client.account,
+                 IMPLEMENTATION, self.risk.state.value)
+
+    async def session_closing(self, client: ThalexClient) -> None:
+        gateway, self.gateway = self.gateway, None
+        if gateway is not None:
+            await gateway.close()  # cancel_session: nothing of ours rests once we leave
+
+    # -- market events -----------------------------------------------------------------
+
+    def update(self, record: Any) -> list[InstrumentState]:
+        """Fold one market record into the state; the instruments it concerns."""
+        now = time.time()
+        if isinstance(record, IndexPrice):
+            touched = [s for s in self.instruments.values() if s.underlying == record.index_name]
+            for state in touched:
+                state.index = record.price
+        else:
+            state = self.instruments.get(record.instrument_name)
+            if state is None:
+                return []
+            touched = [state]
+            if isinstance(record, Ticker):
+                state.mark, state.mark_timestamp = record.mark_price, record.mark_timestamp
+                state.funding_rate = record.funding_rate
+                if math.isnan(state.index):
+                    state.index = record.index
+            elif isinstance(record, BookUpdate):
+                state.best_bid = _number(record.best_bid_price)
+                state.best_ask = _number(record.best_ask_price)
+        for state in touched:
+            state.last_data_at = now
+        return touched
+
+    async def quote(self, state: InstrumentState, reason: str, received_at: Optional[datetime]) -> None:
+        """One decision for one instrument: core → risk → gateway → records."""
+        gateway = self.gateway
+        if gateway is None or math.isnan(state.index):
+            return  # no session, or nothing to price from yet (the reference waits for both feeds)
+        state.last_quoted_at = time.monotonic()
+        if not math.isnan(state.mark) and state.mark_timestamp is not None:
+            state.sigma = state.volatility.update(state.mark, state.mark_timestamp)
+        position = gateway.position(state.name)
+        bid_prices, bid_sizes, ask_prices, ask_sizes = state.quoter.ladder(
+            state.index, state.mark, state.best_bid, state.best_ask, position, state.sigma)
+        bids, asks, _denials = self.risk.filter(
+            state.name, position, list(zip(bid_prices, bid_sizes)), list(zip(ask_prices, ask_sizes)),
+            time.time(), state.last_data_at, state.pnl(), volume_tick=state.size_step)
+        quoted_at = utc_now()
+        await gateway.reconcile(state.name, state.tick_size, bids, asks, QuoteStamps(received_at, quoted_at))
+        state.decisions += 1
+        state.last_ladder = (bids, asks)
+        fair = state.quoter.params.fair_value_source
+        record_topic("quote").send_soon(key=state.name, value=QuoteDecision(
+            instrument_name=state.name,
+            bids=[QuoteLevel(price=p, amount=a) for p, a in bids],
+            asks=[QuoteLevel(price=p, amount=a) for p, a in asks],
+            position=position, reason=reason,
+            fair_value={"index": state.index, "mark": state.mark}.get(fair, (state.best_bid + state.best_ask) / 2),
+            index=state.index, mark_price=None if math.isnan(state.mark) else state.mark,
+            mark_timestamp=state.mark_timestamp,
+            best_bid_price=None if math.isnan(state.best_bid) else state.best_bid,
+            best_ask_price=None if math.isnan(state.best_ask) else state.best_ask,
+            funding_rate=state.funding_rate, received_at=received_at, quoted_at=quoted_at,
+        ))
+        if received_at is not None:
+            _latency("received_to_quoted", state.name, received_at, quoted_at,
+                     received_at=received_at, quoted_at=quoted_at)
+
+    async def on_market_event(self, record: Any) -> None:
+        for state in self.update(record):
+            interval = self.params.min_interval_seconds
+            if interval and time.monotonic() - state.last_quoted_at < interval:
+                continue
+            await self.quote(state, type(record).__name__.lower(), record.received_at)
+
+    async def recheck(self) -> None:
+        """Timer: a halt or stale data takes effect without waiting for the next event."""
+        for state in self.instruments.values():
+            mode, _why = self.risk.evaluate(state.name, time.time(), state.last_data_at, state.pnl())
+            if mode == TradingState.HALTED and state.last_ladder != ([], []):
+                await self.quote(state, "pull", None)
+
+    # -- gateway callbacks ---------------------------------------------------------------
+
+    def _on_ack(self, ack: Ack) -> None:
+        record_topic("ack").send_soon(key=ack.instrument_name or ack.order_id, value=ack)
+        if ack.order_sent_at is not None and ack.ack_received_at is not None and ack.change_reason != "fill":
+            name = ack.instrument_name or ""
+            if ack.quoted_at is not None:
+                _latency("quoted_to_order_sent", name, ack.quoted_at, ack.order_sent_at, received_at=ack.received_at,
+                         quoted_at=ack.quoted_at, order_sent_at=ack.order_sent_at)
+            _latency("order_sent_to_ack_received", name, ack.order_sent_at, ack.ack_received_at,
+                     received_at=ack.received_at, quoted_at=ack.quoted_at, order_sent_at=ack.order_sent_at,
+                     ack_received_at=ack.ack_received_at)
+
+    def _on_fill(self, fill: Fill) -> None:
+        record_topic("fill").send_soon(key=fill.instrument_name, value=fill)
+        state = self.instruments.get(fill.instrument_name)
+        if state is not None:
+            sign = 1.0 if fill.direction == "buy" else -1.0
+            state.fill_position += sign * fill.amount
+            state.cash -= sign * fill.amount * fill.price
+
+    # -- the web view ----------------------------------------------------------------------
+
+    def view(self) -> dict:
+        gateway = self.gateway
+        instruments = {}
+        for name, s in self.instruments.items():
+            instruments[name] = {
+                "index": _json_number(s.index), "mark": _json_number(s.mark),
+                "best_bid": _json_number(s.best_bid), "best_ask": _json_number(s.best_ask),
+                "sigma": _json_number(s.sigma), "tick_size": s.tick_size, "size_step": s.size_step,
+                "position": gateway.position(name) if gateway else None, "pnl": s.pnl(),
+                "decisions": s.decisions, "bids": s.last_ladder[0], "asks": s.last_ladder[1],
+                "open_orders": [{"client_order_id": o.client_order_id, "direction": o.direction, "level": o.level,
+                                 "price": o.price, "amount": o.amount, "status": o.status}
+                                for o in (gateway.open_orders(name) if gateway else [])],
+            }
+        return {
+            "quoting": gateway is not None, "core": IMPLEMENTATION, "state": self.risk.state.value,
+            "state_reason": self.risk.state_reason, "kill_switch": self.risk.kill_switch,
+            "denials": dict(self.risk.denials), "errors": self.errors,
+            "gateway": {k: (dict(v) if isinstance(v, dict) else v) for k, v in gateway.stats.items()} if gateway else {},
+            "instruments": instruments,
+        }
+
+
+def _json_number(value: float) -> Optional[float]:
+    return None if value is None or math.isnan(value) else value
+
+
+def _latency(stage: str, instrument: str, start: datetime, end: datetime, **stamps: Any) -> None:
+    record_topic("latency").send_soon(key=instrument, value=LatencySample(
+        stage=stage, instrument_name=instrument, start_at=start, end_at=end,
+        duration_us=_micros(start, end), **stamps))
+
+
+quoting = Quoting()
+source.session_listeners.append(quoting)
+
+
+@app.agent(market_events)
+async def quote_agent(stream: faust.StreamT) -> None:
+    async for record in stream:
+        try:
+            await quoting.on_market_event(record)
+        except Exception:
+            # One bad decision must not stop quoting, but must not go unnoticed either:
+            # pull everything (cancel_session) and carry on with the next event.
+            quoting.errors += 1
+            log.exception("quote agent: decision failed; cancelling this session's orders")
+            if quoting.gateway is not None:
+                try:
+                    await quoting.gateway.cancel_all()
+                except Exception:
+                    log.exception("quote agent: cancel_session after a failure failed too")
+
+
+@app.timer(RECHECK_INTERVAL)
+async def recheck_quotes() -> None:
+    try:
+        await quoting.recheck()
+    except Exception:
+        quoting.errors += 1
+        log.exception("quote agent: re-check failed")
+
+
+@app.page("/quoting/")
+async def quoting_view(web, request):
+    return web.json(quoting.view())
+
+
+@app.page("/quoting/state/")
+class QuotingState(faust.web.View):
+    async def get(self, request):
+        return self.json({"state": quoting.risk.state.value, "reason": quoting.risk.state_reason})
+
+    async def post(self, request):
+        body = await request.json()
+        try:
+            state = TradingState(body.get("state"))
+        except ValueError:
+            return self.json({"error": f"state must be one of {[s.value for s in TradingState]}"}, status=400)
+        quoting.risk.set_state(state, str(body.get("reason") or "operator"))
+        await quoting.recheck()
+        return self.json({"state": quoting.risk.state.value, "reason": quoting.risk.state_reason})
