@@ -1,0 +1,790 @@
+"""The order gateway: the quote agent's desired ladders as orders on one venue session.
+
+Contract
+- runs on a ThalexClient that is connected and logged in (the market-data source's
+  session, design D1). ``start()`` sets cancel-on-disconnect (§4.1) and subscribes
+  ``session.orders``; it registers a session hook and a disconnect listener, so every
+  reconnect of the client sets cancel-on-disconnect again before anything is sent.
+  Every order the gateway inserts is therefore non-persistent and dies with its
+  session (design D2).
+- ``reconcile(instrument, tick_size, bids, asks, stamps)`` compares the desired ladder
+  (best first, ``(price, amount)`` pairs) with the orders the gateway has per side and
+  level, and sends what differs: an insert (post-only GTC limit, with the label and
+  a fresh client_order_id) where a level has no live order; an amend (by
+  client_order_id) only when the price is more than ``amend_threshold_ticks`` ticks
+  from what was last asked for, or the amount changed; a cancel for each order beyond
+  the desired number of levels. Empty ladders cancel everything of the instrument
+  (that is how a HALTED risk state takes effect). Prices go out as given: rounding to
+  the tick is the quote core's job, and a price the venue rejects shows the bug.
+- one request per order at a time: an order whose request is in flight is left alone
+  until the answer is in. Requests leave before ``reconcile`` returns; their answers
+  are handled when they arrive (``wait_idle()`` waits for them).
+- ``session.orders`` is the truth: each update (and each request's answer) replaces
+  the local state of the order with the same client_order_id, except that an order
+  never goes backwards (fills only grow; a final state stays final), because answers
+  and feed items may arrive in either order.
+- rates: local token buckets, a little under the venue's limits (§6.2: 10/s for inserts
+  and amends, 50/s once cancel-on-disconnect is set; 1000/s for cancels). An action
+  that finds its bucket empty is skipped for this reconcile (the next tick retries)
+  and counted (``throttled_local``).
+- errors by code (§6.1): 1 → the order is gone; 3/4 → pause that bucket for a growing
+  interval; request-content errors (price, tick, size, margin, collar, open-order
+  limits…) → the level is marked failed for that price and amount, and not retried
+  until the target changes; anything else is counted and logged.
+- out: ``on_ack(Ack)`` for every order status received, with the D9 stamps of the
+  quote whose request last changed the order (received_at, quoted_at, order_sent_at)
+  and ack_received_at; ``on_fill(Fill)`` once per new fill, keyed by (trade_id,
+  order_id). ``position(instrument)`` (signed: the account's position read with
+  private/portfolio when the session opened, plus the fills since),
+  ``open_orders(instrument)`` and ``stats``.
+- after a drop: everything the gateway had is gone (COD deletes it; client_order_ids
+  were session-local); on the new session, before anything else, COD is set again,
+  the old orders whose order_id is known are cancelled by id (in case the venue had
+  not noticed the drop yet), and positions are read again.
+- ``cancel_all()`` (private/cancel_session: only this session's orders; other bots' and
+  the UI's survive) and ``close()`` (cancel_session, then no more requests).
+
+Fills come from ``session.orders`` only, not ``account.trade_history``: the order feed
+carries them first (trade history waits for the exchange's database, §4.9), it carries
+the order's client_order_id, so the fill can be matched to the quote that placed it,
+and it holds exactly this session's orders. (Fees are only in trade history; the
+gateway does not need them.)
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import logging
+import math
+import re
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+from models.orders import Ack, Fill, OrderFill, OrderLeg
+
+from .client import NotConnected, ThalexClient, ThalexError
+from .messages import Notification
+
+log = logging.getLogger(__name__)
+
+# -- protocol facts (thalex_api.md §4.10, §6.1), not configuration -----------------------
+
+ORDER_NOT_FOUND = 1
+#: Too many pending requests, throttle exceeded: the venue wants us to slow down.
+SLOW_DOWN_CODES = frozenset({3, 4})
+#: Errors caused by what the request says (unknown instrument, invalid request, price,
+#: size, tick, margin, funds, collar, open-order limits, reduce-only mode, volume quota):
+#: sending the same request again gets the same answer.
+REQUEST_CONTENT_CODES = frozenset({5, 6, 13, 14, 15, 24, 27, 43, 49, 50, 57, 58})
+LIVE_STATUSES = frozenset({"open", "partially_filled"})
+FINAL_STATUSES = frozenset({"filled", "cancelled", "cancelled_partially_filled"})
+#: Local states: not yet answered; refused at insert (never existed); gone without a
+#: final report from the venue (error 1, or the session ended under us).
+PENDING, REJECTED, GONE = "pending", "rejected", "gone"
+#: post_only orders the venue cancels instead of resting (reject_post_only, or a reprice
+#: to a price ≤ 0, §4.2): the "post-only would cross" case.
+POST_ONLY_CANCEL = "immediate_cancel"
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # §5.5: the safe subset of both readings
+MAX_CLIENT_ORDER_ID = 2**32 - 1  # §5.5: stay below 2^32
+
+
+def _doc(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class GatewayParams:
+    """Every number of the order gateway, with its default (``metadata["doc"]`` says what it is)."""
+
+    label: str = _doc("P", "label on every order (≤ 32 characters from [A-Za-z0-9_-]); the reference quoter's")
+    amend_threshold_ticks: float = _doc(5.0, "amend a resting order only when its target moved more than this many ticks")
+    order_rate: float = _doc(10.0, "venue limit on inserts and amends per second, before cancel-on-disconnect (§6.2)")
+    order_rate_cod: float = _doc(50.0, "the same limit once cancel-on-disconnect is set (§6.2)")
+    cancel_rate: float = _doc(1000.0, "venue limit on cancel requests per second (§6.2)")
+    rate_headroom: float = _doc(0.8, "local buckets run at this fraction of the venue's limits (rate and burst): network jitter can bunch requests up")
+    cod_timeout_s: float = _doc(6.0, "set_cancel_on_disconnect timeout_secs; the client pings every 5 s (§4.1)")
+    reject_post_only: bool = _doc(False, "False: the venue moves a crossing post-only order one tick inside the book; True: it cancels it")
+    throttle_backoff_s: float = _doc(0.1, "pause after the first throttle error (code 3/4); doubles with each further one")
+    throttle_backoff_max_s: float = _doc(2.0, "longest pause after throttle errors")
+    request_timeout_s: float = _doc(5.0, "a request unanswered this long counts as failed (its order is resolved on the next reconcile)")
+    first_client_order_id: int = _doc(1, "first client_order_id of the counter")
+    finished_orders_kept: int = _doc(10_000, "final orders kept for late updates (their acks still get stamps)")
+    fills_remembered: int = _doc(100_000, "(trade_id, order_id) pairs remembered to drop fills reported twice")
+
+    def __post_init__(self) -> None:
+        if not LABEL_PATTERN.match(self.label):
+            raise ValueError(f"gateway label must be 1-32 characters from [A-Za-z0-9_-], got {self.label!r}")
+        for name in ("order_rate", "order_rate_cod", "cancel_rate", "cod_timeout_s", "throttle_backoff_s",
+                     "throttle_backoff_max_s", "request_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"gateway {name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 < self.rate_headroom <= 1:
+            raise ValueError(f"gateway rate_headroom must be in (0, 1], got {self.rate_headroom!r}")
+        if self.amend_threshold_ticks < 0:
+            raise ValueError(f"gateway amend_threshold_ticks must be >= 0, got {self.amend_threshold_ticks!r}")
+        if not 0 <= self.first_client_order_id <= MAX_CLIENT_ORDER_ID:
+            raise ValueError("gateway first_client_order_id must be in [0, 2^32)")
+        if self.finished_orders_kept < 0 or self.fills_remembered < 1:
+            raise ValueError("gateway finished_orders_kept must be >= 0 and fills_remembered >= 1")
+
+
+class QuoteStamps(NamedTuple):
+    """The D9 stamps of the quote behind a reconcile (a QuoteDecision record has the same fields)."""
+
+    received_at: Optional[datetime] = None
+    quoted_at: Optional[datetime] = None
+
+
+class Actions(NamedTuple):
+    """What one reconcile sent, and how many actions it had to leave for a later tick."""
+
+    inserts: int = 0
+    amends: int = 0
+    cancels: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class TrackedOrder:
+    """One order of this gateway, as far as it knows. ``open_orders`` hands out copies."""
+
+    client_order_id: int
+    instrument: str
+    direction: str  # buy | sell
+    level: int
+    #: What we last asked for. The amend rule compares the target with this, not with the
+    #: venue's price: a post-only order the venue moved inside the book would otherwise
+    #: be amended back on every tick, and moved again.
+    target_price: float
+    target_amount: float
+    #: As the venue last reported them (the target until it answers).
+    price: float
+    amount: float
+    filled_amount: float = 0.0
+    remaining_amount: float = 0.0
+    status: str = PENDING
+    final: bool = False
+    order_id: Optional[str] = None
+    delete_reason: Optional[str] = None
+    #: The method of the request in flight, if any (one at a time).
+    in_flight: Optional[str] = None
+    received_at: Optional[datetime] = None
+    quoted_at: Optional[datetime] = None
+    order_sent_at: Optional[datetime] = None
+
+    @property
+    def live(self) -> bool:
+        """On the book (or about to be): not final."""
+        return not self.final
+
+
+class TokenBucket:
+    """``rate`` per second with a burst of ``rate``, as the venue counts (§6.2), plus back-off."""
+
+    def __init__(self, rate: float, now: float, backoff_s: float, backoff_max_s: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = now
+        self.paused_until = 0.0
+        self._backoff_s = backoff_s
+        self._backoff_max_s = backoff_max_s
+        self._next_pause = backoff_s
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.rate, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def paused(self, now: float) -> bool:
+        return now < self.paused_until
+
+    def take(self, now: float) -> bool:
+        if self.paused(now):
+            return False
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def set_rate(self, rate: float, now: float) -> None:
+        """New rate, same tokens: the venue's bucket keeps its tokens when COD raises the rate,
+        so right after COD it holds at most the old burst."""
+        self._refill(now)
+        self.rate = rate
+
+    def pause(self, now: float) -> float:
+        """The venue throttled us: empty the bucket and send nothing for a growing interval.
+
+        Throttle replies that arrive while paused answer requests sent before the pause:
+        the same episode, so they do not lengthen it. Returns the pause's remaining time."""
+        if self.paused(now):
+            return self.paused_until - now
+        pause = self._next_pause
+        self.paused_until = now + pause
+        self.tokens = 0.0
+        self.stamp = now
+        self._next_pause = min(self._backoff_max_s, pause * 2)
+        return pause
+
+    def recovered(self, now: float) -> None:
+        """A request went through. Once nothing was throttled for a longest pause's time, the
+        next throttle starts the back-off from the beginning; a throttle soon after a pause
+        (even with some requests accepted in between) means the pause was too short."""
+        if now - self.paused_until >= self._backoff_max_s:
+            self._next_pause = self._backoff_s
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def _fills(status: dict) -> list[dict]:
+    fills = status.get("fills")  # required by OAS but missing in a real capture (§10): optional
+    return [f for f in fills if isinstance(f, dict)] if isinstance(fills, list) else []
+
+
+def ack_record(status: dict, order: Optional[TrackedOrder], ack_received_at: datetime) -> Ack:
+    """models.orders.Ack of one OrderStatus (§4.10); KeyError/TypeError if a required field is missing."""
+    legs = status.get("legs")
+    return Ack(
+        order_id=str(status["order_id"]),
+        order_type=status["order_type"],
+        time_in_force=status["time_in_force"],
+        direction=status["direction"],
+        amount=float(status["amount"]),
+        filled_amount=float(status["filled_amount"]),
+        remaining_amount=float(status["remaining_amount"]),
+        status=status["status"],
+        fills=[OrderFill(trade_id=str(f["trade_id"]), price=float(f["price"]), amount=float(f["amount"]),
+                         maker_taker=f["maker_taker"], leg_index=int(f.get("leg_index", 0)), time=f.get("time"))
+               for f in _fills(status)],
+        change_reason=status["change_reason"],
+        insert_reason=status["insert_reason"],
+        create_time=float(status["create_time"]),
+        persistent=bool(status["persistent"]),
+        instrument_name=status.get("instrument_name"),
+        legs=None if not isinstance(legs, list) else [
+            OrderLeg(instrument_name=leg["instrument_name"], quantity=float(leg["quantity"]),
+                     filled_amount=float(leg["filled_amount"]), remaining_amount=float(leg["remaining_amount"]))
+            for leg in legs],
+        price=None if status.get("price") is None else float(status["price"]),
+        label=status.get("label"),
+        client_order_id=status.get("client_order_id"),
+        delete_reason=status.get("delete_reason"),
+        conditional_order_id=status.get("conditional_order_id"),
+        bot_id=status.get("bot_id"),
+        close_time=status.get("close_time"),
+        reduce_only=status.get("reduce_only"),
+        received_at=order.received_at if order else None,
+        quoted_at=order.quoted_at if order else None,
+        order_sent_at=order.order_sent_at if order else None,
+        ack_received_at=ack_received_at,
+    )
+
+
+class OrderGateway:
+    """Orders for one venue session. ``await start()``, then ``reconcile`` per quote; ``close()``.
+
+    ``OrderGateway(client, label="P", order_rate_cod=50.0)`` or
+    ``OrderGateway(client, GatewayParams(...))``: keyword arguments override fields of
+    ``params`` (see GatewayParams for each one).
+    """
+
+    def __init__(self, client: ThalexClient, params: Optional[GatewayParams] = None, *,
+                 clock: Callable[[], float] = time.time,
+                 on_ack: Optional[Callable[[Ack], Any]] = None,
+                 on_fill: Optional[Callable[[Fill], Any]] = None,
+                 **overrides: Any) -> None:
+        self.client = client
+        self.params = replace(params or GatewayParams(), **overrides)
+        self.on_ack = on_ack
+        self.on_fill = on_fill
+        self._clock = clock
+        #: Counts of what the gateway did and met. errors_by_code counts venue error replies.
+        self.stats: dict[str, Any] = {
+            "inserts": 0, "amends": 0, "cancels": 0,
+            "throttled_local": 0,  # an action skipped because its local bucket was empty or paused
+            "throttled_venue": 0,  # code 3/4 replies: the venue slowed us down (also in errors_by_code)
+            "skipped_in_flight": 0,  # an action waiting for the order's outstanding request
+            "skipped_failed": 0,  # a level not retried at the price and amount the venue refused
+            "post_only_cancelled": 0,  # post-only orders the venue cancelled instead of resting them
+            "request_failures": 0,  # requests that timed out or lost their connection
+            "acks": 0, "fills": 0, "duplicate_fills": 0,
+            "unknown_orders": 0,  # updates for orders this gateway does not know (e.g. no client_order_id)
+            "unrecordable_updates": 0,  # updates an Ack could not be built from (missing fields)
+            "orphans_cancelled": 0, "orphans_gone": 0,  # previous sessions' orders, after a reconnect
+            "callback_errors": 0,
+            "errors_by_code": Counter(),
+        }
+        self._ids = itertools.count(self.params.first_client_order_id)
+        self._orders: dict[int, TrackedOrder] = {}
+        #: (instrument, direction) → level → client_order_id of the level's current order.
+        self._slots: dict[tuple[str, str], dict[int, int]] = {}
+        #: (instrument, direction, level) → (price, amount) the venue refused: not sent again.
+        self._failed: dict[tuple[str, str, int], tuple[float, float]] = {}
+        self._finished: OrderedDict[int, None] = OrderedDict()
+        self._seen_fills: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._positions: dict[str, float] = {}
+        #: order_ids that may still rest under the previous session: cancelled after a reconnect.
+        self._orphans: list[str] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._logged: set[tuple] = set()
+        self._started = False
+        self._closed = False
+        self._order_bucket, self._cancel_bucket = self._new_buckets()
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def _new_buckets(self) -> tuple[TokenBucket, TokenBucket]:
+        p, now = self.params, self._clock()
+        # A new connection's venue buckets start full at the pre-COD rate (server.py, §6.2).
+        return (TokenBucket(p.order_rate * p.rate_headroom, now, p.throttle_backoff_s, p.throttle_backoff_max_s),
+                TokenBucket(p.cancel_rate * p.rate_headroom, now, p.throttle_backoff_s, p.throttle_backoff_max_s))
+
+    async def start(self) -> None:
+        """Cancel-on-disconnect, positions, then the order feed. Raises ThalexError if the venue
+        refuses cancel-on-disconnect: quoting on a persistent session could leave orphan orders."""
+        if self.client.ping_interval >= self.params.cod_timeout_s:
+            log.warning("the client pings every %.1f s, not within cancel-on-disconnect's %.1f s: the venue "
+                        "will end the session when it is idle", self.client.ping_interval, self.params.cod_timeout_s)
+        self.client.add_disconnect_listener(self._on_disconnect)
+        self.client.add_session_hook(self._on_new_session)
+        await self._open_session()
+        await self.client.subscribe(["session.orders"], self._on_session_orders)
+        self._started = True
+        log.info("order gateway on %s: cancel-on-disconnect set (%.0f s), inserts and amends at most %.1f/s",
+                 self.client.account, self.params.cod_timeout_s, self._order_bucket.rate)
+
+    async def _open_session(self) -> None:
+        """On every connection: COD before any order, old session's orders cancelled, positions read."""
+        result = await self.client.call("private/set_cancel_on_disconnect",
+                                        {"timeout_secs": self.params.cod_timeout_s})
+        rate = self.params.order_rate_cod
+        if isinstance(result, dict) and isinstance(result.get("message_rate"), (int, float)):
+            rate = min(rate, float(result["message_rate"]))  # the venue says what it allows this session
+        self._order_bucket.set_rate(rate * self.params.rate_headroom, self._clock())
+        await self._cancel_orphans()
+        # Position = the account's position when the session opened + this session's fills.
+        # Read after the orphans are gone, so no fill of theirs can fall between the two.
+        portfolio = await self.client.call("private/portfolio")
+        positions = {}
+        for entry in portfolio if isinstance(portfolio, list) else ():
+            if isinstance(entry, dict) and isinstance(entry.get("position"), (int, float)):
+                positions[entry["instrument_name"]] = float(entry["position"])
+        self._positions = positions
+
+    async def _on_new_session(self, client: ThalexClient) -> None:
+        """Session hook: the client reconnected and logged in; COD again before it resubscribes."""
+        if self._closed or not self._started:
+            return
+        self._order_bucket, self._cancel_bucket = self._new_buckets()
+        await self._open_session()
+
+    def _on_disconnect(self) -> None:
+        """The connection dropped: with COD the venue deletes the session's orders, and
+        client_order_ids were session-local anyway. Everything live is gone; the ones with
+        an order_id are cancelled by id after the reconnect, in case the venue has not yet
+        noticed the drop (a half-open connection lives until the COD timeout)."""
+        for order in self._orders.values():
+            if not order.final:
+                if order.order_id is not None:
+                    self._orphans.append(order.order_id)
+                self._finish(order, GONE)
+        self._slots.clear()
+
+    async def _cancel_orphans(self) -> None:
+        # One at a time, each taken off the list only once answered: if the connection
+        # drops again meanwhile, the rest wait for the next session.
+        while self._orphans:
+            order_id = self._orphans[0]
+            try:
+                status = await self.client.call("private/cancel", {"order_id": order_id})
+            except ThalexError as exc:
+                status = None
+                if exc.code == ORDER_NOT_FOUND:
+                    self.stats["orphans_gone"] += 1  # the expected case: COD deleted it
+                else:
+                    self._count_error(exc.code, f"cancelling order {order_id} of the previous session: {exc}")
+            else:
+                self.stats["orphans_cancelled"] += 1
+            self._orphans.pop(0)
+            if isinstance(status, dict):
+                self._on_status(status)
+
+    async def cancel_all(self) -> None:
+        """Delete every order of this session, in flight included (private/cancel_session, §4.6).
+
+        Orders of other sessions survive. Not held back by the local bucket (an emergency
+        stop must go out); a throttled attempt is retried after the back-off. The local
+        state follows from the session.orders updates that the venue sends.
+        """
+        self._cancel_bucket.take(self._clock())  # counted, so the local bucket stays in step with the venue's
+        for _attempt in range(3):
+            try:
+                await self.client.call("private/cancel_session", timeout=self.params.request_timeout_s)
+                return
+            except ThalexError as exc:
+                self._count_error(exc.code, f"cancel_session: {exc}")
+                if exc.code not in SLOW_DOWN_CODES:
+                    raise
+                await asyncio.sleep(self._cancel_bucket.pause(self._clock()))
+        raise ThalexError("private/cancel_session", 4, "still throttled after 3 attempts")
+
+    async def close(self) -> None:
+        """Shutdown: cancel_session, wait (briefly) for answers in flight; reconcile does nothing after.
+
+        Does not close the client (the market-data source owns it). If the session is
+        already gone, its orders went with it (COD)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.cancel_all()
+        except (ThalexError, NotConnected, asyncio.TimeoutError) as exc:
+            log.warning("cancel_session on close failed (cancel-on-disconnect deletes the orders "
+                        "when the session ends): %s", exc)
+        await self.wait_idle(self.params.request_timeout_s)
+
+    async def wait_idle(self, timeout: Optional[float] = None) -> None:
+        """Wait until every request sent so far has its answer (or failed)."""
+        while self._tasks:
+            done, _ = await asyncio.wait(set(self._tasks), timeout=timeout)
+            if not done:
+                return
+
+    # -- queries ---------------------------------------------------------------------
+
+    def position(self, instrument: str) -> float:
+        """Signed position (buy +, sell −): at session start, plus this gateway's fills since."""
+        return self._positions.get(instrument, 0.0)
+
+    def paused_for(self, cancels: bool = False) -> float:
+        """Seconds until inserts and amends (or, with ``cancels``, cancels) may go out again
+        after a venue throttle; 0 when not paused."""
+        bucket = self._cancel_bucket if cancels else self._order_bucket
+        return max(0.0, bucket.paused_until - self._clock())
+
+    def open_orders(self, instrument: str) -> list[TrackedOrder]:
+        """Copies of the orders not known to be final (pending ones included), bids first, by level."""
+        orders = [o for o in self._orders.values() if o.instrument == instrument and o.live]
+        return [copy.copy(o) for o in sorted(orders, key=lambda o: (o.direction != "buy", o.level))]
+
+    # -- reconcile -------------------------------------------------------------------
+
+    async def reconcile(self, instrument: str, tick_size: float, bids: Sequence[Sequence[float]],
+                        asks: Sequence[Sequence[float]], stamps: Any = None) -> Actions:
+        """Send what it takes to make the instrument's orders match ``bids`` and ``asks``.
+
+        ``stamps``: anything with ``received_at`` and ``quoted_at`` (QuoteStamps, a
+        QuoteDecision). Levels with an amount ≤ 0 count as absent. Returns what was sent.
+        """
+        if not tick_size > 0:
+            raise ValueError(f"tick_size must be > 0, got {tick_size!r}")
+        if self._closed:
+            return Actions()  # shutting down: nothing new goes out
+        if not self._started:
+            raise RuntimeError("OrderGateway.reconcile before start(): cancel-on-disconnect is not set")
+        cancels: list[tuple] = []
+        by_level: list[list[tuple]] = []
+        skipped = 0
+        for direction, ladder in (("buy", bids), ("sell", asks)):
+            desired = [(float(p), float(a)) for p, a in ladder if a > 0]
+            side_cancels, side_actions, side_skipped = self._plan_side(instrument, direction, desired, tick_size)
+            cancels.extend(side_cancels)
+            skipped += side_skipped
+            for level, action in side_actions:
+                while len(by_level) <= level:
+                    by_level.append([])
+                by_level[level].append(action)
+        # Cancels first (they reduce exposure, and have their own bucket), then level by
+        # level, bid and ask alternating: with few tokens left, the best levels of both
+        # sides go out before any deeper one.
+        plan = cancels + [action for level in by_level for action in level]
+        received_at = getattr(stamps, "received_at", None)
+        quoted_at = getattr(stamps, "quoted_at", None)
+        now = self._clock()
+        sent = Counter()
+        for action in plan:
+            kind = action[0]
+            bucket = self._cancel_bucket if kind == "cancel" else self._order_bucket
+            if not bucket.take(now):
+                self.stats["throttled_local"] += 1
+                skipped += 1
+                continue
+            self._launch(action, instrument, received_at, quoted_at)
+            sent[kind] += 1
+        if sent:
+            await asyncio.sleep(0)  # let each request task write its frame before we return
+        return Actions(sent["insert"], sent["amend"], sent["cancel"], skipped)
+
+    def _plan_side(self, instrument: str, direction: str, desired: list[tuple[float, float]],
+                   tick_size: float) -> tuple[list[tuple], list[tuple[int, tuple]], int]:
+        """(cancels, [(level, action)], skipped) for one side; sends nothing."""
+        slots = self._slots.get((instrument, direction), {})
+        cancels: list[tuple] = []
+        actions: list[tuple[int, tuple]] = []
+        skipped = 0
+        for level in sorted(slots):
+            order = self._orders[slots[level]]
+            if level < len(desired) and order.status != PENDING:
+                continue
+            # Beyond the ladder: cancel. A pending order whose insert got no answer
+            # (timeout) is cancelled too: that tells whether it exists (code 1: it does not).
+            if order.in_flight is not None:
+                if level >= len(desired):
+                    self.stats["skipped_in_flight"] += 1
+                    skipped += 1
+                continue
+            cancels.append(("cancel", order))
+        for level, (price, amount) in enumerate(desired):
+            key = (instrument, direction, level)
+            refused = self._failed.get(key)
+            if refused is not None:
+                if refused == (price, amount):
+                    self.stats["skipped_failed"] += 1
+                    skipped += 1
+                    continue
+                del self._failed[key]  # a new target: try again
+            coid = slots.get(level)
+            if coid is None:
+                actions.append((level, ("insert", direction, level, price, amount)))
+                continue
+            order = self._orders[coid]
+            if order.in_flight is not None:
+                self.stats["skipped_in_flight"] += 1
+                skipped += 1
+                continue
+            if order.status == PENDING:
+                continue  # its insert got no answer: the cancel planned above finds out
+            moved = abs(price - order.target_price) / tick_size > self.params.amend_threshold_ticks + 1e-9
+            resized = not math.isclose(amount, order.target_amount, rel_tol=1e-9, abs_tol=1e-12)
+            if moved or resized:
+                actions.append((level, ("amend", order, price, amount)))
+        return cancels, actions, skipped
+
+    def _launch(self, action: tuple, instrument: str, received_at: Optional[datetime],
+                quoted_at: Optional[datetime]) -> None:
+        kind = action[0]
+        if kind == "insert":
+            _, direction, level, price, amount = action
+            coid = next(self._ids)
+            order = TrackedOrder(client_order_id=coid, instrument=instrument, direction=direction, level=level,
+                                 target_price=price, target_amount=amount, price=price, amount=amount,
+                                 remaining_amount=amount)
+            self._orders[coid] = order
+            self._slots.setdefault((instrument, direction), {})[level] = coid
+            params: dict[str, Any] = {
+                "direction": direction, "instrument_name": instrument, "amount": amount, "price": price,
+                "order_type": "limit", "time_in_force": "good_till_cancelled", "post_only": True,
+                "label": self.params.label, "client_order_id": coid,
+            }
+            if self.params.reject_post_only:
+                params["reject_post_only"] = True
+            method, previous = "private/insert", None
+            self.stats["inserts"] += 1
+        elif kind == "amend":
+            _, order, price, amount = action
+            previous = (order.target_price, order.target_amount)
+            order.target_price, order.target_amount = price, amount
+            params = {"client_order_id": order.client_order_id, "price": price, "amount": amount}
+            method = "private/amend"
+            self.stats["amends"] += 1
+        else:
+            _, order = action
+            params = {"client_order_id": order.client_order_id}
+            method, previous = "private/cancel", None
+            self.stats["cancels"] += 1
+        order.in_flight = method
+        task = asyncio.get_running_loop().create_task(
+            self._request(order, method, params, previous, received_at, quoted_at))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _request(self, order: TrackedOrder, method: str, params: dict,
+                       previous: Optional[tuple[float, float]], received_at: Optional[datetime],
+                       quoted_at: Optional[datetime]) -> None:
+        bucket = self._cancel_bucket if method == "private/cancel" else self._order_bucket
+        # From now on the order carries the stamps of the quote behind this request; all
+        # three set together, right before the request leaves, so no ack mixes two quotes.
+        order.received_at, order.quoted_at, order.order_sent_at = received_at, quoted_at, _utc(self._clock())
+        try:
+            result = await self.client.call(method, params, timeout=self.params.request_timeout_s)
+        except ThalexError as exc:
+            order.in_flight = None
+            self._on_error(order, method, exc, previous, bucket)
+            return
+        except (NotConnected, asyncio.TimeoutError) as exc:
+            # No answer: the order's state is unknown. A pending insert is cleared up by a
+            # cancel on the next reconcile; after a drop, _on_disconnect already gave up on it.
+            order.in_flight = None
+            self.stats["request_failures"] += 1
+            self._log_once(("request_failure", method), "%s for order %d got no answer: %r (counting further ones "
+                           "in stats['request_failures'])", method, order.client_order_id, exc)
+            return
+        except asyncio.CancelledError:
+            order.in_flight = None
+            raise
+        order.in_flight = None
+        bucket.recovered(self._clock())
+        if isinstance(result, dict):
+            self._on_status(result)
+
+    def _on_error(self, order: TrackedOrder, method: str, exc: ThalexError,
+                  previous: Optional[tuple[float, float]], bucket: TokenBucket) -> None:
+        code = exc.code
+        tried = (order.target_price, order.target_amount)
+        if method == "private/insert":
+            self._finish(order, REJECTED)  # never existed: the level is free again
+        elif previous is not None:
+            order.target_price, order.target_amount = previous  # the amend did not happen
+        if code == ORDER_NOT_FOUND:
+            self.stats["errors_by_code"][code] += 1
+            if not order.final:
+                self._finish(order, GONE)  # filled or cancelled meanwhile; the feed may tell which
+            return
+        if code in SLOW_DOWN_CODES:
+            self.stats["throttled_venue"] += 1
+            pause = bucket.pause(self._clock())
+            self._count_error(code, f"{method} throttled by the venue: pausing {pause:.2f} s")
+            return
+        if code in REQUEST_CONTENT_CODES and method != "private/cancel":
+            # The same request would get the same answer: not again until the target changes.
+            self._failed[(order.instrument, order.direction, order.level)] = tried
+            self._count_error(code, f"{method} {order.instrument} {order.direction} level {order.level} at "
+                                    f"{tried[0]} x {tried[1]} refused: {exc.message}; not retried at that price")
+            return
+        self._count_error(code, f"{method} for order {order.client_order_id} failed: {exc}")
+
+    def _count_error(self, code: int, message: str) -> None:
+        self.stats["errors_by_code"][code] += 1
+        self._log_once(("error", code), "%s (error %d, logged once; counted in stats['errors_by_code'])",
+                       message, code)
+
+    def _log_once(self, key: tuple, message: str, *args: Any) -> None:
+        if key in self._logged:
+            log.debug(message, *args)
+        else:
+            self._logged.add(key)
+            log.warning(message, *args)
+
+    # -- order updates -------------------------------------------------------------------
+
+    def _on_session_orders(self, notification: Notification) -> None:
+        items = notification.payload
+        if not isinstance(items, list):
+            raise TypeError(f"session.orders notification must be a list, got {type(items).__name__}")
+        for status in items:
+            if isinstance(status, dict):
+                self._on_status(status)
+            else:
+                self.stats["unrecordable_updates"] += 1
+
+    def _on_status(self, status: dict) -> None:
+        """One OrderStatus, from a request's answer or session.orders: state, then Ack, then fills."""
+        ack_received_at = _utc(self._clock())
+        coid = status.get("client_order_id")
+        order = self._orders.get(coid) if isinstance(coid, int) else None
+        if order is None:
+            self.stats["unknown_orders"] += 1
+        else:
+            self._apply(order, status)
+        self.stats["acks"] += 1
+        try:
+            ack = ack_record(status, order, ack_received_at)
+        except (KeyError, TypeError, ValueError) as exc:
+            self.stats["unrecordable_updates"] += 1
+            self._log_once(("unrecordable",), "an order update without %s: %r", exc, status)
+        else:
+            self._emit(self.on_ack, ack)
+        self._take_fills(status, order, ack_received_at)
+
+    def _apply(self, order: TrackedOrder, status: dict) -> None:
+        """Replace the order's state with the venue's, unless the update is older than what we know."""
+        new_status = status.get("status")
+        filled = float(status.get("filled_amount", 0.0))
+        remaining = float(status.get("remaining_amount", 0.0))
+        final = new_status in FINAL_STATUSES or remaining <= 0  # remaining 0 ⇒ inactive (§4.10)
+        if order.final and order.status not in (GONE, REJECTED):
+            return  # the venue already reported it final: nothing can follow
+        if not final and (order.final or filled < order.filled_amount):
+            return  # a stale live state: we know of a later fill, or that it is gone
+        if status.get("order_id") is not None:
+            order.order_id = str(status["order_id"])
+        if status.get("price") is not None:
+            order.price = float(status["price"])
+        order.amount = float(status.get("amount", order.amount))
+        order.filled_amount = filled
+        order.remaining_amount = remaining
+        order.delete_reason = status.get("delete_reason")
+        order.status = str(new_status)
+        if final:
+            was_final = order.final
+            self._finish(order, order.status)
+            if order.delete_reason == POST_ONLY_CANCEL and not was_final:
+                # Post-only would have crossed: the same price would be cancelled again.
+                self.stats["post_only_cancelled"] += 1
+                self._failed[(order.instrument, order.direction, order.level)] = (order.target_price,
+                                                                                  order.target_amount)
+                self._log_once(("post_only", order.instrument), "%s %s level %d at %s would cross the book: "
+                               "cancelled by the venue; not retried at that price", order.instrument,
+                               order.direction, order.level, order.target_price)
+
+    def _finish(self, order: TrackedOrder, status: str) -> None:
+        """The order is final (as the venue says, or as we infer): free its level, keep it a while."""
+        order.status = status
+        if order.final:
+            return
+        order.final = True
+        slots = self._slots.get((order.instrument, order.direction))
+        if slots is not None and slots.get(order.level) == order.client_order_id:
+            del slots[order.level]
+        self._finished[order.client_order_id] = None
+        while len(self._finished) > self.params.finished_orders_kept:
+            old, _ = self._finished.popitem(last=False)
+            self._orders.pop(old, None)
+
+    def _take_fills(self, status: dict, order: Optional[TrackedOrder], ack_received_at: datetime) -> None:
+        instrument = status.get("instrument_name") or (order.instrument if order else None)
+        direction = status.get("direction") or (order.direction if order else None)
+        order_id = str(status.get("order_id", order.order_id if order else ""))
+        for raw in _fills(status):
+            # A self-trade fills two of our orders under one trade_id: the key is both.
+            key = (str(raw.get("trade_id")), order_id)
+            if key in self._seen_fills:
+                self.stats["duplicate_fills"] += 1  # e.g. the "existing" snapshot repeats all fills
+                continue
+            if instrument is None or direction not in ("buy", "sell"):
+                self.stats["unrecordable_updates"] += 1  # a combination order's fill: the gateway places none
+                continue
+            try:
+                amount = float(raw["amount"])
+                fill = Fill(trade_id=key[0], order_id=order_id, instrument_name=instrument, direction=direction,
+                            maker_taker=raw["maker_taker"], price=float(raw["price"]), amount=amount,
+                            leg_index=int(raw.get("leg_index", 0)), client_order_id=status.get("client_order_id"),
+                            time=raw.get("time"), order_sent_at=order.order_sent_at if order else None,
+                            ack_received_at=ack_received_at)
+            except (KeyError, TypeError, ValueError) as exc:
+                self.stats["unrecordable_updates"] += 1
+                self._log_once(("bad_fill",), "a fill without %s: %r", exc, raw)
+                continue
+            self._seen_fills[key] = None
+            if len(self._seen_fills) > self.params.fills_remembered:
+                self._seen_fills.popitem(last=False)
+            signed = amount if direction == "buy" else -amount
+            # Rounded: a long run of float additions must still read 0.0 when flat.
+            self._positions[instrument] = round(self._positions.get(instrument, 0.0) + signed, 10)
+            self.stats["fills"] += 1
+            self._emit(self.on_fill, fill)
+
+    def _emit(self, callback: Optional[Callable[[Any], Any]], record: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(record)
+        except Exception:  # the agent's producer failing must not corrupt the order state
+            self.stats["callback_errors"] += 1
+            log.exception("the gateway's %s callback failed", type(record).__name__)
