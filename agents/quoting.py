@@ -110,6 +110,8 @@ class Quoting:
     gateway: Optional[OrderGateway] = None
     instruments: dict[str, InstrumentState] = field(default_factory=dict)
     errors: int = 0
+    #: client_order_id → order_sent_at of the last request already timed (latency samples).
+    _timed_requests: dict[Optional[int], datetime] = field(default_factory=dict)
 
     # -- the session (called by the market-data source) ------------------------------------
 
@@ -214,7 +216,13 @@ class Quoting:
 
     def _on_ack(self, ack: Ack) -> None:
         record_topic("ack").send_soon(key=ack.instrument_name or ack.order_id, value=ack)
-        if ack.order_sent_at is not None and ack.ack_received_at is not None and ack.change_reason != "fill":
+        # A request is timed by the first update that answers it: its reply or the
+        # session.orders item, whichever comes first (both carry the request's stamps).
+        if (ack.order_sent_at is not None and ack.ack_received_at is not None and ack.change_reason != "fill"
+                and self._timed_requests.get(ack.client_order_id) != ack.order_sent_at):
+            self._timed_requests[ack.client_order_id] = ack.order_sent_at
+            if len(self._timed_requests) > 10_000:  # only live orders matter; forget the oldest
+                del self._timed_requests[next(iter(self._timed_requests))]
             name = ack.instrument_name or ""
             if ack.quoted_at is not None:
                 _latency("quoted_to_order_sent", name, ack.quoted_at, ack.order_sent_at, received_at=ack.received_at,
