@@ -9,7 +9,8 @@ Contract
   fair-value inputs (index, mark, best bid/ask of the local book), the EWMA volatility
   estimate and the gateway's position go through the quote core (app/quote.py, Cython),
   then the risk gate (app/risk.py), then ``OrderGateway.reconcile`` (app/exchange/gateway.py).
-  Recomputation is throttled by CRYPTICS_QUOTE_MIN_INTERVAL_SECONDS (default 0: every event).
+  Recomputation is throttled by CRYPTICS_QUOTE_MIN_INTERVAL_SECONDS (default 0: every event);
+  a fill re-quotes its instrument at once (the position moved).
   A timer re-checks every instrument twice a second, so stale data or a halt pulls the quotes
   even when no event arrives.
 - produces: ``quote`` (every decision, with received_at and quoted_at), ``ack`` and ``fill``
@@ -93,6 +94,7 @@ class InstrumentState:
     fill_position: float = 0.0
     decisions: int = 0
     last_ladder: tuple = ((), ())
+    requote_pending: bool = False
 
     def pnl(self) -> Optional[float]:
         if math.isnan(self.mark):
@@ -238,6 +240,20 @@ class Quoting:
             sign = 1.0 if fill.direction == "buy" else -1.0
             state.fill_position += sign * fill.amount
             state.cash -= sign * fill.amount * fill.price
+            # The position changed: re-quote now (skew, size cuts, limits), not at the next
+            # market event. One pending re-quote per instrument absorbs a burst of fills.
+            if not state.requote_pending:
+                state.requote_pending = True
+                asyncio.get_running_loop().create_task(self._requote(state))
+
+    async def _requote(self, state: InstrumentState) -> None:
+        await asyncio.sleep(0)  # let the rest of the burst's fills land first
+        state.requote_pending = False
+        try:
+            await self.quote(state, "fill", None)
+        except Exception:
+            self.errors += 1
+            log.exception("quote agent: re-quote after a fill failed")
 
     # -- the web view ----------------------------------------------------------------------
 
