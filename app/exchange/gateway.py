@@ -311,6 +311,7 @@ class OrderGateway:
             "throttled_venue": 0,  # code 3/4 replies: the venue slowed us down (also in errors_by_code)
             "skipped_in_flight": 0,  # an action waiting for the order's outstanding request
             "skipped_failed": 0,  # a level not retried at the price and amount the venue refused
+            "skipped_exposure": 0,  # held back by the pre-trade check until reductions are answered
             "post_only_cancelled": 0,  # post-only orders the venue cancelled instead of resting them
             "request_failures": 0,  # requests that timed out or lost their connection
             "acks": 0, "fills": 0, "duplicate_fills": 0,
@@ -476,11 +477,20 @@ class OrderGateway:
     # -- reconcile -------------------------------------------------------------------
 
     async def reconcile(self, instrument: str, tick_size: float, bids: Sequence[Sequence[float]],
-                        asks: Sequence[Sequence[float]], stamps: Any = None) -> Actions:
+                        asks: Sequence[Sequence[float]], stamps: Any = None,
+                        max_position: Optional[float] = None) -> Actions:
         """Send what it takes to make the instrument's orders match ``bids`` and ``asks``.
 
         ``stamps``: anything with ``received_at`` and ``quoted_at`` (QuoteStamps, a
         QuoteDecision). Levels with an amount ≤ 0 count as absent. Returns what was sent.
+
+        ``max_position``: the pre-trade check. The desired ladder fits the limit, but the
+        way there may not: an order whose cancel or amend-down is still unanswered can
+        fill while the new one rests. So an insert or amend-up goes out only if the
+        position plus everything the side could still fill (each live order at the larger
+        of what rests and what was asked for) stays within ±max_position; otherwise it
+        waits for the next reconcile, when the reductions have been answered
+        (``skipped_exposure``).
         """
         if not tick_size > 0:
             raise ValueError(f"tick_size must be > 0, got {tick_size!r}")
@@ -508,8 +518,18 @@ class OrderGateway:
         quoted_at = getattr(stamps, "quoted_at", None)
         now = self._clock()
         sent = Counter()
+        exposure = self._exposure(instrument) if max_position is not None else {}
+        position = self.position(instrument)
         for action in plan:
             kind = action[0]
+            if max_position is not None and kind != "cancel":
+                direction, added = self._added_exposure(action)
+                sign = 1.0 if direction == "buy" else -1.0
+                if added > 0 and sign * position + exposure[direction] + added > max_position + 1e-9:
+                    self.stats["skipped_exposure"] += 1
+                    skipped += 1
+                    continue
+                exposure[direction] += max(0.0, added)
             bucket = self._cancel_bucket if kind == "cancel" else self._order_bucket
             if not bucket.take(now):
                 self.stats["throttled_local"] += 1
@@ -520,6 +540,26 @@ class OrderGateway:
         if sent:
             await asyncio.sleep(0)  # let each request task write its frame before we return
         return Actions(sent["insert"], sent["amend"], sent["cancel"], skipped)
+
+    def _exposure(self, instrument: str) -> dict[str, float]:
+        """Per direction, what the live orders could still fill: each at the larger of its
+        remaining amount and the remaining amount last asked for (an amend may be in flight)."""
+        out = {"buy": 0.0, "sell": 0.0}
+        for order in self._orders.values():
+            if order.instrument == instrument and order.live:
+                out[order.direction] += self._order_exposure(order)
+        return out
+
+    @staticmethod
+    def _order_exposure(order: TrackedOrder) -> float:
+        return max(order.remaining_amount, order.target_amount - order.filled_amount, 0.0)
+
+    def _added_exposure(self, action: tuple) -> tuple[str, float]:
+        """(direction, how much an insert or amend adds to what the side could fill)."""
+        if action[0] == "insert":
+            return action[1], action[4]
+        _, order, _price, amount = action
+        return order.direction, max(0.0, amount - order.filled_amount - self._order_exposure(order))
 
     def _plan_side(self, instrument: str, direction: str, desired: list[tuple[float, float]],
                    tick_size: float) -> tuple[list[tuple], list[tuple[int, tuple]], int]:
