@@ -1,8 +1,10 @@
 """One venue session per account across workers (design D2), with real processes.
 
 Two `cryptics worker` processes share a database: only the holder of the quoting
-lease opens a venue session. Killing it with -9 hands the session to the other.
-Throughout, the venue (in this process) is sampled: never two logged-in sessions.
+lease opens a venue session, and quotes on it. Killing it with -9 hands the session to
+the other. Throughout, the venue (in this process) is sampled: never two logged-in
+sessions, never orders of two sessions at once; the killed worker's orders are
+cancelled by cancel-on-disconnect, and the new holder quotes.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 
 from app.stack.process import Child, environ_for_child, free_port, spawn
 from app.venue import Venue, VenueConfig, create_keypair
+from app.venue.auth import default_account
 
 from .conftest import ROOT, cryptics
 
@@ -43,11 +46,21 @@ async def test_kill_9_of_the_session_holder_hands_over(broker, registry_url, dat
     def logged_in() -> int:
         return sum(1 for c in venue.connections if c.kid == KID and not c.closed)
 
+    account = default_account(KID)
+    quoting_sessions: set[int] = set()  # every session seen with orders resting
+    peak_quoting = 0
+
+    def sessions_with_orders() -> set[int]:
+        return {o.session for o in venue.engine.orders.values() if o.account == account}
+
     async def sample_until(predicate, what: str, timeout: float):
-        nonlocal peak
+        nonlocal peak, peak_quoting
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             peak = max(peak, logged_in())
+            live = sessions_with_orders()
+            quoting_sessions.update(live)
+            peak_quoting = max(peak_quoting, len(live))
             result = await asyncio.get_running_loop().run_in_executor(None, predicate)
             if result:
                 return result
@@ -74,14 +87,23 @@ async def test_kill_9_of_the_session_holder_hands_over(broker, registry_url, dat
         await asyncio.sleep(2)  # both running: still one session
         peak = max(peak, logged_in())
         assert holders() == [first] and _view(standby)["lease"]["held"] is False
+        first_sessions = await sample_until(lambda: sessions_with_orders() or None, "the holder's orders", 30)
+        assert len(first_sessions) == 1
 
         workers[first].popen.send_signal(signal.SIGKILL)
         workers[first].popen.wait(10)
+        # cancel-on-disconnect: the dead session's orders go with it (the standby cannot have
+        # quoted yet: it needs the lease, which PostgreSQL frees only now)
+        await sample_until(lambda: not (sessions_with_orders() & first_sessions), "COD to cancel the orders", 10)
         view = await sample_until(lambda: (v := _view(standby)) and v["session_open"] and v, "the handover", 60)
         assert view["lease"]["acquisitions"] == 1
         await sample_until(lambda: (v := _view(standby)) and v["received"].get("ticker.BTC-PERPETUAL.raw", 0) > 0,
                            "market data on the new session", 30)
+        new_sessions = await sample_until(lambda: sessions_with_orders() - first_sessions or None,
+                                          "the new holder's orders", 30)
         assert peak == 1, f"{peak} logged-in sessions at once"
+        assert peak_quoting == 1, f"orders of {peak_quoting} sessions at once"
+        assert quoting_sessions == first_sessions | new_sessions
     finally:
         for worker in workers.values():
             worker.stop(timeout=30)
