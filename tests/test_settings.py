@@ -67,3 +67,18 @@ def test_instruments_list():
     assert s.instrument_names == ("BTC-PERPETUAL", "ETH-PERPETUAL")
     with pytest.raises(ValueError, match="names no instrument"):
         Settings.from_env({"CRYPTICS_INSTRUMENTS": " , "})
+
+
+def test_quoting_parameters_come_from_the_environment():
+    s = Settings.from_env({})
+    assert s.quote_params({}).bid_sizes == (0.2, 0.4) and s.trading_state == "active"
+    params = s.quote_params({"CRYPTICS_QUOTE_BID_SIZES": "0.1, 0.3,0.5", "CRYPTICS_QUOTE_HALF_SPREAD": "30",
+                             "CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS": "2"})
+    assert (params.bid_sizes, params.half_spread) == ((0.1, 0.3, 0.5), 30.0)
+    # one amend threshold: the strategy's, handed to the gateway
+    assert s.gateway_params({"CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS": "2"}).amend_threshold_ticks == 2.0
+    assert s.risk_limits({"CRYPTICS_RISK_MAX_POSITION": "2.5"}).max_position == 2.5
+    with pytest.raises(ValueError, match="CRYPTICS_QUOTE_BID_SIZES"):
+        s.quote_params({"CRYPTICS_QUOTE_BID_SIZES": "0.1,lots"})
+    with pytest.raises(ValueError, match="CRYPTICS_TRADING_STATE"):
+        Settings.from_env({"CRYPTICS_TRADING_STATE": "yolo"})
