@@ -12,18 +12,15 @@ the amend threshold is for the order gateway and is kept here so there is one pl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Tuple
 
+from app.settings import documented
 from ._quote_py import MAX_LEVELS_PER_SIDE
 
 FAIR_VALUE_SOURCES = ("index", "mark", "mid")
 MODES = ("linear", "avellaneda_stoikov")
 SPREAD_UNITS = ("ticks", "bps")
-
-
-def _doc(default, doc: str):
-    return field(default=default, metadata={"doc": doc})
 
 
 def parse_sizes(text: str) -> Tuple[float, ...]:
@@ -41,25 +38,25 @@ def parse_sizes(text: str) -> Tuple[float, ...]:
 class QuoteParams:
     """Parameters of the quote core; validated on construction (``validate``)."""
 
-    fair_value_source: str = _doc("index", "which input is the fair value s: index, mark or mid (mid needs both sides of the book)")
-    mode: str = _doc("linear", "linear: fixed half-spread and linear skew; avellaneda_stoikov: reservation price and optimal spread")
-    spread_unit: str = _doc("ticks", "unit of half_spread, level_step and price_skew: ticks, or bps of the fair value")
-    half_spread: float = _doc(25.0, "distance from the centre to each side's first level, in spread_unit (linear mode; perp_quoter's SPREAD)")
-    level_step: float = _doc(5.0, "distance between consecutive levels of a side, in spread_unit (perp_quoter's BID_STEP/ASK_STEP)")
-    bid_sizes: Tuple[float, ...] = _doc((0.2, 0.4), "nominal size of each bid level, best first; its length is the number of bid levels")
-    ask_sizes: Tuple[float, ...] = _doc((0.2, 0.4), "nominal size of each ask level, best first; its length is the number of ask levels")
-    target_position: float = _doc(0.0, "position the skews pull towards; inventory = position - target_position")
-    position_limit: float = _doc(1.0, "hard limit on |position|: a side's sizes never take the position past it, and the side is empty at it")
-    price_skew: float = _doc(0.0, "linear mode: centre shift against the inventory at a full limit's worth of it, in spread_unit (0 = off)")
-    size_skew: float = _doc(0.0, "fraction in [0, 1]: sizes scale by 1 -/+ size_skew x inventory/limit (long: smaller bids, larger asks; 0 = off)")
-    post_only: bool = _doc(True, "never cross the book: bids at most best_ask - 1 tick, asks at least best_bid + 1 tick")
-    as_gamma: float = _doc(0.03, "Avellaneda-Stoikov risk aversion gamma, per (price unit x inventory lot)")
-    as_kappa: float = _doc(0.1, "Avellaneda-Stoikov order-arrival decay kappa, per price unit")
-    as_horizon_seconds: float = _doc(60.0, "Avellaneda-Stoikov horizon tau, in seconds")
-    as_inventory_lot: float = _doc(1.0, "Avellaneda-Stoikov inventory unit: q = (position - target_position) / as_inventory_lot")
-    volatility_half_life_seconds: float = _doc(300.0, "half-life of the EWMA volatility estimator, in seconds")
-    amend_threshold_ticks: float = _doc(5.0, "order gateway: amend a resting order only when its price is more than this many ticks off")
-    min_interval_seconds: float = _doc(0.0, "quote agent: least time between two quote computations of one instrument (0: on every market event)")
+    fair_value_source: str = documented("index", "which input is the fair value s: index, mark or mid (mid needs both sides of the book)")
+    mode: str = documented("linear", "linear: fixed half-spread and linear skew; avellaneda_stoikov: reservation price and optimal spread")
+    spread_unit: str = documented("ticks", "unit of half_spread, level_step and price_skew: ticks, or bps of the fair value")
+    half_spread: float = documented(25.0, "distance from the centre to each side's first level, in spread_unit (linear mode; perp_quoter's SPREAD)")
+    level_step: float = documented(5.0, "distance between consecutive levels of a side, in spread_unit (perp_quoter's BID_STEP/ASK_STEP)")
+    bid_sizes: Tuple[float, ...] = documented((0.2, 0.4), "nominal size of each bid level, best first; its length is the number of bid levels")
+    ask_sizes: Tuple[float, ...] = documented((0.2, 0.4), "nominal size of each ask level, best first; its length is the number of ask levels")
+    target_position: float = documented(0.0, "position the skews pull towards; inventory = position - target_position")
+    position_limit: float = documented(1.0, "hard limit on |position|: a side's sizes never take the position past it, and the side is empty at it")
+    price_skew: float = documented(0.0, "linear mode: centre shift against the inventory at a full limit's worth of it, in spread_unit (0 = off)")
+    size_skew: float = documented(0.0, "fraction in [0, 1]: sizes scale by 1 -/+ size_skew x inventory/limit (long: smaller bids, larger asks; 0 = off)")
+    post_only: bool = documented(True, "never cross the book: bids at most best_ask - 1 tick, asks at least best_bid + 1 tick")
+    as_gamma: float = documented(0.03, "Avellaneda-Stoikov risk aversion gamma, per (price unit x inventory lot)")
+    as_kappa: float = documented(0.1, "Avellaneda-Stoikov order-arrival decay kappa, per price unit")
+    as_horizon_seconds: float = documented(60.0, "Avellaneda-Stoikov horizon tau, in seconds")
+    as_inventory_lot: float = documented(1.0, "Avellaneda-Stoikov inventory unit: q = (position - target_position) / as_inventory_lot")
+    volatility_half_life_seconds: float = documented(300.0, "half-life of the EWMA volatility estimator, in seconds")
+    amend_threshold_ticks: float = documented(5.0, "order gateway: amend a resting order only when its price is more than this many ticks off")
+    min_interval_seconds: float = documented(0.0, "quote agent: least time between two quote computations of one instrument (0: on every market event)")
 
     def __post_init__(self) -> None:
         # Lists (say, from JSON) become tuples so the object stays hashable and immutable.

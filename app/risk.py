@@ -32,10 +32,11 @@ import enum
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
+from app.settings import documented
 from .ticks import round_size
 
 log = logging.getLogger(__name__)
@@ -47,20 +48,16 @@ Moment = Union[float, datetime]
 _EPSILON = 1e-9
 
 
-def _doc(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
-
-
 @dataclass(frozen=True)
 class RiskLimits:
     """The risk limits, with defaults (``metadata["doc"]`` says what each is)."""
 
-    max_position: float = _doc(1.0, "largest |position| per instrument, in contracts (BTC for BTC-PERPETUAL), counting all resting orders of a side as filled")
-    max_order_notional: float = _doc(100_000.0, "largest price × amount of one order, in the quote currency (USD)")
-    max_open_orders: int = _doc(10, "most orders per instrument, both sides together")
-    max_drawdown: float = _doc(10_000.0, "kill switch: PnL below minus this halts trading until the operator resumes it (USD)")
-    stale_after_s: float = _doc(5.0, "no market data for this long halts the instrument until data returns")
-    denial_log_interval_s: float = _doc(1.0, "log each denial reason at most this often")
+    max_position: float = documented(1.0, "largest |position| per instrument, in contracts (BTC for BTC-PERPETUAL), counting all resting orders of a side as filled")
+    max_order_notional: float = documented(100_000.0, "largest price × amount of one order, in the quote currency (USD)")
+    max_open_orders: int = documented(10, "most orders per instrument, both sides together")
+    max_drawdown: float = documented(10_000.0, "kill switch: PnL below minus this halts trading until the operator resumes it (USD)")
+    stale_after_s: float = documented(5.0, "no market data for this long halts the instrument until data returns")
+    denial_log_interval_s: float = documented(1.0, "log each denial reason at most this often")
 
     def __post_init__(self) -> None:
         for name in ("max_position", "max_order_notional", "max_drawdown", "stale_after_s"):

@@ -30,6 +30,13 @@ THALEX_URLS = {
 }
 
 
+def documented(default: Any, doc: str) -> Any:
+    """A dataclass field with its default and a one-line doc (``metadata["doc"]``): the config
+    classes that Settings fills from ``CRYPTICS_*`` variables declare their fields this way,
+    and the README's parameter tables are made from these docs."""
+    return field(default=default, metadata={"doc": doc})
+
+
 def _env(environ: Mapping[str, str], name: str) -> Optional[str]:
     value = environ.get(PREFIX + name)
     if value is None or value.strip() == "":

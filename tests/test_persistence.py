@@ -24,7 +24,6 @@ Real parts throughout: Tansu, the schema registry, PostgreSQL and `cryptics work
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import os
 import signal

@@ -60,10 +60,11 @@ import math
 import re
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
+from app.settings import documented
 from models.orders import Ack, Fill, OrderFill, OrderLeg
 
 from .client import NotConnected, ThalexClient, ThalexError
@@ -92,28 +93,24 @@ LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # §5.5: the safe subset o
 MAX_CLIENT_ORDER_ID = 2**32 - 1  # §5.5: stay below 2^32
 
 
-def _doc(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
-
-
 @dataclass(frozen=True)
 class GatewayParams:
     """Every number of the order gateway, with its default (``metadata["doc"]`` says what it is)."""
 
-    label: str = _doc("P", "label on every order (≤ 32 characters from [A-Za-z0-9_-]); the reference quoter's")
-    amend_threshold_ticks: float = _doc(5.0, "amend a resting order only when its target moved more than this many ticks")
-    order_rate: float = _doc(10.0, "venue limit on inserts and amends per second, before cancel-on-disconnect (§6.2)")
-    order_rate_cod: float = _doc(50.0, "the same limit once cancel-on-disconnect is set (§6.2)")
-    cancel_rate: float = _doc(1000.0, "venue limit on cancel requests per second (§6.2)")
-    rate_headroom: float = _doc(0.8, "local buckets run at this fraction of the venue's limits (rate and burst): network jitter can bunch requests up")
-    cod_timeout_s: float = _doc(6.0, "set_cancel_on_disconnect timeout_secs; the client pings every 5 s (§4.1)")
-    reject_post_only: bool = _doc(False, "False: the venue moves a crossing post-only order one tick inside the book; True: it cancels it")
-    throttle_backoff_s: float = _doc(0.1, "pause after the first throttle error (code 3/4); doubles with each further one")
-    throttle_backoff_max_s: float = _doc(2.0, "longest pause after throttle errors")
-    request_timeout_s: float = _doc(5.0, "a request unanswered this long counts as failed (its order is resolved on the next reconcile)")
-    first_client_order_id: int = _doc(1, "first client_order_id of the counter")
-    finished_orders_kept: int = _doc(10_000, "final orders kept for late updates (their acks still get stamps)")
-    fills_remembered: int = _doc(100_000, "(trade_id, order_id) pairs remembered to drop fills reported twice")
+    label: str = documented("P", "label on every order (≤ 32 characters from [A-Za-z0-9_-]); the reference quoter's")
+    amend_threshold_ticks: float = documented(5.0, "amend a resting order only when its target moved more than this many ticks")
+    order_rate: float = documented(10.0, "venue limit on inserts and amends per second, before cancel-on-disconnect (§6.2)")
+    order_rate_cod: float = documented(50.0, "the same limit once cancel-on-disconnect is set (§6.2)")
+    cancel_rate: float = documented(1000.0, "venue limit on cancel requests per second (§6.2)")
+    rate_headroom: float = documented(0.8, "local buckets run at this fraction of the venue's limits (rate and burst): network jitter can bunch requests up")
+    cod_timeout_s: float = documented(6.0, "set_cancel_on_disconnect timeout_secs; the client pings every 5 s (§4.1)")
+    reject_post_only: bool = documented(False, "False: the venue moves a crossing post-only order one tick inside the book; True: it cancels it")
+    throttle_backoff_s: float = documented(0.1, "pause after the first throttle error (code 3/4); doubles with each further one")
+    throttle_backoff_max_s: float = documented(2.0, "longest pause after throttle errors")
+    request_timeout_s: float = documented(5.0, "a request unanswered this long counts as failed (its order is resolved on the next reconcile)")
+    first_client_order_id: int = documented(1, "first client_order_id of the counter")
+    finished_orders_kept: int = documented(10_000, "final orders kept for late updates (their acks still get stamps)")
+    fills_remembered: int = documented(100_000, "(trade_id, order_id) pairs remembered to drop fills reported twice")
 
     def __post_init__(self) -> None:
         if not LABEL_PATTERN.match(self.label):
