@@ -10,6 +10,7 @@
 | retry_initial | CRYPTICS_SINK_RETRY_INITIAL | 0.2 | first pause (s) after a connection error; doubles each retry |
 | retry_max | CRYPTICS_SINK_RETRY_MAX | 5.0 | longest pause (s) between retries; retries never stop |
 | connect_timeout | CRYPTICS_SINK_CONNECT_TIMEOUT | 5.0 | seconds to wait for a database connection before retrying |
+| max_wait | CRYPTICS_SINK_MAX_WAIT | 600 | Kafka's max poll interval: a consumer that waited longer for the database leaves its group, and rejoins once a batch is through (nothing is lost either way) |
 | write_mode | CRYPTICS_SINK_WRITE_MODE | copy | copy (binary COPY into a temporary table) or unnest (INSERT … SELECT unnest(...), for servers without COPY such as PGlite) |
 """
 from __future__ import annotations
@@ -33,6 +34,9 @@ class SinkConfig:
     retry_initial: float = 0.2
     retry_max: float = 5.0
     connect_timeout: float = 5.0
+    #: Kafka's max poll interval: while the database is away the consumer asks for nothing
+    #: (backpressure); longer than this and it leaves its group until its batch is through.
+    max_wait: float = 600.0
     write_mode: str = "copy"
 
     def validate(self) -> None:
@@ -45,5 +49,7 @@ class SinkConfig:
             raise ValueError(f"{prefix}RETRY_INITIAL must be > 0 and <= {prefix}RETRY_MAX")
         if self.connect_timeout <= 0:
             raise ValueError(f"{prefix}CONNECT_TIMEOUT must be > 0, got {self.connect_timeout}")
+        if self.max_wait <= 0:
+            raise ValueError(f"{prefix}MAX_WAIT must be > 0, got {self.max_wait}")
         if self.write_mode not in WRITE_MODES:
             raise ValueError(f"{prefix}WRITE_MODE must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}")
