@@ -4,8 +4,9 @@ What it does, in the protocol's terms (thalex_api.md §1–2, §6):
 - requests are JSON-RPC ``{method, params, id}``; replies are matched by id, in
   whatever order they come back;
 - notifications are dispatched to the handler registered for their channel;
-- the socket is pinged every ``ping_interval`` seconds (aiohttp's heartbeat), which
-  also keeps a cancel-on-disconnect session alive;
+- the socket is pinged every ``ping_interval`` seconds, whatever is received meanwhile,
+  which keeps a cancel-on-disconnect session alive (aiohttp's heartbeat, also on, detects
+  a dead peer);
 - with credentials, every connection logs in with a fresh RS512 token
   (app/exchange/auth.py), optionally for a sub-account;
 - subscribe checks the channel list the venue returns: Thalex answers success
@@ -332,14 +333,33 @@ class ThalexClient:
     # -- incoming --------------------------------------------------------------
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for frame in ws:
-            if frame.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                pending = self.handle(frame.data)
-                if pending is not None:
-                    await pending
-            elif frame.type == aiohttp.WSMsgType.ERROR:
-                log.warning("websocket error: %s", ws.exception())
-                break
+        keep_alive = asyncio.create_task(self._keep_alive(ws), name="thalex-ping")
+        try:
+            async for frame in ws:
+                if frame.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    pending = self.handle(frame.data)
+                    if pending is not None:
+                        await pending
+                elif frame.type == aiohttp.WSMsgType.ERROR:
+                    log.warning("websocket error: %s", ws.exception())
+                    break
+        finally:
+            keep_alive.cancel()
+
+    async def _keep_alive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """A ping every ``ping_interval`` seconds, whatever else goes on.
+
+        aiohttp's heartbeat pings only after ``ping_interval`` without *receiving*
+        anything, and a market-data stream never lets that happen: a session that sent
+        nothing itself (a halted quoter) fell silent, and the venue's cancel-on-disconnect
+        timer ended it. The venue counts pings as traffic (§4.1).
+        """
+        while not ws.closed:
+            await asyncio.sleep(self.ping_interval)
+            try:
+                await ws.ping()
+            except (ConnectionError, RuntimeError):  # closing under us: the reader sees the drop
+                return
 
     def handle(self, raw: str | bytes) -> Optional[Awaitable[None]]:
         """Route one raw message. Never raises: bad input is logged and counted.
