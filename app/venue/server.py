@@ -314,7 +314,10 @@ class Venue:
                 if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
                     self._handle(conn, msg.data, received)
                 elif msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
+                    try:
+                        await ws.pong(msg.data)
+                    except ConnectionResetError:  # the client's last ping, as the socket closes
+                        break
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
