@@ -21,8 +21,8 @@ not a product setting); the rows go to the ``tickers`` table of CRYPTICS_DATABAS
 which must be migrated already.
 
 ``NAIVE_SINK_MODE=consume``: app id ``bench-consume-only``; the agent takes the topic's
-raw records in batches exactly as the persistence agents do (``stream.noack_take`` with
-CRYPTICS_SINK_BATCH_SIZE / CRYPTICS_SINK_BATCH_AGE, then ``stream.ack`` per event) and
+raw records in batches as the earlier per-topic persistence agents did (``stream.noack_take``
+with CRYPTICS_SINK_BATCH_SIZE / CRYPTICS_SINK_BATCH_AGE, then ``stream.ack`` per event) and
 does nothing else: no decode, no row, no database. What it reaches is the most any
 Faust-streamed sink can reach on the machine. ``GET /bench/`` → events taken, and the
 worker's monotonic clock at its first batch (with that batch's size) and at its last.

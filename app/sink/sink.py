@@ -1,9 +1,9 @@
 """One topic's persistence, apart from Faust: decode, build rows, write, dead-letter.
 
 ``TopicSink.persist(records)`` takes a batch of raw Kafka records and returns only when
-each of them is either in its table or on the dead-letter topic. The Faust agent
-(agents/persistence.py) acknowledges the batch to Kafka after that, and not before: an
-event counts as processed only once its batch has committed (design D8).
+each of them is either in its table or on the dead-letter topic. The persistence consumer
+(agents/persistence.py) commits the batch's offsets to Kafka after that, and not before:
+an event counts as processed only once its batch has committed (design D8).
 
 What can go wrong, and what happens:
 
@@ -14,9 +14,9 @@ What can go wrong, and what happens:
 | the table refuses a row (CHECK, NOT NULL, value out of range) | the batch is bisected; that row alone becomes a dead letter, stage ``database``; the rest is written |
 | anything else: no connection, the server restarting, a missing table, a registry that does not answer | wait with exponential backoff and try the same batch again, for as long as it takes |
 
-While ``persist`` waits, the agent takes no more records: Faust's buffer for the
-partition fills and Faust pauses fetching it. Nothing is dropped; at worst a batch is
-written twice, which the natural keys absorb.
+While ``persist`` waits, the consumer takes no more records and aiokafka stops fetching
+once its buffer is full. Nothing is dropped; at worst a batch is written twice, which
+the natural keys absorb.
 """
 from __future__ import annotations
 
