@@ -88,7 +88,9 @@ async def test_kill_9_of_the_session_holder_hands_over(broker, registry_url, dat
         peak = max(peak, logged_in())
         # (each view is read until it answers: a web view can miss its 1 s on a loaded machine)
         await sample_until(lambda: holders() == [first] or None, "the first holder's view", 30)
-        standby_view = await sample_until(lambda: _view(standby), "the standby's view", 30)
+        # (its lease appears in the view once the source service has started)
+        standby_view = await sample_until(lambda: (v := _view(standby)) and v["lease"] and v,
+                                          "the standby's lease in its view", 30)
         assert standby_view["lease"]["held"] is False
         first_sessions = await sample_until(lambda: sessions_with_orders() or None, "the holder's orders", 30)
         assert len(first_sessions) == 1
