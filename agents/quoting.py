@@ -210,9 +210,13 @@ class Quoting:
 
     async def recheck(self) -> None:
         """Timer: a halt or stale data takes effect without waiting for the next event."""
+        gateway = self.gateway
         for state in self.instruments.values():
             mode, _why = self.risk.evaluate(state.name, time.time(), state.last_data_at, state.pnl())
-            if mode == TradingState.HALTED and state.last_ladder != ([], []):
+            # Until every order is gone: a cancel skipped because the order's previous request
+            # was still in flight is sent on a later pass.
+            if mode == TradingState.HALTED and gateway is not None and (
+                    state.last_ladder != ([], []) or gateway.open_orders(state.name)):
                 await self.quote(state, "pull", None)
 
     # -- gateway callbacks ---------------------------------------------------------------
