@@ -52,7 +52,6 @@ from app.faust_app import app, record_topic, settings
 from app.sink import SPECS, SourceRecord, TopicSink, for_record
 from app.topics import bootstrap_servers
 from models.dead_letter import DeadLetter
-from models.registry import record
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from app.codec import AvroCodec
 from app.stack.process import Child, environ_for_child, free_port, spawn
 from app.venue import Venue, VenueConfig, create_keypair
 from models.registry import record
 
-from .conftest import ROOT, cryptics
+from .conftest import ROOT, cryptics, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -58,20 +57,7 @@ async def _topic_records(bootstrap: str, registry_url: str, name: str) -> list[d
     """Every record on ``name``'s topic, decoded with the registry (so: decodable)."""
     r = record(name)
     codec = AvroCodec(r.subject, r.schema, registry_url)
-    consumer = AIOKafkaConsumer(r.topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    out: list[dict] = []
-    try:
-        idle = 0
-        while idle < 3:
-            batch = await consumer.getmany(timeout_ms=500)
-            idle = 0 if batch else idle + 1
-            for records in batch.values():
-                out.extend({"key": m.key.decode(), **codec.loads(m.value)} for m in records)
-    finally:
-        await consumer.stop()
-    return out
+    return [{"key": m.key.decode(), **codec.loads(m.value)} for m in await read_topic(bootstrap, r.topic)]
 
 
 def _venue_book(venue: Venue) -> dict:

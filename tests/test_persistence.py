@@ -37,7 +37,7 @@ from typing import Any, Callable, Optional
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from app import migrate
 from app.codec import AvroCodec
@@ -48,7 +48,7 @@ from app.topics import PIPELINE_TOPICS, bootstrap_servers, ensure_topics
 from models import examples
 from models.registry import record
 
-from .conftest import ROOT, cryptics
+from .conftest import ROOT, cryptics, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -174,24 +174,6 @@ class RecordProducer:
 
 
 # -- reading back ----------------------------------------------------------------------------
-
-
-async def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    """Every record on ``topic`` (raw aiokafka records), read until the topic stays quiet."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        idle = 0
-        while idle < 3:
-            batch = await consumer.getmany(timeout_ms=500)
-            idle = 0 if batch else idle + 1
-            for records in batch.values():
-                out.extend(records)
-    finally:
-        await consumer.stop()
-    return out
 
 
 async def topic_keys(bootstrap: str, registry_url: str, name: str) -> tuple[int, set]:

@@ -24,7 +24,6 @@ import random
 import shutil
 import subprocess
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Iterator
 
 import asyncpg
