@@ -10,8 +10,9 @@ Contract
   the same session: it alone knows the stamps that go with each order.)
 - produces: records on the ``ticker``, ``book``, ``trade``, ``index`` and
   ``position`` topics (Avro, key = instrument or index name), every one stamped
-  ``received_at`` (design D9); the ticker, book and index records also go on the
-  in-process channel ``market_events``, which the quote agent consumes (design D1).
+  ``received_at`` (design D9); the ticker, book and index records also go, first, to
+  the in-process channel: the ``market_listeners`` of the source (the quote agent), each
+  called with the record as the notification is read (design D1).
 - tables: none. It keeps a local L2 book per instrument (app/exchange/book.py);
   when a book stops adding up, the gap is counted and the channel resubscribed,
   and the book starts over from the next snapshot.
@@ -22,20 +23,23 @@ One venue session per account (D2): with a database configured, the source opens
 the session only while it holds the quoting lease (app/lease.py); standby workers
 wait for it. Without a database (a lone worker) it connects at once.
 
-Hot path first (D1): each record goes to ``market_events`` and the task then
-yields, so the quote agent runs before this one spends time on Kafka; the Kafka
-produce is buffered (``send_soon``) and never awaited.
+Hot path first (D1): the handlers are plain functions, which the client runs in the
+event loop's read callback; each record goes to the market listeners (so the quote
+agent's orders are on the socket) before the Kafka produce, which is buffered
+(``send_soon``) and never awaited. The in-process channel is a list of callables,
+not a Faust channel: a Faust channel and agent stream cost received → quoted p50
+570 µs here, the direct call tens of µs (benchmarks/bench_quoting.py; design D1 asks
+for the channel, this is the measurement that changed it).
 
 Bad input from the venue (missing fields, wrong types) raises in the handler;
 the client logs and counts it (``bad_notifications``) and nothing else is lost.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import faust
 from mode import Service
@@ -50,9 +54,6 @@ from models.market import BookLevel, BookTrade, BookUpdate, IndexPrice, PublicTr
 from models.position import Position
 
 log = logging.getLogger(__name__)
-
-#: Ticker, book and index records for the quote agent, in arrival order (design D1).
-market_events = app.channel()
 
 _TICKER_REQUIRED = ("mark_price", "mark_timestamp", "delta", "index")
 _TICKER_OPTIONAL = tuple(
@@ -157,6 +158,9 @@ class MarketDataSource(Service):
         self.instruments: dict[str, dict] = {}
         #: Told when a venue session opens and before it closes (the quote agent).
         self.session_listeners: list[SessionListener] = []
+        #: The in-process channel: called with each ticker, book and index record, in arrival
+        #: order, before it goes to Kafka (the quote agent). A listener must not raise.
+        self.market_listeners: list[Callable[[Any], None]] = []
         self.books: dict[str, LocalBook] = {}
         #: Notifications handled, per channel (what the venue sent that we turned into records).
         self.received: Counter[str] = Counter()
@@ -236,23 +240,23 @@ class MarketDataSource(Service):
                 log.warning("book gap #%d: %s: connection lost", self.gaps[name], name)
             book.reset()
 
-    async def _publish(self, record_name: str, key: str, record: faust.Record, hot: bool = True) -> None:
+    def _publish(self, record_name: str, key: str, record: faust.Record, hot: bool = True) -> None:
         if hot:
-            await market_events.send(value=record)
-            await asyncio.sleep(0)  # let the quote agent run before the Kafka work below
+            for listener in self.market_listeners:
+                listener(record)
         self._topics[record_name].send_soon(key=key, value=record)
 
     def _ticker_handler(self, instrument: str):
-        async def on_ticker(n: Notification) -> None:
+        def on_ticker(n: Notification) -> None:
             record = ticker_record(instrument, n.payload, utc_now())
             self.received[n.channel] += 1
-            await self._publish("ticker", instrument, record)
+            self._publish("ticker", instrument, record)
         return on_ticker
 
-    async def _on_index(self, n: Notification) -> None:
+    def _on_index(self, n: Notification) -> None:
         record = index_record(n.payload, utc_now())
         self.received[n.channel] += 1
-        await self._publish("index", record.index_name, record)
+        self._publish("index", record.index_name, record)
 
     def _on_portfolio(self, n: Notification) -> None:
         for position in position_records(n.payload, utc_now()):
@@ -260,7 +264,7 @@ class MarketDataSource(Service):
         self.received[n.channel] += 1
 
     def _book_handler(self, instrument: str):
-        async def on_book(n: Notification) -> None:
+        def on_book(n: Notification) -> None:
             received_at = utc_now()
             book = self.books[instrument]
             payload = n.payload
@@ -288,7 +292,7 @@ class MarketDataSource(Service):
             )
             self.received[n.channel] += 1
             # Every notification the venue sent is recorded, including the one that revealed a gap.
-            await self._publish("book", instrument, record, hot=book.synced)
+            self._publish("book", instrument, record, hot=book.synced)
             for trade in trades:
                 self._topics["trade"].send_soon(key=instrument, value=PublicTrade(
                     instrument_name=instrument, price=trade.price, amount=trade.amount,

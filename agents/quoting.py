@@ -1,10 +1,12 @@
 """Quote agent: market events in, a risk-checked ladder out to the order gateway (design D1, D2, D9).
 
 Contract
-- consumes: ``market_events`` (agents/market_data.py), the in-process channel of ticker,
-  book and index records, in arrival order; and the venue session itself, as a session
-  listener of the market-data source: quoting runs only while this worker holds the
-  session (the quoting lease, D2).
+- consumes: the in-process channel of ticker, book and index records, in arrival order:
+  ``Quoting.on_market_event`` is a market listener of the market-data source
+  (agents/market_data.py), called as each notification is read, so a decision's orders
+  are on the socket before anything else runs (D1); and the venue session itself, as a
+  session listener of the source: quoting runs only while this worker holds the session
+  (the quoting lease, D2).
 - per market event of an instrument in CRYPTICS_INSTRUMENTS, once it has an index price:
   fair-value inputs (index, mark, best bid/ask of the local book), the EWMA volatility
   estimate and the gateway's position go through the quote core (app/quote.py, Cython),
@@ -16,8 +18,8 @@ Contract
 - produces: ``quote`` (every decision, with received_at and quoted_at), ``ack`` and ``fill``
   (from the gateway, with the stamps of the quote that placed the order), ``latency``
   (received_to_quoted for every decision; quoted_to_order_sent and order_sent_to_ack_received
-  for every ack that answers one of our requests). All produced with ``send_soon``: never
-  awaited on the hot path.
+  for every ack that answers one of our requests). All produced with ``send_soon``, after
+  the orders went out: never awaited on the hot path.
 - tables: none; per-instrument state lives in this worker (it is rebuilt from the venue on
   every session: positions from private/portfolio, orders from session.orders).
 - web views: ``GET /quoting/`` → state, per instrument inputs, position, PnL, ladder, open
@@ -40,7 +42,7 @@ from typing import Any, Optional
 
 import faust
 
-from agents.market_data import market_events, source
+from agents.market_data import source
 from app.exchange.client import ThalexClient
 from app.exchange.gateway import OrderGateway, QuoteStamps
 from app.faust_app import app, record_topic, settings
@@ -114,6 +116,8 @@ class Quoting:
     errors: int = 0
     #: client_order_id → order_sent_at of the last request already timed (latency samples).
     _timed_requests: dict[Optional[int], datetime] = field(default_factory=dict)
+    #: The cancel_session after a failed decision (a reference, so the task is not collected).
+    _pull_task: Optional[asyncio.Task] = None
 
     # -- the session (called by the market-data source) ------------------------------------
 
@@ -165,8 +169,8 @@ class Quoting:
             state.last_data_at = now
         return touched
 
-    async def quote(self, state: InstrumentState, reason: str, received_at: Optional[datetime]) -> None:
-        """One decision for one instrument: core → risk → gateway → records."""
+    def quote(self, state: InstrumentState, reason: str, received_at: Optional[datetime]) -> None:
+        """One decision for one instrument: core → risk → gateway (orders written) → records."""
         gateway = self.gateway
         if gateway is None or math.isnan(state.index):
             return  # no session, or nothing to price from yet (the reference waits for both feeds)
@@ -180,7 +184,7 @@ class Quoting:
             state.name, position, list(zip(bid_prices, bid_sizes)), list(zip(ask_prices, ask_sizes)),
             time.time(), state.last_data_at, state.pnl(), volume_tick=state.size_step)
         quoted_at = utc_now()
-        await gateway.reconcile(state.name, state.tick_size, bids, asks, QuoteStamps(received_at, quoted_at),
+        gateway.reconcile(state.name, state.tick_size, bids, asks, QuoteStamps(received_at, quoted_at),
                                 max_position=self.risk.limits.max_position)
         state.decisions += 1
         state.last_ladder = (bids, asks)
@@ -201,14 +205,30 @@ class Quoting:
             _latency("received_to_quoted", state.name, received_at, quoted_at,
                      received_at=received_at, quoted_at=quoted_at)
 
-    async def on_market_event(self, record: Any) -> None:
-        for state in self.update(record):
-            interval = self.params.min_interval_seconds
-            if interval and time.monotonic() - state.last_quoted_at < interval:
-                continue
-            await self.quote(state, type(record).__name__.lower(), record.received_at)
+    def on_market_event(self, record: Any) -> None:
+        """The market listener (the hot path): fold the record in, decide, send. Never raises."""
+        try:
+            for state in self.update(record):
+                interval = self.params.min_interval_seconds
+                if interval and time.monotonic() - state.last_quoted_at < interval:
+                    continue
+                self.quote(state, type(record).__name__.lower(), record.received_at)
+        except Exception:
+            # One bad decision must not stop quoting, but must not go unnoticed either:
+            # pull everything (cancel_session) and carry on with the next event.
+            self.errors += 1
+            log.exception("quote agent: decision failed; cancelling this session's orders")
+            if self.gateway is not None:
+                self._pull_task = asyncio.get_running_loop().create_task(self._pull_after_failure(self.gateway))
 
-    async def recheck(self) -> None:
+    @staticmethod
+    async def _pull_after_failure(gateway: OrderGateway) -> None:
+        try:
+            await gateway.cancel_all()
+        except Exception:
+            log.exception("quote agent: cancel_session after a failure failed too")
+
+    def recheck(self) -> None:
         """Timer: a halt or stale data takes effect without waiting for the next event."""
         gateway = self.gateway
         for state in self.instruments.values():
@@ -217,7 +237,7 @@ class Quoting:
             # was still in flight is sent on a later pass.
             if mode == TradingState.HALTED and gateway is not None and (
                     state.last_ladder != ([], []) or gateway.open_orders(state.name)):
-                await self.quote(state, "pull", None)
+                self.quote(state, "pull", None)
 
     # -- gateway callbacks ---------------------------------------------------------------
 
@@ -255,7 +275,7 @@ class Quoting:
         await asyncio.sleep(0)  # let the rest of the burst's fills land first
         state.requote_pending = False
         try:
-            await self.quote(state, "fill", None)
+            self.quote(state, "fill", None)
         except Exception:
             self.errors += 1
             log.exception("quote agent: re-quote after a fill failed")
@@ -297,29 +317,13 @@ def _latency(stage: str, instrument: str, start: datetime, end: datetime, **stam
 
 quoting = Quoting()
 source.session_listeners.append(quoting)
-
-
-@app.agent(market_events)
-async def quote_agent(stream: faust.StreamT) -> None:
-    async for record in stream:
-        try:
-            await quoting.on_market_event(record)
-        except Exception:
-            # One bad decision must not stop quoting, but must not go unnoticed either:
-            # pull everything (cancel_session) and carry on with the next event.
-            quoting.errors += 1
-            log.exception("quote agent: decision failed; cancelling this session's orders")
-            if quoting.gateway is not None:
-                try:
-                    await quoting.gateway.cancel_all()
-                except Exception:
-                    log.exception("quote agent: cancel_session after a failure failed too")
+source.market_listeners.append(quoting.on_market_event)
 
 
 @app.timer(RECHECK_INTERVAL)
 async def recheck_quotes() -> None:
     try:
-        await quoting.recheck()
+        quoting.recheck()
     except Exception:
         quoting.errors += 1
         log.exception("quote agent: re-check failed")
@@ -342,5 +346,5 @@ class QuotingState(faust.web.View):
         except ValueError:
             return self.json({"error": f"state must be one of {[s.value for s in TradingState]}"}, status=400)
         quoting.risk.set_state(state, str(body.get("reason") or "operator"))
-        await quoting.recheck()
+        quoting.recheck()
         return self.json({"state": quoting.risk.state.value, "reason": quoting.risk.state_reason})

@@ -88,7 +88,9 @@ def venue() -> None:
         config = s.venue_config()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    asyncio.run(serve(config))
+    import uvloop  # the venue's I/O is in every tick → order measurement (benchmarks/bench_quoting.py)
+
+    uvloop.run(serve(config))
 
 
 @main.group()

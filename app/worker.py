@@ -5,6 +5,8 @@ import asyncio
 import importlib
 import pkgutil
 
+import uvloop
+
 from . import topics
 from .settings import Settings
 
@@ -36,5 +38,9 @@ def run(settings: Settings) -> None:
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
 
     import_agents()
-    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=True)
+    # uvloop: the venue's messages reach the hot path sooner (design D1; bench_quoting's floor
+    # answered in p50 525 µs instead of 654 with uvloop in the client alone).
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=True, loop=loop)
     worker.execute_from_commandline()

@@ -492,7 +492,7 @@ def _checks(results: dict) -> list[str]:
             problems.append(f"{key}: the probe has {probed} samples, the venue saw {sent} order requests")
         if key == "kafka":
             p = r["paths"]
-            kafka = sum(v for k, v in p.items() if k.startswith("kafka_") and k != "kafka_errors")
+            kafka = sum(v for k, v in p.items() if k.startswith("kafka_"))
             if kafka == 0 or p.get("channel_ignored", 0) == 0:
                 problems.append(f"kafka: expected both the Kafka agents and the ignored channel to see events: {p}")
     return problems

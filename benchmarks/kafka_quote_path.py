@@ -6,15 +6,13 @@ Everything else is the product's worker, unchanged: the same app, every agent of
 agents/ (app.worker.import_agents), the same start-up (app.worker.run creates the
 topics, then runs faust.Worker). Only the quote agent's input is rewired:
 
-- the market-data source still hands ticker, book and index records to the in-process
-  channel ``market_events`` and produces them to Kafka (``send_soon``), as it always does;
-- ``quote_agent`` still consumes the channel, but ``quoting.on_market_event`` is shadowed
-  on the ``quoting`` instance by a function that only counts the event, so the channel
-  path decides nothing;
+- the market-data source still hands ticker, book and index records to its in-process
+  channel (``source.market_listeners``) and produces them to Kafka (``send_soon``), as it
+  always does; but the channel's listener is now a function that only counts the event,
+  so the in-process path decides nothing;
 - one agent per topic (``cryptics.thalex.ticker.avro``, book, index; Avro through the
   schema registry, decoded into the same faust.Record models) calls the real
-  ``Quoting.on_market_event(quoting, record)``, with the same error handling as
-  ``quote_agent``.
+  ``quoting.on_market_event(record)``, error handling included.
 
 So the decision, the risk gate and the order gateway are the product's code and run on
 the product's venue session; the only difference is the hop tick → Kafka → quote agent.
@@ -24,7 +22,6 @@ never part of the product (design D1 keeps the hot path in-process).
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from typing import Any
@@ -34,46 +31,28 @@ import faust
 from app.faust_app import app, record_topic, settings
 from app.worker import import_agents, run
 
-log = logging.getLogger(__name__)
 
 import_agents()
 
 import agents.quoting as quoting_module  # noqa: E402  (after import_agents: registered like the worker's)
 
 quoting = quoting_module.quoting
-#: channel_ignored: market events the in-process quote agent received and dropped;
-#: kafka_<record>: records the Kafka agents handed to the quote logic; kafka_errors: decisions that raised.
+#: channel_ignored: market events the in-process channel delivered and this rig dropped;
+#: kafka_<record>: records the Kafka agents handed to the quote logic.
 counts: Counter[str] = Counter()
 
 #: now − the record's received_at (ms) for the last record each Kafka agent consumed: how far the
 #: Kafka path runs behind the source.
 lag_ms: dict[str, float] = {}
 
-_real_on_market_event = quoting_module.Quoting.on_market_event
 
-
-async def _ignore_channel_event(record: Any) -> None:
+def _ignore_channel_event(record: Any) -> None:
     counts["channel_ignored"] += 1
 
 
-# An instance attribute shadows the class's method: quote_agent (the channel path) now
-# only counts; the class method is still there for the Kafka agents below.
-quoting.on_market_event = _ignore_channel_event  # type: ignore[method-assign]
-
-
-async def _decide(record: Any) -> None:
-    try:
-        await _real_on_market_event(quoting, record)
-    except Exception:
-        # As quote_agent does: count, pull this session's orders, carry on.
-        quoting.errors += 1
-        counts["kafka_errors"] += 1
-        log.exception("kafka quote path: decision failed; cancelling this session's orders")
-        if quoting.gateway is not None:
-            try:
-                await quoting.gateway.cancel_all()
-            except Exception:
-                log.exception("kafka quote path: cancel_session after a failure failed too")
+# The in-process channel now only counts; the Kafka agents below do the deciding.
+quoting_module.source.market_listeners.remove(quoting.on_market_event)
+quoting_module.source.market_listeners.append(_ignore_channel_event)
 
 
 def _kafka_agent(name: str) -> None:
@@ -82,7 +61,7 @@ def _kafka_agent(name: str) -> None:
             counts[f"kafka_{name}"] += 1
             if record.received_at is not None:
                 lag_ms[name] = (time.time() - record.received_at.timestamp()) * 1e3
-            await _decide(record)
+            quoting.on_market_event(record)
 
     app.agent(record_topic(name), name=f"kafka_quote_{name}")(consume)
 

@@ -145,7 +145,7 @@ async def test_start_sets_cancel_on_disconnect_and_orders_are_non_persistent(ven
     conn = connection(venue, client)
     assert conn.cod_timeout == 6.0 and conn.session in venue.engine.cod_sessions
     assert conn.order_bucket.rate == 50  # the venue raised our rate: COD is on
-    await gateway.reconcile(BTC, TICK, BIDS[:1], [], stamps())
+    gateway.reconcile(BTC, TICK, BIDS[:1], [], stamps())
     await settle(client, gateway)
     [order] = venue.engine.open_orders(client.account)
     assert order["persistent"] is False and order["label"] == "P"
@@ -153,7 +153,7 @@ async def test_start_sets_cancel_on_disconnect_and_orders_are_non_persistent(ven
 
 async def test_ladder_insert_amend_threshold_and_cancel(venue, quoter):
     client, gateway, recorder = quoter
-    sent = await gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0))
+    sent = gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0))
     assert sent[:3] == (4, 0, 0)
     await settle(client, gateway)
     assert resting(venue, client) == {("buy", 99_900, 0.2), ("buy", 99_895, 0.4),
@@ -173,7 +173,7 @@ async def test_ladder_insert_amend_threshold_and_cancel(venue, quoter):
 
     # Within the amend threshold (5 ticks; exactly 5 is still within): nothing is sent.
     for ticks in (3, -5, 5):
-        assert await gateway.reconcile(BTC, TICK, shifted(BIDS, ticks), shifted(ASKS, ticks), stamps(1)) \
+        assert gateway.reconcile(BTC, TICK, shifted(BIDS, ticks), shifted(ASKS, ticks), stamps(1)) \
             == (0, 0, 0, 0)
     await settle(client, gateway)
     assert gateway.stats["amends"] == 0 and len(recorder.acks) == 8
@@ -181,7 +181,7 @@ async def test_ladder_insert_amend_threshold_and_cancel(venue, quoter):
         == {c: o["price"] for c, o in venue_orders.items()}
 
     # Beyond it: each order is amended in place (same client_order_id and order_id, new price).
-    assert (await gateway.reconcile(BTC, TICK, shifted(BIDS, -6), shifted(ASKS, 6), stamps(2)))[:3] == (0, 4, 0)
+    assert (gateway.reconcile(BTC, TICK, shifted(BIDS, -6), shifted(ASKS, 6), stamps(2)))[:3] == (0, 4, 0)
     await settle(client, gateway)
     after = {o["client_order_id"]: o for o in venue.engine.open_orders(client.account)}
     assert set(after) == set(venue_orders)
@@ -193,18 +193,18 @@ async def test_ladder_insert_amend_threshold_and_cancel(venue, quoter):
 
     # A new amount is an amend too, even at the same price.
     resized = [(99_894.0, 0.3), (99_889.0, 0.4)]
-    assert (await gateway.reconcile(BTC, TICK, resized, shifted(ASKS, 6), stamps(3)))[:3] == (0, 1, 0)
+    assert (gateway.reconcile(BTC, TICK, resized, shifted(ASKS, 6), stamps(3)))[:3] == (0, 1, 0)
     await settle(client, gateway)
     assert ("buy", 99_894, 0.3) in resting(venue, client)
 
     # Fewer levels: the extra orders are cancelled; the others stay as they are.
-    assert (await gateway.reconcile(BTC, TICK, resized[:1], shifted(ASKS, 6)[:1], stamps(4)))[:3] == (0, 0, 2)
+    assert (gateway.reconcile(BTC, TICK, resized[:1], shifted(ASKS, 6)[:1], stamps(4)))[:3] == (0, 0, 2)
     await settle(client, gateway)
     assert resting(venue, client) == {("buy", 99_894, 0.3), ("sell", 100_106, 0.2)}
     assert [(o.direction, o.level) for o in gateway.open_orders(BTC)] == [("buy", 0), ("sell", 0)]
 
     # Empty ladders (what a HALTED risk state sends) cancel everything of the instrument.
-    await gateway.reconcile(BTC, TICK, [], [], stamps(5))
+    gateway.reconcile(BTC, TICK, [], [], stamps(5))
     await settle(client, gateway)
     assert resting(venue, client) == set() and gateway.open_orders(BTC) == []
     assert gateway.stats["errors_by_code"] == {}
@@ -213,7 +213,7 @@ async def test_ladder_insert_amend_threshold_and_cancel(venue, quoter):
 async def test_fills_position_and_no_duplicates(venue, quoter, taker):
     client, gateway, recorder = quoter
     quote = stamps(10)
-    await gateway.reconcile(BTC, TICK, BIDS[:1], ASKS[:1], quote)
+    gateway.reconcile(BTC, TICK, BIDS[:1], ASKS[:1], quote)
     await settle(client, gateway)
     [bid] = [o for o in gateway.open_orders(BTC) if o.direction == "buy"]
 
@@ -245,7 +245,7 @@ async def test_fills_position_and_no_duplicates(venue, quoter, taker):
     await settle(client, gateway)
     assert len(recorder.fills) == 2 and gateway.position(BTC) == pytest.approx(0.2)
     assert [o.direction for o in gateway.open_orders(BTC)] == ["sell"]
-    assert (await gateway.reconcile(BTC, TICK, BIDS[:1], ASKS[:1], stamps(11)))[:3] == (1, 0, 0)
+    assert (gateway.reconcile(BTC, TICK, BIDS[:1], ASKS[:1], stamps(11)))[:3] == (1, 0, 0)
     await settle(client, gateway)
     [new_bid] = [o for o in gateway.open_orders(BTC) if o.direction == "buy"]
     assert new_bid.client_order_id > bid.client_order_id and new_bid.status == "open"
@@ -268,11 +268,11 @@ async def test_an_answer_arriving_after_a_fill_does_not_undo_it(venue, quoter, t
     item and the fill's before its request task takes the amend's answer (here that is the
     usual order), and that answer says filled 0: it must not roll the order back."""
     client, gateway, recorder = quoter
-    await gateway.reconcile(BTC, TICK, [(99_900.0, 0.2)], [], stamps())
+    gateway.reconcile(BTC, TICK, [(99_900.0, 0.2)], [], stamps())
     await settle(client, gateway)
     for attempt in range(1, 4):
         price = 99_900.0 + 10 * attempt
-        assert (await gateway.reconcile(BTC, TICK, [(price, 0.2)], [], stamps(attempt)))[1] == 1
+        assert (gateway.reconcile(BTC, TICK, [(price, 0.2)], [], stamps(attempt)))[1] == 1
         await taker.call("private/sell", {"instrument_name": BTC, "time_in_force": "immediate_or_cancel",
                                           "amount": 0.05, "price": price})
         await settle(client, gateway)
@@ -289,7 +289,7 @@ async def test_a_burst_of_reconciles_stays_within_the_venue_rate(venue, fresh_qu
     started = time.monotonic()
     for i in range(60):  # every reconcile moves the whole ladder 10 ticks: 4 amends (or inserts) wanted
         offset = 10 * (i % 2)
-        await gateway.reconcile(BTC, TICK, shifted(BIDS, -offset), shifted(ASKS, offset), stamps(i))
+        gateway.reconcile(BTC, TICK, shifted(BIDS, -offset), shifted(ASKS, offset), stamps(i))
         await asyncio.sleep(0.01)
     elapsed = time.monotonic() - started
     await settle(client, gateway)
@@ -313,22 +313,22 @@ async def test_venue_throttle_backs_off(keys):
         await gateway.start()
         bids = [(99_000.0 - level, 0.001) for level in range(10)]
         asks = [(101_000.0 + level, 0.001) for level in range(10)]
-        assert (await gateway.reconcile(BTC, TICK, bids, asks, stamps(0)))[0] == 20
+        assert (gateway.reconcile(BTC, TICK, bids, asks, stamps(0)))[0] == 20
         await settle(client, gateway)
         assert len(resting(venue, client)) == 20
         # 20 cancels at once: the venue takes its burst of 10 and throttles the other 10.
-        assert (await gateway.reconcile(BTC, TICK, [], [], stamps(1)))[2] == 20
+        assert (gateway.reconcile(BTC, TICK, [], [], stamps(1)))[2] == 20
         await settle(client, gateway)
         throttled = gateway.stats["throttled_venue"]
         assert throttled >= 5 and gateway.stats["errors_by_code"][4] == throttled
         assert len(resting(venue, client)) == throttled  # the throttled ones are still there
         # Paused: no cancel goes out meanwhile. One pause for the whole burst, not one per reply.
         assert 0 < gateway.paused_for(cancels=True) <= 1.0 and gateway.paused_for() == 0
-        assert (await gateway.reconcile(BTC, TICK, [], [], stamps(2)))[2] == 0
+        assert (gateway.reconcile(BTC, TICK, [], [], stamps(2)))[2] == 0
         # Afterwards the cancels go out again, until none is left.
         deadline = time.monotonic() + 15
         while resting(venue, client) and time.monotonic() < deadline:
-            await gateway.reconcile(BTC, TICK, [], [], stamps(3))
+            gateway.reconcile(BTC, TICK, [], [], stamps(3))
             await asyncio.sleep(0.05)
         await settle(client, gateway)
         assert resting(venue, client) == set() and gateway.open_orders(BTC) == []
@@ -356,23 +356,23 @@ def test_throttle_pauses_grow_while_the_venue_keeps_throttling():
 async def test_refused_price_is_not_retried_blindly(venue, quoter):
     client, gateway, _ = quoter
     off_tick = [(99_900.5, 0.2)]
-    assert (await gateway.reconcile(BTC, TICK, off_tick, [], stamps(0)))[0] == 1
+    assert (gateway.reconcile(BTC, TICK, off_tick, [], stamps(0)))[0] == 1
     await settle(client, gateway)
     assert gateway.stats["errors_by_code"] == {15: 1} and resting(venue, client) == set()
     assert gateway.open_orders(BTC) == []
     for i in range(3):  # the same target again: not sent again
-        assert await gateway.reconcile(BTC, TICK, off_tick, [], stamps(i)) == (0, 0, 0, 1)
+        assert gateway.reconcile(BTC, TICK, off_tick, [], stamps(i)) == (0, 0, 0, 1)
     await settle(client, gateway)
     assert gateway.stats["inserts"] == 1 and gateway.stats["skipped_failed"] == 3
     # A new target is tried.
-    await gateway.reconcile(BTC, TICK, [(99_900.0, 0.2)], [], stamps(4))
+    gateway.reconcile(BTC, TICK, [(99_900.0, 0.2)], [], stamps(4))
     await settle(client, gateway)
     assert resting(venue, client) == {("buy", 99_900, 0.2)}
     # An amend to a refused price leaves the order where it was, and is not repeated.
-    await gateway.reconcile(BTC, TICK, [(99_950.5, 0.2)], [], stamps(5))
+    gateway.reconcile(BTC, TICK, [(99_950.5, 0.2)], [], stamps(5))
     await settle(client, gateway)
     assert gateway.stats["errors_by_code"][15] == 2 and gateway.stats["amends"] == 1
-    assert await gateway.reconcile(BTC, TICK, [(99_950.5, 0.2)], [], stamps(6)) == (0, 0, 0, 1)
+    assert gateway.reconcile(BTC, TICK, [(99_950.5, 0.2)], [], stamps(6)) == (0, 0, 0, 1)
     assert resting(venue, client) == {("buy", 99_900, 0.2)}
     [order] = gateway.open_orders(BTC)
     assert (order.price, order.target_price) == (99_900.0, 99_900.0)
@@ -385,12 +385,12 @@ async def test_post_only_orders_that_would_cross(venue, keys, quoter, taker):
     client, gateway, _ = quoter
     await taker.call("private/insert", {"direction": "sell", "instrument_name": BTC, "amount": 0.1,
                                         "price": 99_950})
-    await gateway.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps())
+    gateway.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps())
     await settle(client, gateway)
     assert resting(venue, client) == {("buy", 99_949, 0.2)}
     [order] = gateway.open_orders(BTC)
     assert (order.price, order.target_price) == (99_949.0, 99_960.0)
-    assert await gateway.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()) == (0, 0, 0, 0)
+    assert gateway.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()) == (0, 0, 0, 0)
     await gateway.close()
 
     other = await open_client(venue, keys[0][QUOTER])
@@ -398,11 +398,11 @@ async def test_post_only_orders_that_would_cross(venue, keys, quoter, taker):
     try:
         await strict.start()
         await asyncio.sleep(0.2)  # past the first moments' 10-order budget
-        assert (await strict.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()))[0] == 1
+        assert (strict.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()))[0] == 1
         await settle(other, strict)
         assert strict.stats["post_only_cancelled"] == 1 and strict.open_orders(BTC) == []
-        assert await strict.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()) == (0, 0, 0, 1)
-        assert (await strict.reconcile(BTC, TICK, [(99_940.0, 0.2)], [], stamps()))[0] == 1  # a new price is tried
+        assert strict.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()) == (0, 0, 0, 1)
+        assert (strict.reconcile(BTC, TICK, [(99_940.0, 0.2)], [], stamps()))[0] == 1  # a new price is tried
         await settle(other, strict)
         assert resting(venue, other) == {("buy", 99_940, 0.2)}
     finally:
@@ -415,26 +415,26 @@ async def test_close_cancels_the_session_orders(venue, quoter, taker):
     # An order of another session (here another account's) must survive our close.
     await taker.call("private/insert", {"direction": "buy", "instrument_name": BTC, "amount": 0.1,
                                         "price": 90_000})
-    await gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps())
+    gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps())
     await settle(client, gateway)
     assert len(resting(venue, client)) == 4
     await gateway.close()
     assert resting(venue, client) == set()
     assert len(venue.engine.open_orders(taker.account)) == 1
     assert client.connected.is_set()  # cancel_session keeps the socket
-    assert await gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps()) == (0, 0, 0, 0)  # closed: sends nothing
+    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps()) == (0, 0, 0, 0)  # closed: sends nothing
     await client.call("public/system_info")
     assert gateway.open_orders(BTC) == []  # the venue's session_end updates arrived
 
 
 async def test_dropped_connection_cancels_orders_and_the_new_session_has_cod(venue, quoter):
     client, gateway, _ = quoter
-    await gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps())
+    gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps())
     await settle(client, gateway)
     old = connection(venue, client)
     assert len(resting(venue, client)) == 4
     # Abruptly, as a crash or a cable pull would: shut the TCP socket under the websocket.
-    client._ws.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+    client._socket.transport.underlying_transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
     await until(lambda: resting(venue, client) == set())  # the venue deleted them: cancel-on-disconnect
     assert old.session not in venue.engine.cod_sessions
     await until(lambda: client.connected.is_set() and client.stats["reconnects"] >= 1)
@@ -443,7 +443,7 @@ async def test_dropped_connection_cancels_orders_and_the_new_session_has_cod(ven
     assert new.session != old.session
     assert new.cod_timeout == 6.0 and new.session in venue.engine.cod_sessions  # set again before anything else
     assert gateway.stats["orphans_gone"] == 4  # the old orders, looked up by order_id: already deleted
-    await gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps())
+    gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps())
     await settle(client, gateway)
     assert len(resting(venue, client)) == 4
     assert all(o["persistent"] is False for o in venue.engine.open_orders(client.account))
@@ -453,7 +453,7 @@ async def test_reconcile_needs_start(venue, keys):
     client = await open_client(venue, keys[0][QUOTER])
     try:
         with pytest.raises(RuntimeError, match="start"):
-            await OrderGateway(client).reconcile(BTC, TICK, BIDS, ASKS)
+            OrderGateway(client).reconcile(BTC, TICK, BIDS, ASKS)
         assert resting(venue, client) == set()
     finally:
         await client.close()

@@ -286,6 +286,9 @@ def ack_record(status: dict, order: Optional[TrackedOrder], ack_received_at: dat
 class OrderGateway:
     """Orders for one venue session. ``await start()``, then ``reconcile`` per quote; ``close()``.
 
+    ``reconcile`` is synchronous: each request is on the socket when it returns (the hot
+    path, design D1); its answer is awaited by a task of its own.
+
     ``OrderGateway(client, label="P", order_rate_cod=50.0)`` or
     ``OrderGateway(client, GatewayParams(...))``: keyword arguments override fields of
     ``params`` (see GatewayParams for each one).
@@ -473,9 +476,9 @@ class OrderGateway:
 
     # -- reconcile -------------------------------------------------------------------
 
-    async def reconcile(self, instrument: str, tick_size: float, bids: Sequence[Sequence[float]],
-                        asks: Sequence[Sequence[float]], stamps: Any = None,
-                        max_position: Optional[float] = None) -> Actions:
+    def reconcile(self, instrument: str, tick_size: float, bids: Sequence[Sequence[float]],
+                  asks: Sequence[Sequence[float]], stamps: Any = None,
+                  max_position: Optional[float] = None) -> Actions:
         """Send what it takes to make the instrument's orders match ``bids`` and ``asks``.
 
         ``stamps``: anything with ``received_at`` and ``quoted_at`` (QuoteStamps, a
@@ -534,8 +537,6 @@ class OrderGateway:
                 continue
             self._launch(action, instrument, received_at, quoted_at)
             sent[kind] += 1
-        if sent:
-            await asyncio.sleep(0)  # let each request task write its frame before we return
         return Actions(sent["insert"], sent["amend"], sent["cancel"], skipped)
 
     def _exposure(self, instrument: str) -> dict[str, float]:
@@ -636,31 +637,37 @@ class OrderGateway:
             method, previous = "private/cancel", None
             self.stats["cancels"] += 1
         order.in_flight = method
-        task = asyncio.get_running_loop().create_task(
-            self._request(order, method, params, previous, received_at, quoted_at))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _request(self, order: TrackedOrder, method: str, params: dict,
-                       previous: Optional[tuple[float, float]], received_at: Optional[datetime],
-                       quoted_at: Optional[datetime]) -> None:
-        bucket = self._cancel_bucket if method == "private/cancel" else self._order_bucket
         # From now on the order carries the stamps of the quote behind this request; all
         # three set together, right before the request leaves, so no ack mixes two quotes.
         order.received_at, order.quoted_at, order.order_sent_at = received_at, quoted_at, _utc(self._clock())
         try:
-            result = await self.client.call(method, params, timeout=self.params.request_timeout_s)
+            reply = self.client.send_request(method, params)
+        except NotConnected as exc:
+            self._no_answer(order, method, exc)
+            return
+        task = asyncio.get_running_loop().create_task(self._await_reply(order, method, reply, previous))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _no_answer(self, order: TrackedOrder, method: str, exc: BaseException) -> None:
+        # The order's state is unknown. A pending insert is cleared up by a cancel on the
+        # next reconcile; after a drop, _on_disconnect already gave up on it.
+        order.in_flight = None
+        self.stats["request_failures"] += 1
+        self._log_once(("request_failure", method), "%s for order %d got no answer: %r (counting further ones "
+                       "in stats['request_failures'])", method, order.client_order_id, exc)
+
+    async def _await_reply(self, order: TrackedOrder, method: str, reply: asyncio.Future,
+                           previous: Optional[tuple[float, float]]) -> None:
+        bucket = self._cancel_bucket if method == "private/cancel" else self._order_bucket
+        try:
+            result = await asyncio.wait_for(reply, self.params.request_timeout_s)
         except ThalexError as exc:
             order.in_flight = None
             self._on_error(order, method, exc, previous, bucket)
             return
         except (NotConnected, asyncio.TimeoutError) as exc:
-            # No answer: the order's state is unknown. A pending insert is cleared up by a
-            # cancel on the next reconcile; after a drop, _on_disconnect already gave up on it.
-            order.in_flight = None
-            self.stats["request_failures"] += 1
-            self._log_once(("request_failure", method), "%s for order %d got no answer: %r (counting further ones "
-                           "in stats['request_failures'])", method, order.client_order_id, exc)
+            self._no_answer(order, method, exc)
             return
         except asyncio.CancelledError:
             order.in_flight = None
