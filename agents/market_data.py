@@ -10,9 +10,9 @@ Contract
   the same session: it alone knows the stamps that go with each order.)
 - produces: records on the ``ticker``, ``book``, ``trade``, ``index`` and
   ``position`` topics (Avro, key = instrument or index name), every one stamped
-  ``received_at`` (design D9); the ticker, book and index records also go, first, to
-  the in-process channel: the ``market_listeners`` of the source (the quote agent), each
-  called with the record as the notification is read (design D1).
+  ``received_at`` (design D9). Before that, each ticker, book and index notification goes
+  to the in-process channel as a ``MarketEvent``: the ``market_listeners`` of the source
+  (the quote agent) are called with it as the notification is read (design D1).
 - tables: none. It keeps a local L2 book per instrument (app/exchange/book.py);
   when a book stops adding up, the gap is counted and the channel resubscribed,
   and the book starts over from the next snapshot.
@@ -24,12 +24,14 @@ the session only while it holds the quoting lease (app/lease.py); standby worker
 wait for it. Without a database (a lone worker) it connects at once.
 
 Hot path first (D1): the handlers are plain functions, which the client runs in the
-event loop's read callback; each record goes to the market listeners (so the quote
-agent's orders are on the socket) before the Kafka produce, which is buffered
-(``send_soon``) and never awaited. The in-process channel is a list of callables,
-not a Faust channel: a Faust channel and agent stream cost received → quoted p50
-570 µs here, the direct call tens of µs (benchmarks/bench_quoting.py; design D1 asks
-for the channel, this is the measurement that changed it).
+event loop's read callback. Each one builds a MarketEvent (a few numbers, about 1 µs)
+and hands it to the market listeners, so the quote agent's orders are on the socket
+before the Faust record is even built; the Kafka produce is deferred until the socket's
+burst is handled (``produce_later``) and never awaited. The in-process channel is a
+list of callables, not a Faust channel: a Faust channel and agent stream cost
+received → quoted p50 570 µs here, the direct call about 80 µs
+(benchmarks/bench_quoting.py; design D1 asks for a Faust channel, this is the
+measurement that changed it).
 
 Bad input from the venue (missing fields, wrong types) raises in the handler;
 the client logs and counts it (``bad_notifications``) and nothing else is lost.
@@ -39,6 +41,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 import faust
@@ -48,7 +51,7 @@ from app.exchange.auth import Credentials
 from app.exchange.book import BookGap, LocalBook
 from app.exchange.client import ThalexClient
 from app.exchange.messages import Notification
-from app.faust_app import app, record_topic, settings
+from app.faust_app import app, produce_later, settings
 from app.lease import QuotingLease
 from models.market import BookLevel, BookTrade, BookUpdate, IndexPrice, PublicTrade, Ticker
 from models.position import Position
@@ -61,6 +64,42 @@ _TICKER_OPTIONAL = tuple(
 )
 _INDEX_OPTIONAL = ("expiration_print_average", "expiration_progress", "expected_expiration_price",
                    "previous_settlement_price")
+
+
+NAN = float("nan")
+
+
+@dataclass(slots=True)
+class MarketEvent:
+    """One ticker, book or index notification as the quote agent reads it: only what the
+    hot path needs, built in about 1 µs (the Faust record takes 25 µs, and is built after)."""
+
+    kind: str  # "ticker", "book" or "index"
+    name: str  # the instrument; the index name for "index"
+    received_at: datetime
+    index: float = NAN  # "index": the index price; "ticker": the index the ticker carries
+    mark: float = NAN
+    mark_timestamp: Optional[float] = None
+    funding_rate: Optional[float] = None
+    best_bid: float = NAN  # "book": the local book's top after this update (NaN: empty side)
+    best_ask: float = NAN
+
+    @classmethod
+    def of(cls, record: faust.Record) -> "MarketEvent":
+        """The event of a Ticker, BookUpdate or IndexPrice record (e.g. one read back from Kafka)."""
+        if isinstance(record, IndexPrice):
+            return cls("index", record.index_name, record.received_at, index=record.price)
+        if isinstance(record, Ticker):
+            return cls("ticker", record.instrument_name, record.received_at, index=record.index,
+                       mark=record.mark_price, mark_timestamp=record.mark_timestamp, funding_rate=record.funding_rate)
+        if isinstance(record, BookUpdate):
+            return cls("book", record.instrument_name, record.received_at, best_bid=_nan_if_none(record.best_bid_price),
+                       best_ask=_nan_if_none(record.best_ask_price))
+        raise TypeError(f"no market event for a {type(record).__name__}")
+
+
+def _nan_if_none(value: Optional[float]) -> float:
+    return NAN if value is None else value
 
 
 def utc_now() -> datetime:
@@ -80,9 +119,21 @@ def optional_number(payload: dict, key: str) -> Optional[float]:
     return None if value is None else number(payload, key)
 
 
-def ticker_record(instrument: str, payload: Any, received_at: datetime) -> Ticker:
+def _require_object(payload: Any, what: str) -> dict:
     if not isinstance(payload, dict):
-        raise TypeError(f"ticker notification must be an object, got {type(payload).__name__}")
+        raise TypeError(f"{what} notification must be an object, got {type(payload).__name__}")
+    return payload
+
+
+def ticker_event(instrument: str, payload: Any, received_at: datetime) -> MarketEvent:
+    payload = _require_object(payload, "ticker")
+    return MarketEvent("ticker", instrument, received_at, index=number(payload, "index"),
+                       mark=number(payload, "mark_price"), mark_timestamp=number(payload, "mark_timestamp"),
+                       funding_rate=optional_number(payload, "funding_rate"))
+
+
+def ticker_record(instrument: str, payload: Any, received_at: datetime) -> Ticker:
+    _require_object(payload, "ticker")
     return Ticker(
         instrument_name=instrument,
         **{key: number(payload, key) for key in _TICKER_REQUIRED},
@@ -91,12 +142,19 @@ def ticker_record(instrument: str, payload: Any, received_at: datetime) -> Ticke
     )
 
 
-def index_record(payload: Any, received_at: datetime) -> IndexPrice:
-    if not isinstance(payload, dict):
-        raise TypeError(f"price_index notification must be an object, got {type(payload).__name__}")
-    name = payload["index_name"]
+def _index_name(payload: Any) -> str:
+    name = _require_object(payload, "price_index")["index_name"]
     if not isinstance(name, str):
         raise TypeError(f"index_name must be a string, got {name!r}")
+    return name
+
+
+def index_event(payload: Any, received_at: datetime) -> MarketEvent:
+    return MarketEvent("index", _index_name(payload), received_at, index=number(payload, "price"))
+
+
+def index_record(payload: Any, received_at: datetime) -> IndexPrice:
+    name = _index_name(payload)
     return IndexPrice(
         index_name=name, price=number(payload, "price"), timestamp=number(payload, "timestamp"),
         **{key: optional_number(payload, key) for key in _INDEX_OPTIONAL},
@@ -158,16 +216,16 @@ class MarketDataSource(Service):
         self.instruments: dict[str, dict] = {}
         #: Told when a venue session opens and before it closes (the quote agent).
         self.session_listeners: list[SessionListener] = []
-        #: The in-process channel: called with each ticker, book and index record, in arrival
-        #: order, before it goes to Kafka (the quote agent). A listener must not raise.
-        self.market_listeners: list[Callable[[Any], None]] = []
+        #: The in-process channel: called with the MarketEvent of each ticker, book and index
+        #: notification, in arrival order, before anything else (the quote agent). A listener
+        #: must not raise.
+        self.market_listeners: list[Callable[[MarketEvent], None]] = []
         self.books: dict[str, LocalBook] = {}
         #: Notifications handled, per channel (what the venue sent that we turned into records).
         self.received: Counter[str] = Counter()
         #: Book gaps detected, per instrument.
         self.gaps: Counter[str] = Counter()
         self._resubscribing: set[str] = set()
-        self._topics = {name: record_topic(name) for name in ("ticker", "book", "trade", "index", "position")}
 
     async def on_start(self) -> None:
         if settings.venue_ws_url is None:
@@ -240,27 +298,30 @@ class MarketDataSource(Service):
                 log.warning("book gap #%d: %s: connection lost", self.gaps[name], name)
             book.reset()
 
-    def _publish(self, record_name: str, key: str, record: faust.Record, hot: bool = True) -> None:
-        if hot:
-            for listener in self.market_listeners:
-                listener(record)
-        self._topics[record_name].send_soon(key=key, value=record)
+    def _hot(self, event: MarketEvent) -> None:
+        for listener in self.market_listeners:
+            listener(event)
 
     def _ticker_handler(self, instrument: str):
         def on_ticker(n: Notification) -> None:
-            record = ticker_record(instrument, n.payload, utc_now())
+            received_at = utc_now()
+            self._hot(ticker_event(instrument, n.payload, received_at))
+            record = ticker_record(instrument, n.payload, received_at)
             self.received[n.channel] += 1
-            self._publish("ticker", instrument, record)
+            produce_later("ticker", instrument, record)
         return on_ticker
 
     def _on_index(self, n: Notification) -> None:
-        record = index_record(n.payload, utc_now())
+        received_at = utc_now()
+        event = index_event(n.payload, received_at)
+        self._hot(event)
+        record = index_record(n.payload, received_at)
         self.received[n.channel] += 1
-        self._publish("index", record.index_name, record)
+        produce_later("index", event.name, record)
 
     def _on_portfolio(self, n: Notification) -> None:
         for position in position_records(n.payload, utc_now()):
-            self._topics["position"].send_soon(key=position.instrument_name, value=position)
+            produce_later("position", position.instrument_name, position)
         self.received[n.channel] += 1
 
     def _book_handler(self, instrument: str):
@@ -273,8 +334,11 @@ class MarketDataSource(Service):
                 book.apply(payload, n.snapshot)
             except BookGap as exc:
                 gap = exc
-            trades = _book_trades(payload.get("trades", []))
             best_bid, best_ask = (book.best_bid(), book.best_ask()) if book.synced else (None, None)
+            if book.synced:  # a book that does not add up is no input to quote from
+                self._hot(MarketEvent("book", instrument, received_at, best_bid=best_bid[0] if best_bid else NAN,
+                                      best_ask=best_ask[0] if best_ask else NAN))
+            trades = _book_trades(payload.get("trades", []))
             record = BookUpdate(
                 instrument_name=instrument,
                 time=number(payload, "time"),
@@ -292,9 +356,9 @@ class MarketDataSource(Service):
             )
             self.received[n.channel] += 1
             # Every notification the venue sent is recorded, including the one that revealed a gap.
-            self._publish("book", instrument, record, hot=book.synced)
+            produce_later("book", instrument, record)
             for trade in trades:
-                self._topics["trade"].send_soon(key=instrument, value=PublicTrade(
+                produce_later("trade", instrument, PublicTrade(
                     instrument_name=instrument, price=trade.price, amount=trade.amount,
                     direction=trade.direction, timestamp=trade.timestamp,
                     implied_taker=trade.implied_taker, received_at=received_at))

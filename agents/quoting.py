@@ -1,8 +1,8 @@
 """Quote agent: market events in, a risk-checked ladder out to the order gateway (design D1, D2, D9).
 
 Contract
-- consumes: the in-process channel of ticker, book and index records, in arrival order:
-  ``Quoting.on_market_event`` is a market listener of the market-data source
+- consumes: the in-process channel of ticker, book and index events (``MarketEvent``), in
+  arrival order: ``Quoting.on_market_event`` is a market listener of the market-data source
   (agents/market_data.py), called as each notification is read, so a decision's orders
   are on the socket before anything else runs (D1); and the venue session itself, as a
   session listener of the source: quoting runs only while this worker holds the session
@@ -18,8 +18,9 @@ Contract
 - produces: ``quote`` (every decision, with received_at and quoted_at), ``ack`` and ``fill``
   (from the gateway, with the stamps of the quote that placed the order), ``latency``
   (received_to_quoted for every decision; quoted_to_order_sent and order_sent_to_ack_received
-  for every ack that answers one of our requests). All produced with ``send_soon``, after
-  the orders went out: never awaited on the hot path.
+  for every ack that answers one of our requests). All produced with ``produce_later``,
+  after the orders went out: never awaited, and encoded only once the socket's burst of
+  notifications is handled.
 - tables: none; per-instrument state lives in this worker (it is rebuilt from the venue on
   every session: positions from private/portfolio, orders from session.orders).
 - web views: ``GET /quoting/`` → state, per instrument inputs, position, PnL, ladder, open
@@ -42,14 +43,13 @@ from typing import Any, Optional
 
 import faust
 
-from agents.market_data import source
+from agents.market_data import MarketEvent, source
 from app.exchange.client import ThalexClient
 from app.exchange.gateway import OrderGateway, QuoteStamps
-from app.faust_app import app, record_topic, settings
+from app.faust_app import app, produce_later, settings
 from app.quote import IMPLEMENTATION, Quoter, volatility_estimator
 from app.risk import RiskGate, TradingState
 from models.latency import LatencySample
-from models.market import BookUpdate, IndexPrice, Ticker
 from models.orders import Ack, Fill
 from models.quote import QuoteDecision, QuoteLevel
 
@@ -62,10 +62,6 @@ RECHECK_INTERVAL = 0.5
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _number(value: Optional[float]) -> float:
-    return NAN if value is None else float(value)
 
 
 def _micros(start: datetime, end: datetime) -> int:
@@ -145,26 +141,25 @@ class Quoting:
 
     # -- market events -----------------------------------------------------------------
 
-    def update(self, record: Any) -> list[InstrumentState]:
-        """Fold one market record into the state; the instruments it concerns."""
+    def update(self, event: MarketEvent) -> list[InstrumentState]:
+        """Fold one market event into the state; the instruments it concerns."""
         now = time.time()
-        if isinstance(record, IndexPrice):
-            touched = [s for s in self.instruments.values() if s.underlying == record.index_name]
+        if event.kind == "index":
+            touched = [s for s in self.instruments.values() if s.underlying == event.name]
             for state in touched:
-                state.index = record.price
+                state.index = event.index
         else:
-            state = self.instruments.get(record.instrument_name)
+            state = self.instruments.get(event.name)
             if state is None:
                 return []
             touched = [state]
-            if isinstance(record, Ticker):
-                state.mark, state.mark_timestamp = record.mark_price, record.mark_timestamp
-                state.funding_rate = record.funding_rate
+            if event.kind == "ticker":
+                state.mark, state.mark_timestamp = event.mark, event.mark_timestamp
+                state.funding_rate = event.funding_rate
                 if math.isnan(state.index):
-                    state.index = record.index
-            elif isinstance(record, BookUpdate):
-                state.best_bid = _number(record.best_bid_price)
-                state.best_ask = _number(record.best_ask_price)
+                    state.index = event.index
+            else:
+                state.best_bid, state.best_ask = event.best_bid, event.best_ask
         for state in touched:
             state.last_data_at = now
         return touched
@@ -189,7 +184,7 @@ class Quoting:
         state.decisions += 1
         state.last_ladder = (bids, asks)
         fair = state.quoter.params.fair_value_source
-        record_topic("quote").send_soon(key=state.name, value=QuoteDecision(
+        produce_later("quote", state.name, QuoteDecision(
             instrument_name=state.name,
             bids=[QuoteLevel(price=p, amount=a) for p, a in bids],
             asks=[QuoteLevel(price=p, amount=a) for p, a in asks],
@@ -205,14 +200,14 @@ class Quoting:
             _latency("received_to_quoted", state.name, received_at, quoted_at,
                      received_at=received_at, quoted_at=quoted_at)
 
-    def on_market_event(self, record: Any) -> None:
-        """The market listener (the hot path): fold the record in, decide, send. Never raises."""
+    def on_market_event(self, event: MarketEvent) -> None:
+        """The market listener (the hot path): fold the event in, decide, send. Never raises."""
         try:
-            for state in self.update(record):
+            for state in self.update(event):
                 interval = self.params.min_interval_seconds
                 if interval and time.monotonic() - state.last_quoted_at < interval:
                     continue
-                self.quote(state, type(record).__name__.lower(), record.received_at)
+                self.quote(state, event.kind, event.received_at)
         except Exception:
             # One bad decision must not stop quoting, but must not go unnoticed either:
             # pull everything (cancel_session) and carry on with the next event.
@@ -242,7 +237,7 @@ class Quoting:
     # -- gateway callbacks ---------------------------------------------------------------
 
     def _on_ack(self, ack: Ack) -> None:
-        record_topic("ack").send_soon(key=ack.instrument_name or ack.order_id, value=ack)
+        produce_later("ack", ack.instrument_name or ack.order_id, ack)
         # A request is timed by the first update that answers it: its reply or the
         # session.orders item, whichever comes first (both carry the request's stamps).
         if (ack.order_sent_at is not None and ack.ack_received_at is not None and ack.change_reason != "fill"
@@ -259,7 +254,7 @@ class Quoting:
                      ack_received_at=ack.ack_received_at)
 
     def _on_fill(self, fill: Fill) -> None:
-        record_topic("fill").send_soon(key=fill.instrument_name, value=fill)
+        produce_later("fill", fill.instrument_name, fill)
         state = self.instruments.get(fill.instrument_name)
         if state is not None:
             sign = 1.0 if fill.direction == "buy" else -1.0
@@ -310,7 +305,7 @@ def _json_number(value: float) -> Optional[float]:
 
 
 def _latency(stage: str, instrument: str, start: datetime, end: datetime, **stamps: Any) -> None:
-    record_topic("latency").send_soon(key=instrument, value=LatencySample(
+    produce_later("latency", instrument, LatencySample(
         stage=stage, instrument_name=instrument, start_at=start, end_at=end,
         duration_us=_micros(start, end), **stamps))
 

@@ -5,7 +5,9 @@ which is what registers them on this app.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 from typing import Any
 
 import faust
@@ -15,6 +17,8 @@ from . import tansu_compat
 from .codec import AvroCodec
 
 tansu_compat.register()
+
+log = logging.getLogger(__name__)
 
 settings = settings_module.load()
 
@@ -72,3 +76,31 @@ def record_topic(name: str) -> faust.TopicT:
         value_serializer=avro_value_codec(r.topic, r.schema),
         partitions=settings.topic_partitions,
     )
+
+
+#: (record name, key, value) waiting for ``produce_later``'s flush.
+_later: list[tuple[str, Any, Any]] = []
+
+
+def produce_later(name: str, key: Any, value: Any) -> None:
+    """``record_topic(name).send_soon(key=key, value=value)``, but only once the event loop
+    has finished what it is doing now (design D1: Kafka off the critical path).
+
+    Faust encodes a record (Avro) inside ``send_soon``. The venue writes a market step as a
+    burst of notifications that one socket read hands over together; deferring the
+    produces to a ``call_soon`` lets the hot path handle the whole burst first, so the
+    index notification that follows a ticker is not kept waiting behind the ticker's
+    encoding. Order is kept: every deferred produce goes through this one queue."""
+    if not _later:
+        asyncio.get_running_loop().call_soon(_produce_pending)
+    _later.append((name, key, value))
+
+
+def _produce_pending() -> None:
+    pending = _later[:]
+    _later.clear()
+    for name, key, value in pending:
+        try:
+            record_topic(name).send_soon(key=key, value=value)
+        except Exception:  # one record Faust cannot encode must not cost the others
+            log.exception("producing a %s record (key %r) failed", name, key)

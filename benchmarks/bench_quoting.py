@@ -51,6 +51,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
+import uvloop
+
 ROOT = Path(__file__).resolve().parent.parent
 INSTRUMENT = "BTC-PERPETUAL"
 KID = "bench-quoting"
@@ -178,6 +180,7 @@ import asyncio, os, sys
 from pathlib import Path
 from app.exchange.auth import Credentials
 from app.exchange.client import ThalexClient, ThalexError
+import uvloop
 
 async def main():
     creds = Credentials.from_file(os.environ["KID"], Path(os.environ["KEY"]), None)
@@ -201,7 +204,7 @@ async def main():
     print("subscribed", flush=True)
     await asyncio.Event().wait()
 
-asyncio.run(main())
+uvloop.run(main())  # as the worker
 """
 
 
@@ -559,7 +562,7 @@ def main() -> None:
         args.seconds, args.warmup = 6.0, 2.0
     if args.amend_threshold is not None and args.amend_threshold < 0:
         args.amend_threshold = None
-    sys.exit(asyncio.run(main_async(args)))
+    sys.exit(uvloop.run(main_async(args)))  # the venue runs here: on uvloop, as `cryptics venue` does
 
 
 if __name__ == "__main__":

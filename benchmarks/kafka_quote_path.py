@@ -12,7 +12,7 @@ topics, then runs faust.Worker). Only the quote agent's input is rewired:
   so the in-process path decides nothing;
 - one agent per topic (``cryptics.thalex.ticker.avro``, book, index; Avro through the
   schema registry, decoded into the same faust.Record models) calls the real
-  ``quoting.on_market_event(record)``, error handling included.
+  ``quoting.on_market_event(MarketEvent.of(record))``, error handling included.
 
 So the decision, the risk gate and the order gateway are the product's code and run on
 the product's venue session; the only difference is the hop tick → Kafka → quote agent.
@@ -35,6 +35,7 @@ from app.worker import import_agents, run
 import_agents()
 
 import agents.quoting as quoting_module  # noqa: E402  (after import_agents: registered like the worker's)
+from agents.market_data import MarketEvent  # noqa: E402
 
 quoting = quoting_module.quoting
 #: channel_ignored: market events the in-process channel delivered and this rig dropped;
@@ -46,7 +47,7 @@ counts: Counter[str] = Counter()
 lag_ms: dict[str, float] = {}
 
 
-def _ignore_channel_event(record: Any) -> None:
+def _ignore_channel_event(event: Any) -> None:
     counts["channel_ignored"] += 1
 
 
@@ -61,7 +62,7 @@ def _kafka_agent(name: str) -> None:
             counts[f"kafka_{name}"] += 1
             if record.received_at is not None:
                 lag_ms[name] = (time.time() - record.received_at.timestamp()) * 1e3
-            quoting.on_market_event(record)
+            quoting.on_market_event(MarketEvent.of(record))
 
     app.agent(record_topic(name), name=f"kafka_quote_{name}")(consume)
 

@@ -1,11 +1,16 @@
-"""Building records from venue payloads: exchange fields as sent, clear errors for bad input."""
+"""Building records and the quote agent's market events from venue payloads: exchange fields
+as sent, clear errors for bad input."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import math
+
 import pytest
 
-from agents.market_data import index_record, position_records, ticker_record
+from agents.market_data import (MarketEvent, index_event, index_record, position_records, ticker_event,
+                                ticker_record)
+from models.market import BookUpdate
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 TICKER = {"best_bid_price": 104901.0, "best_bid_amount": 0.028, "best_ask_price": 104940.0, "best_ask_amount": 0.3,
@@ -54,3 +59,33 @@ def test_position_records():
     assert position_records([], NOW) == []
     with pytest.raises(TypeError, match="instrument_name"):
         position_records([{"position": 1}], NOW)
+
+
+def test_market_events_carry_what_the_records_carry():
+    """The hot path reads events built from the payload; the Kafka path reads them off the
+    records (MarketEvent.of): both must give the quote agent the same numbers."""
+    event = ticker_event("BTC-PERPETUAL", TICKER, NOW)
+    assert (event.kind, event.name, event.received_at) == ("ticker", "BTC-PERPETUAL", NOW)
+    assert (event.mark, event.mark_timestamp, event.index, event.funding_rate) == (
+        104904.59553398524, 1747578855.2247293, 104916.49833333334, 0.0)
+    assert MarketEvent.of(ticker_record("BTC-PERPETUAL", TICKER, NOW)) == event
+
+    index = {"index_name": "BTCUSD", "price": 47389.1, "timestamp": 946684800}
+    assert index_event(index, NOW) == MarketEvent("index", "BTCUSD", NOW, index=47389.1)
+    assert MarketEvent.of(index_record(index, NOW)) == index_event(index, NOW)
+
+    book = BookUpdate(instrument_name="BTC-PERPETUAL", time=1.0, snapshot=False, bid_changes=[], ask_changes=[],
+                      best_bid_price=99.5, best_ask_price=None, received_at=NOW)
+    from_book = MarketEvent.of(book)
+    assert from_book.kind == "book" and from_book.best_bid == 99.5 and math.isnan(from_book.best_ask)
+
+
+def test_market_events_reject_what_the_records_reject():
+    with pytest.raises(TypeError, match="must be a number"):
+        ticker_event("BTC-PERPETUAL", {**TICKER, "mark_price": "1"}, NOW)
+    with pytest.raises(TypeError, match="must be an object"):
+        ticker_event("BTC-PERPETUAL", [1], NOW)
+    with pytest.raises(TypeError, match="index_name"):
+        index_event({"index_name": 7, "price": 1.0}, NOW)
+    with pytest.raises(KeyError, match="price"):
+        index_event({"index_name": "BTCUSD"}, NOW)
