@@ -162,6 +162,27 @@ def index_record(payload: Any, received_at: datetime) -> IndexPrice:
     )
 
 
+def book_record(instrument: str, payload: dict, snapshot: bool, trades: list[BookTrade],
+                best_bid: Optional[tuple[float, float]], best_ask: Optional[tuple[float, float]],
+                received_at: datetime) -> BookUpdate:
+    """The record of one book notification, with the local book's top after applying it."""
+    return BookUpdate(
+        instrument_name=instrument,
+        time=number(payload, "time"),
+        snapshot=snapshot,
+        bid_changes=_book_levels(payload.get("bid_changes", [])),
+        ask_changes=_book_levels(payload.get("ask_changes", [])),
+        trades=trades,
+        total_bid_amount=optional_number(payload, "total_bid_amount"),
+        total_ask_amount=optional_number(payload, "total_ask_amount"),
+        best_bid_price=best_bid[0] if best_bid else None,
+        best_bid_amount=best_bid[1] if best_bid else None,
+        best_ask_price=best_ask[0] if best_ask else None,
+        best_ask_amount=best_ask[1] if best_ask else None,
+        received_at=received_at,
+    )
+
+
 _POSITION_OPTIONAL = ("iv", "index", "start_price", "average_price", "unrealised_pnl", "realised_pnl",
                       "entry_value", "perpetual_funding_entry_value", "unrealised_perpetual_funding")
 
@@ -306,18 +327,23 @@ class MarketDataSource(Service):
         def on_ticker(n: Notification) -> None:
             received_at = utc_now()
             self._hot(ticker_event(instrument, n.payload, received_at))
-            record = ticker_record(instrument, n.payload, received_at)
             self.received[n.channel] += 1
-            produce_later("ticker", instrument, record)
+            produce_later("ticker", instrument, lambda: ticker_record(instrument, n.payload, received_at),
+                          self._bad_record)
         return on_ticker
 
     def _on_index(self, n: Notification) -> None:
         received_at = utc_now()
         event = index_event(n.payload, received_at)
         self._hot(event)
-        record = index_record(n.payload, received_at)
         self.received[n.channel] += 1
-        produce_later("index", event.name, record)
+        produce_later("index", event.name, lambda: index_record(n.payload, received_at), self._bad_record)
+
+    def _bad_record(self, exc: Exception) -> None:
+        """A notification the hot path could read but whose record could not be built (a
+        field only the record has is wrong): counted like any bad notification."""
+        if self.client is not None:
+            self.client.stats["bad_notifications"] += 1
 
     def _on_portfolio(self, n: Notification) -> None:
         for position in position_records(n.payload, utc_now()):
@@ -339,24 +365,10 @@ class MarketDataSource(Service):
                 self._hot(MarketEvent("book", instrument, received_at, best_bid=best_bid[0] if best_bid else NAN,
                                       best_ask=best_ask[0] if best_ask else NAN))
             trades = _book_trades(payload.get("trades", []))
-            record = BookUpdate(
-                instrument_name=instrument,
-                time=number(payload, "time"),
-                snapshot=n.snapshot,
-                bid_changes=_book_levels(payload.get("bid_changes", [])),
-                ask_changes=_book_levels(payload.get("ask_changes", [])),
-                trades=trades,
-                total_bid_amount=optional_number(payload, "total_bid_amount"),
-                total_ask_amount=optional_number(payload, "total_ask_amount"),
-                best_bid_price=best_bid[0] if best_bid else None,
-                best_bid_amount=best_bid[1] if best_bid else None,
-                best_ask_price=best_ask[0] if best_ask else None,
-                best_ask_amount=best_ask[1] if best_ask else None,
-                received_at=received_at,
-            )
             self.received[n.channel] += 1
             # Every notification the venue sent is recorded, including the one that revealed a gap.
-            produce_later("book", instrument, record)
+            produce_later("book", instrument, lambda: book_record(instrument, payload, n.snapshot, trades, best_bid,
+                                                                  best_ask, received_at), self._bad_record)
             for trade in trades:
                 produce_later("trade", instrument, PublicTrade(
                     instrument_name=instrument, price=trade.price, amount=trade.amount,

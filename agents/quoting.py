@@ -34,6 +34,7 @@ fills plus the position at the mark (fees left out); it starts at zero with each
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -184,11 +185,9 @@ class Quoting:
         state.decisions += 1
         state.last_ladder = (bids, asks)
         fair = state.quoter.params.fair_value_source
-        produce_later("quote", state.name, QuoteDecision(
-            instrument_name=state.name,
-            bids=[QuoteLevel(price=p, amount=a) for p, a in bids],
-            asks=[QuoteLevel(price=p, amount=a) for p, a in asks],
-            position=position, reason=reason,
+        # The record is built later (produce_later), from the values of this decision, bound now.
+        produce_later("quote", state.name, functools.partial(
+            decision_record, state.name, bids, asks, position=position, reason=reason,
             fair_value={"index": state.index, "mark": state.mark}.get(fair, (state.best_bid + state.best_ask) / 2),
             index=state.index, mark_price=None if math.isnan(state.mark) else state.mark,
             mark_timestamp=state.mark_timestamp,
@@ -304,9 +303,14 @@ def _json_number(value: float) -> Optional[float]:
     return None if value is None or math.isnan(value) else value
 
 
+def decision_record(instrument: str, bids: list, asks: list, **fields: Any) -> QuoteDecision:
+    return QuoteDecision(instrument_name=instrument, bids=[QuoteLevel(price=p, amount=a) for p, a in bids],
+                         asks=[QuoteLevel(price=p, amount=a) for p, a in asks], **fields)
+
+
 def _latency(stage: str, instrument: str, start: datetime, end: datetime, **stamps: Any) -> None:
-    produce_later("latency", instrument, LatencySample(
-        stage=stage, instrument_name=instrument, start_at=start, end_at=end,
+    produce_later("latency", instrument, functools.partial(
+        LatencySample, stage=stage, instrument_name=instrument, start_at=start, end_at=end,
         duration_us=_micros(start, end), **stamps))
 
 

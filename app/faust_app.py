@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+from typing import Any, Callable, Optional
 
 import faust
 
@@ -78,29 +78,35 @@ def record_topic(name: str) -> faust.TopicT:
     )
 
 
-#: (record name, key, value) waiting for ``produce_later``'s flush.
-_later: list[tuple[str, Any, Any]] = []
+#: (record name, key, value or builder, on_error) waiting for ``produce_later``'s flush.
+_later: list[tuple[str, Any, Any, Optional[Callable[[Exception], None]]]] = []
 
 
-def produce_later(name: str, key: Any, value: Any) -> None:
+def produce_later(name: str, key: Any, value: Any, on_error: Optional[Callable[[Exception], None]] = None) -> None:
     """``record_topic(name).send_soon(key=key, value=value)``, but only once the event loop
     has finished what it is doing now (design D1: Kafka off the critical path).
 
+    ``value`` is the record, or a function that builds it: building a Faust record costs
+    25-70 µs, which the hot path should not pay either. ``on_error`` is told if building or
+    encoding fails (the source counts it as a bad notification); it is logged either way.
+
     Faust encodes a record (Avro) inside ``send_soon``. The venue writes a market step as a
-    burst of notifications that one socket read hands over together; deferring the
-    produces to a ``call_soon`` lets the hot path handle the whole burst first, so the
-    index notification that follows a ticker is not kept waiting behind the ticker's
-    encoding. Order is kept: every deferred produce goes through this one queue."""
+    burst of notifications (ticker, book, index); deferring the produces to a ``call_soon``
+    lets the hot path handle the burst first, so the index notification that follows a
+    ticker is not kept waiting behind the ticker's records. Order is kept: every deferred
+    produce goes through this one queue."""
     if not _later:
         asyncio.get_running_loop().call_soon(_produce_pending)
-    _later.append((name, key, value))
+    _later.append((name, key, value, on_error))
 
 
 def _produce_pending() -> None:
     pending = _later[:]
     _later.clear()
-    for name, key, value in pending:
+    for name, key, value, on_error in pending:
         try:
-            record_topic(name).send_soon(key=key, value=value)
-        except Exception:  # one record Faust cannot encode must not cost the others
+            record_topic(name).send_soon(key=key, value=value() if callable(value) else value)
+        except Exception as exc:  # one record that cannot be built or encoded must not cost the others
             log.exception("producing a %s record (key %r) failed", name, key)
+            if on_error is not None:
+                on_error(exc)

@@ -84,7 +84,7 @@ class Connection:
         self.kid: Optional[str] = None
         self.cod_timeout: Optional[float] = None
         self.last_traffic = now
-        #: perf_counter() when the last market-data notification was written to the socket.
+        #: perf_counter() when the last market-data notification was handed to the socket.
         self.last_md_sent: Optional[float] = None
         self.outbox: list[tuple[bytes, bool]] = []
         self.wake = asyncio.Event()
@@ -122,9 +122,12 @@ class Connection:
             self.wake.clear()
             batch, self.outbox = self.outbox, []
             for data, market_data in batch:
-                await ws.send_frame(data, WSMsgType.TEXT)
                 if market_data:
+                    # Stamped before the call, which hands the bytes to the socket before it can
+                    # yield: a stamp after it could come after the client had already answered
+                    # (the write wakes the client, which may run first), and the probe under-read.
                     self.last_md_sent = time.perf_counter()
+                await ws.send_frame(data, WSMsgType.TEXT)
 
 
 class Venue:
