@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import orjson
+import picows
 import pytest
 
 from app.exchange.auth import Credentials, CredentialsError
@@ -150,3 +152,42 @@ async def test_two_handlers_on_one_channel_and_resubscribe_keeps_them(keys):
     finally:
         await client.close()
         await venue.stop()
+
+
+class _FragmentingServer(picows.WSListener):
+    """A bare websocket peer (picows) that answers any request with a notification split in
+    fragments, then a ping: what a venue may send, which the simulated one never does."""
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        if frame.msg_type != picows.WSMsgType.TEXT:
+            return
+        request = orjson.loads(frame.get_payload_as_bytes())
+        if request["method"] == "public/subscribe":
+            transport.send(picows.WSMsgType.TEXT, orjson.dumps({"id": request["id"], "result": ["ticker.X.raw"]}))
+            whole = orjson.dumps({"channel_name": "ticker.X.raw", "notification": {"mark_price": 1.5, "pad": "x" * 50}})
+            third = len(whole) // 3
+            transport.send(picows.WSMsgType.TEXT, whole[:third], fin=False)
+            transport.send(picows.WSMsgType.CONTINUATION, whole[third:2 * third], fin=False)
+            transport.send(picows.WSMsgType.CONTINUATION, whole[2 * third:], fin=True)
+            transport.send(picows.WSMsgType.TEXT, orjson.dumps({"channel_name": "ticker.X.raw",
+                                                               "notification": {"mark_price": 2.5}}))
+        else:
+            transport.send(picows.WSMsgType.TEXT, orjson.dumps({"id": request["id"], "result": None}))
+
+
+async def test_fragmented_messages_are_reassembled():
+    server = await picows.ws_create_server(lambda _request: _FragmentingServer(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ThalexClient(f"ws://127.0.0.1:{port}/")
+    seen: list = []
+    try:
+        await client.start()
+        await client.subscribe(["ticker.X.raw"], seen.append)
+        await _until(lambda: len(seen) == 2)
+        assert [n.payload["mark_price"] for n in seen] == [1.5, 2.5]
+        assert seen[0].payload["pad"] == "x" * 50
+        assert client.stats.get("malformed", 0) == 0
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
