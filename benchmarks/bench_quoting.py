@@ -8,15 +8,19 @@ so both cases see a comparable stream of ticker, book and index notifications. P
 on a fresh Tansu broker (same PostgreSQL-backed schema registry):
 
   (a) in-process: `cryptics worker` as a child process, quoting out of the box: the
-      source hands each record to the in-process channel, the quote agent decides and
-      the order gateway sends insert/amend on the same websocket session (design D1);
+      source hands each notification to the quote agent as a MarketEvent (a direct call,
+      inside the client's read callback), which decides, and the order gateway writes the
+      insert/amend on the same websocket session before anything else runs (design D1);
   (b) Kafka: `python -m benchmarks.kafka_quote_path`, the same worker except that the
       quote agent's input comes from the ticker/book/index Kafka topics the source
-      already produces (Avro through the registry); the channel agent only counts.
+      already produces (Avro through the registry); the in-process channel only counts.
+
+The venue runs on uvloop here, as under `cryptics venue`; the workers do too.
 
 The latency is the venue's probe (app/venue/latency.py, GET /venue/latency, reset with
 ?reset=1 after a warm-up): per order request, the time from the last market-data
-notification the venue wrote to that connection to the arrival of the request. Per
+notification the venue wrote to that connection (stamped as it hands the bytes to the
+socket) to the arrival of the request (stamped when the venue's reader gets it). Per
 method (insert, amend) and over all probed methods. The worker's GET /quoting/ gives the
 decisions and the gateway's counters (deltas over the measured window); the venue counts
 order requests per session, to show that exactly one session (one path) quotes.
@@ -31,7 +35,10 @@ the connection, not from the one that caused it. At 20 steps/s a notification go
 every ~17-50 ms, so a path that runs seconds behind (the Kafka path on this machine) still
 shows a probe p50 of a few ms. The worker's own D9 stages (latency topic) and the Kafka
 agents' lag are printed next to it for that reason. Also run: a floor, a bare ThalexClient
-process answering every notification with a private/cancel (venue + loopback + client).
+process answering every notification with a private/cancel (venue + loopback + client):
+what this machine gives any client of this venue. On a 2-core machine the venue, the
+worker, the broker and PostgreSQL share the cores, and the tail of every figure here is
+mostly time spent waiting for a core.
 """
 from __future__ import annotations
 
@@ -338,7 +345,7 @@ async def run_case(key: str, argv: list[str], stack: Stack, args, private_key: P
         orders.clear()
         if profile is not None:
             spy = subprocess.Popen([str(profile), "record", "-p", str(worker.pid), "-d", str(int(args.seconds)),
-                                    "-r", "250", "-f", "raw", "-o", str(root / f"profile-{key}.txt"), "--nonblocking"],
+                                    "-r", "1000", "-f", "raw", "-o", str(root / f"profile-{key}.txt"), "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         started, wall_start = time.perf_counter(), time.time()
         steps = await _step(venue, args.seconds, args.rate)
@@ -444,7 +451,7 @@ def report(results: dict, args) -> None:
                       f"{percentile(values, .99):>9,.0f} {values[-1]:>10,.0f}")
     print("  (venue_step_to_received: ticker records, the market step's time (mark_timestamp) to the source's received_at;"
           " received_at is stamped by the source's handler, after the frame is read and parsed; order_sent_at right"
-          " before the request task calls the client; ack_received_at when its answer is handled)")
+          " before the gateway writes the request; ack_received_at when its answer is handled)")
     print()
     for key, label, _ in CASES:
         r = results.get(key)
