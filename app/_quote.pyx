@@ -228,7 +228,7 @@ cdef class VolatilityEstimator:
         return NAN
 
     cpdef double update(self, double price, double time):
-        cdef double dt, log_return, weight
+        cdef double dt, ratio, log_return, weight
         if not (price > 0.0 and isfinite(price) and isfinite(time)):
             return self._sigma()
         if not self.last_price > 0.0:
@@ -238,7 +238,10 @@ cdef class VolatilityEstimator:
         dt = time - self.last_time
         if not dt > 0.0:
             return self._sigma()
-        log_return = log(price / self.last_price)
+        ratio = price / self.last_price
+        if not (ratio > 0.0 and isfinite(ratio)):  # under- or overflowed: no usable return
+            return self._sigma()
+        log_return = log(ratio)
         weight = -expm1(-dt * LN2 / self.half_life_seconds)
         self._average += weight * (log_return * log_return / dt - self._average)
         self._weight += weight * (1.0 - self._weight)

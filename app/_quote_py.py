@@ -241,7 +241,10 @@ class VolatilityEstimator:
         dt = time - self.last_time
         if not dt > 0.0:
             return self.sigma
-        log_return = math.log(price / self.last_price)
+        ratio = price / self.last_price
+        if not (ratio > 0.0 and math.isfinite(ratio)):  # under- or overflowed: no usable return
+            return self.sigma
+        log_return = math.log(ratio)
         weight = -math.expm1(-dt * LN2 / self.half_life_seconds)
         self._average += weight * (log_return * log_return / dt - self._average)
         self._weight += weight * (1.0 - self._weight)

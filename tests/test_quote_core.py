@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 
 from app import _quote_py as twin
 from app import quote
@@ -132,6 +132,7 @@ def test_avellaneda_stoikov_helpers_twin_equal(s, q, sigma, gamma, kappa, tau):
 @given(st.lists(st.tuples(st.floats(min_value=-1.0, max_value=2e5), st.floats(min_value=0.0, max_value=5.0)),
                 min_size=1, max_size=60),
        st.floats(min_value=0.5, max_value=1e4))
+@example(steps=[(2.0, 0.5), (5e-324, 1.5)], half_life=1.0)  # the ratio underflows to 0: log would fail
 def test_volatility_estimator_twin_equal(steps, half_life):
     # Prices may be non-positive and times may repeat or go back: both must ignore the same samples.
     c, p = compiled.VolatilityEstimator(half_life), twin.VolatilityEstimator(half_life)
@@ -141,6 +142,17 @@ def test_volatility_estimator_twin_equal(steps, half_life):
         out_c, out_p = c.update(price, time), p.update(price, time)
         assert (out_c == out_p) or (math.isnan(out_c) and math.isnan(out_p))
         assert c.count == p.count
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_volatility_estimator_skips_returns_outside_the_double_range(impl):
+    estimator = impl.VolatilityEstimator(1.0)
+    estimator.update(2.0, 0.0)
+    assert math.isnan(estimator.update(5e-324, 1.0)) and estimator.count == 0  # ratio underflows to 0
+    assert estimator.update(2.2, 3.0) > 0 and estimator.count == 1  # a usable return still counts
+    tiny = impl.VolatilityEstimator(1.0)
+    tiny.update(1e-300, 0.0)
+    assert math.isnan(tiny.update(1e10, 1.0)) and tiny.count == 0  # ratio overflows to inf
 
 
 # --- the reference quoter (thalex_api.md §7.1) ---------------------------------------------
