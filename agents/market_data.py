@@ -29,12 +29,14 @@ and hands it to the market listeners, so the quote agent's orders are on the soc
 before the Faust record is even built; the Kafka produce is deferred until the socket's
 burst is handled (``produce_later``) and never awaited. The in-process channel is a
 list of callables, not a Faust channel: a Faust channel and agent stream cost
-received → quoted p50 570 µs here, the direct call about 80 µs
+received → quoted p50 570 µs here, the direct call 43-46 µs
 (benchmarks/bench_quoting.py; design D1 asks for a Faust channel, this is the
 measurement that changed it).
 
 Bad input from the venue (missing fields, wrong types) raises in the handler;
-the client logs and counts it (``bad_notifications``) and nothing else is lost.
+the client logs and counts it (``bad_notifications``) and nothing else is lost. A
+field that only the Kafka record reads fails when the record is built, after the
+handler: it is logged and counted the same way (``_bad_record``).
 """
 from __future__ import annotations
 

@@ -181,7 +181,7 @@ class Quoting:
             time.time(), state.last_data_at, state.pnl(), volume_tick=state.size_step)
         quoted_at = utc_now()
         gateway.reconcile(state.name, state.tick_size, bids, asks, QuoteStamps(received_at, quoted_at),
-                                max_position=self.risk.limits.max_position)
+                          max_position=self.risk.limits.max_position)
         state.decisions += 1
         state.last_ladder = (bids, asks)
         fair = state.quoter.params.fair_value_source
