@@ -15,7 +15,9 @@ on a fresh Tansu broker (same PostgreSQL-backed schema registry):
       quote agent's input comes from the ticker/book/index Kafka topics the source
       already produces (Avro through the registry); the in-process channel only counts.
 
-The venue runs on uvloop here, as under `cryptics venue`; the workers do too.
+The venue runs on uvloop here, as under `cryptics venue`; the workers do too. With
+--persist the workers also get the database, as under `cryptics up`: they take the
+quoting lease and run the persistence sink on the event loop the hot path uses.
 
 The latency is the venue's probe (app/venue/latency.py, GET /venue/latency, reset with
 ?reset=1 after a warm-up): per order request, the time from the last market-data
@@ -275,6 +277,8 @@ class Stack:
             await _aget(port, "/subjects")
             return True
         await wait_until(up, what="schema registry", timeout=60, child=self.registry, interval=0.2)
+        from app import migrate
+        await migrate.migrate(self.pg.dsn())  # for --persist: the sink's tables
 
     def stop(self) -> None:
         if self.registry is not None:
@@ -308,6 +312,8 @@ async def run_case(key: str, argv: list[str], stack: Stack, args, private_key: P
             "CRYPTICS_THALEX_PRIVATE_KEY_FILE": str(private_key), "CRYPTICS_INSTRUMENTS": INSTRUMENT,
             "CRYPTICS_LOG_LEVEL": "info",
         }
+        if args.persist:  # as under `cryptics up`: the worker also holds the lease and runs the sink
+            env["CRYPTICS_DATABASE_URL"] = stack.pg.dsn()
         if args.amend_threshold is not None:
             env["CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS"] = str(args.amend_threshold)
         worker = spawn(f"worker-{key}", argv, log_path=root / "logs" / f"worker-{key}.log", cwd=ROOT,
@@ -482,7 +488,8 @@ def report(results: dict, args) -> None:
     print(f"settings: {args.rate:g} market steps/s, {args.seconds:g} s measured per case after {args.warmup:g} s "
           f"warm-up, venue seed {SEED}, {INSTRUMENT}, CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS="
           f"{'default (5)' if args.amend_threshold is None else f'{args.amend_threshold:g}'} for both; other "
-          f"quote/gateway settings at their defaults (2 levels per side; local order bucket 40/s after COD).")
+          f"quote/gateway settings at their defaults (2 levels per side; local order bucket 40/s after COD); "
+          f"{'workers persist to PostgreSQL (--persist)' if args.persist else 'no database for the workers (no sink)'}.")
 
 
 def _checks(results: dict) -> list[str]:
@@ -561,6 +568,8 @@ def main() -> None:
     parser.add_argument("--amend-threshold", type=float, default=0.0,
                         help="CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS for both cases (default 0; -1: the product's default)")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare-client floor measurement")
+    parser.add_argument("--persist", action="store_true", help="give the workers the database, as `cryptics up` "
+                        "does: they then take the quoting lease and run the persistence sink on the same event loop")
     parser.add_argument("--quick", action="store_true", help="a short check: 6 s per case, 2 s warm-up")
     parser.add_argument("--py-spy", metavar="DIR", help="record each worker with py-spy during the measured window "
                         "(py-spy must be installed; raw collapsed stacks are copied to DIR)")

@@ -228,7 +228,9 @@ async def test_topic_sink_waits_out_a_database_that_is_away(conn, database):
     finally:
         await sink.close()
     assert await _count(conn, "tickers") == 300
-    assert sink.stats.retries == 4 and sink.stats.rows_written == 300 and sink.stats.duplicates == 150
+    # Three refused connects; the terminated connection costs one more retry unless asyncpg
+    # already saw the termination (the sink yields while decoding) and simply reconnected.
+    assert sink.stats.retries in (3, 4) and sink.stats.rows_written == 300 and sink.stats.duplicates == 150
     assert sink.stats.dead_letters == 0 and not sink.stats.waiting
 
 
