@@ -87,3 +87,26 @@ async def ensure_topics(
         return TopicReport(created=tuple(missing), existing=tuple(present))
     finally:
         await admin.close()
+
+
+async def read_until_quiet(bootstrap: str, topic: str) -> list:
+    """Every record on ``topic`` (raw aiokafka records), read from the start until the broker
+    has had nothing more for three polls: for tests and benchmarks that count a topic.
+
+    Quiet, not the end offset: Tansu under-reports end offsets (design D6)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    out: list = []
+    try:
+        idle = 0
+        while idle < 3:
+            batch = await consumer.getmany(timeout_ms=500)
+            idle = 0 if batch else idle + 1
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out

@@ -153,34 +153,22 @@ def _decisions(view: dict) -> int:
 async def _stage_latencies(bootstrap: str, registry_url: str, start: float, end: float) -> dict:
     """The worker's own D9 stage samples (the ``latency`` topic) whose stage ended in [start, end] (epoch s):
     stage → sorted durations in µs."""
-    from aiokafka import AIOKafkaConsumer
-
     from app.codec import AvroCodec
+    from app.topics import read_until_quiet
     from models.registry import record
 
     stages: dict[str, list[float]] = {}
     for name in ("latency", "ticker"):
         r = record(name)
         codec = AvroCodec(r.subject, r.schema, registry_url)
-        consumer = AIOKafkaConsumer(r.topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False, group_id=None)
-        await consumer.start()
-        try:
-            idle = 0
-            while idle < 3:
-                batch = await consumer.getmany(timeout_ms=500)
-                idle = 0 if batch else idle + 1
-                for messages in batch.values():
-                    for m in messages:
-                        value = codec.loads(m.value)
-                        if name == "latency" and start <= value["end_at"].timestamp() <= end:
-                            stages.setdefault(value["stage"], []).append(float(value["duration_us"]))
-                        elif name == "ticker" and start <= value["received_at"].timestamp() <= end:
-                            # the venue stamps mark_timestamp with the market step's time.time()
-                            stages.setdefault("venue_step_to_received", []).append(
-                                (value["received_at"].timestamp() - value["mark_timestamp"]) * 1e6)
-        finally:
-            await consumer.stop()
+        for m in await read_until_quiet(bootstrap, r.topic):
+            value = codec.loads(m.value)
+            if name == "latency" and start <= value["end_at"].timestamp() <= end:
+                stages.setdefault(value["stage"], []).append(float(value["duration_us"]))
+            elif name == "ticker" and start <= value["received_at"].timestamp() <= end:
+                # the venue stamps mark_timestamp with the market step's time.time()
+                stages.setdefault("venue_step_to_received", []).append(
+                    (value["received_at"].timestamp() - value["mark_timestamp"]) * 1e6)
     return {stage: sorted(values) for stage, values in stages.items()}
 
 
@@ -414,14 +402,20 @@ def _row(label: str, summary: dict) -> str:
             f"{f(summary['p99_ms']):>9} {f(summary['max_ms']):>10}")
 
 
+def _measured(results: dict):
+    """(key, label, result) of each case that ran, in CASES order."""
+    return [(key, label, results[key]) for key, label, _ in CASES if key in results]
+
+
+def _header(first: str) -> None:
+    print(f"  {first:<28} {'count':>6} {'p50':>9} {'p90':>9} {'p99':>9} {'max':>10}")
+
+
 def report(results: dict, args) -> None:
     print()
     print("tick → order latency at the venue (µs; last market-data notification written → order request read)")
-    print(f"  {'path / method':<28} {'count':>6} {'p50':>9} {'p90':>9} {'p99':>9} {'max':>10}")
-    for key, label, _ in CASES:
-        r = results.get(key)
-        if r is None:
-            continue
+    _header("path / method")
+    for key, label, r in _measured(results):
         print(f"  {label}")
         by_method = r["probe"]["by_method"]
         for method, summary in by_method.items():
@@ -442,12 +436,9 @@ def report(results: dict, args) -> None:
               f"p99 ≤ 1,000 µs: {'met' if p99 <= 1000 else 'MISSED'} ({p99:,.0f})")
     print()
     print("inside the worker: its own D9 stage samples from the latency topic (µs, same window; wall clock)")
-    print(f"  {'path / stage':<28} {'count':>6} {'p50':>9} {'p90':>9} {'p99':>9} {'max':>10}")
+    _header("path / stage")
     from app.venue.latency import percentile
-    for key, label, _ in CASES:
-        r = results.get(key)
-        if r is None:
-            continue
+    for key, label, r in _measured(results):
         print(f"  {label}")
         for stage in ("venue_step_to_received", "received_to_quoted", "quoted_to_order_sent",
                       "order_sent_to_ack_received"):
@@ -459,10 +450,7 @@ def report(results: dict, args) -> None:
           " received_at is stamped by the source's handler, after the frame is read and parsed; order_sent_at right"
           " before the gateway writes the request; ack_received_at when its answer is handled)")
     print()
-    for key, label, _ in CASES:
-        r = results.get(key)
-        if r is None:
-            continue
+    for key, label, r in _measured(results):
         g = r["gateway"]
         print(f"{label}:")
         print(f"  market: {r['steps']} steps in {r['elapsed']:.1f} s ({r['steps'] / r['elapsed']:.1f}/s); "

@@ -69,28 +69,6 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     b.stop()
 
 
-async def read_topic(bootstrap: str, topic: str) -> list:
-    """Every record on ``topic`` (raw aiokafka records), read from the start until it stays quiet.
-
-    Quiet, not the end offset: Tansu under-reports end offsets (design D6)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    out: list = []
-    try:
-        idle = 0
-        while idle < 3:
-            batch = await consumer.getmany(timeout_ms=500)
-            idle = 0 if batch else idle + 1
-            for records in batch.values():
-                out.extend(records)
-    finally:
-        await consumer.stop()
-    return out
-
-
 def cryptics(*args: str) -> list[str]:
     """argv for running the CLI of this checkout in a child process."""
     return [sys.executable, "-m", "app.cli", *args]

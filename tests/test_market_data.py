@@ -19,10 +19,11 @@ import pytest
 
 from app.codec import AvroCodec
 from app.stack.process import Child, environ_for_child, free_port, spawn
+from app.topics import read_until_quiet
 from app.venue import Venue, VenueConfig, create_keypair
 from models.registry import record
 
-from .conftest import ROOT, cryptics, read_topic
+from .conftest import ROOT, cryptics
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ async def _topic_records(bootstrap: str, registry_url: str, name: str) -> list[d
     """Every record on ``name``'s topic, decoded with the registry (so: decodable)."""
     r = record(name)
     codec = AvroCodec(r.subject, r.schema, registry_url)
-    return [{"key": m.key.decode(), **codec.loads(m.value)} for m in await read_topic(bootstrap, r.topic)]
+    return [{"key": m.key.decode(), **codec.loads(m.value)} for m in await read_until_quiet(bootstrap, r.topic)]
 
 
 def _venue_book(venue: Venue) -> dict:

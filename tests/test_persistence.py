@@ -44,11 +44,11 @@ from app.codec import AvroCodec
 from app.sink import SPECS, SourceRecord, spec
 from app.stack.postgres import EmbeddedPostgres
 from app.stack.process import Child, environ_for_child, free_port, spawn
-from app.topics import PIPELINE_TOPICS, bootstrap_servers, ensure_topics
+from app.topics import PIPELINE_TOPICS, bootstrap_servers, ensure_topics, read_until_quiet
 from models import examples
 from models.registry import record
 
-from .conftest import ROOT, cryptics, read_topic
+from .conftest import ROOT, cryptics
 
 pytestmark = pytest.mark.integration
 
@@ -180,7 +180,7 @@ async def topic_keys(bootstrap: str, registry_url: str, name: str) -> tuple[int,
     """The number of records on record ``name``'s topic and their distinct natural keys."""
     r = record(name)
     codec = AvroCodec(r.subject, r.schema, registry_url)
-    messages = await read_topic(bootstrap, r.topic)
+    messages = await read_until_quiet(bootstrap, r.topic)
     table_spec = spec(name)
     keys = {table_spec.key_of(table_spec.build(codec.loads(m.value), SourceRecord(
         m.topic, m.partition, m.offset, m.key, m.value, m.timestamp / 1000))) for m in messages}
@@ -237,7 +237,7 @@ async def poll(predicate: Callable[[], Any], what: str, timeout: float, child: O
 async def check_dead_letters(bootstrap: str, registry_url: str, sent: Sent) -> list[dict]:
     """The dead-letter topic holds exactly the poison records, each with its coordinates."""
     codec = AvroCodec(record("dead_letter").subject, record("dead_letter").schema, registry_url)
-    letters = [codec.loads(m.value) for m in await read_topic(bootstrap, DEAD_LETTERS)]
+    letters = [codec.loads(m.value) for m in await read_until_quiet(bootstrap, DEAD_LETTERS)]
     by_origin = {(d["source_topic"], d["source_partition"], d["source_offset"]): d for d in letters}
     # Exactly the poison, once each: a batch written again after a fault can dead-letter a
     # record a second time, which is why the coordinates identify it.

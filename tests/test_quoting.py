@@ -191,12 +191,15 @@ async def test_orders_rest_at_the_configured_prices_after_each_tick(broker, regi
     assert set(view["gateway"]["errors_by_code"]) <= {"1"} and view["errors"] == 0, view["gateway"]
 
 
+#: A venue where informed takers see the index 30 s ahead and a trending, jumpy market.
+INFORMED_FLOW = {"noise_rate": 2.0, "informed_rate": 25.0, "informed_horizon": 30.0,
+                 "jump_rate": 600.0, "jump_size": 0.003, "volatility": 2.0}
+
+
 async def test_informed_flow_reducing_and_halted(broker, registry_url, tmp_path):
     # Informed takers see the index 30 s ahead and trade against us one way, in a market
     # that trends; the risk limit (1 BTC) must hold on every fill.
-    market = Market(broker, registry_url, tmp_path,
-                    venue={"seed": 9, "noise_rate": 2.0, "informed_rate": 25.0, "informed_horizon": 30.0,
-                           "jump_rate": 600.0, "jump_size": 0.003, "volatility": 2.0},
+    market = Market(broker, registry_url, tmp_path, venue={"seed": 9, **INFORMED_FLOW},
                     env={"CRYPTICS_RISK_MAX_DRAWDOWN": "1000000000"})
     await market.start()
     try:
@@ -246,9 +249,7 @@ async def test_informed_flow_reducing_and_halted(broker, registry_url, tmp_path)
 
 
 async def test_kill_switch_halts_and_pulls_every_order(broker, registry_url, tmp_path):
-    market = Market(broker, registry_url, tmp_path,
-                    venue={"seed": 3, "noise_rate": 2.0, "informed_rate": 25.0, "informed_horizon": 30.0,
-                           "jump_rate": 600.0, "jump_size": 0.003, "volatility": 2.0},
+    market = Market(broker, registry_url, tmp_path, venue={"seed": 3, **INFORMED_FLOW},
                     env={"CRYPTICS_RISK_MAX_DRAWDOWN": "20"})
     await market.start()
     try:
