@@ -63,7 +63,7 @@ import tempfile
 import time
 import urllib.request
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Sequence
@@ -503,9 +503,7 @@ async def measure_worker(name: str, argv: list[str], env: dict[str, str], dsn: s
         cpu_before, own_before, busy_before = _cpu_sample(pids), time.process_time(), _machine_busy()
         at_first = await conn.fetchval("SELECT count(*) FROM tickers")
         if profile_dir is not None:
-            spy = subprocess.Popen(["py-spy", "record", "--pid", str(worker.pid), "--rate", "100", "--format", "raw",
-                                    "--output", str(profile_dir / f"{name}.txt"), "--nonblocking"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = _start_spy(worker.pid, profile_dir / f"{name}.txt")
         # Slow agents get more time, never less than 2 minutes.
         deadline = first + max(120.0, events / 200)
         count = at_first
@@ -522,8 +520,7 @@ async def measure_worker(name: str, argv: list[str], env: dict[str, str], dsn: s
         cpu["this benchmark (polling)"] = time.process_time() - own_before
         cpu["other processes"] = max(0.0, _machine_busy() - busy_before - sum(cpu.values()))
         if spy is not None:
-            spy.send_signal(2)  # SIGINT: py-spy writes what it has
-            await loop.run_in_executor(None, spy.wait)
+            await _stop_spy(spy)
             spy = None
         # A moment more, so a late duplicate or an extra row would show.
         await asyncio.sleep(1.0)
@@ -550,7 +547,19 @@ async def measure_worker(name: str, argv: list[str], env: dict[str, str], dsn: s
         await conn.close()
 
 
-def _profile_summary(path: Path, top: int = 15) -> list[str]:
+def _start_spy(pid: int, output: Path) -> subprocess.Popen:
+    """py-spy sampling process ``pid`` into ``output`` (collapsed stacks) until _stop_spy."""
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                             "--output", str(output), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _stop_spy(spy: subprocess.Popen) -> None:
+    spy.send_signal(2)  # SIGINT: py-spy writes what it has
+    await asyncio.get_running_loop().run_in_executor(None, spy.wait)
+
+
+def _profile_summary(path: Path, top: int = 25) -> list[str]:
     """From a py-spy raw (collapsed) file: the functions with the most samples of their own, and the
     project's functions (app/, agents/) with what they cost including their callees."""
     own: dict[str, int] = {}
@@ -568,7 +577,7 @@ def _profile_summary(path: Path, top: int = 15) -> list[str]:
             inclusive[frame] = inclusive.get(frame, 0) + count
     if not total:
         return ["  py-spy took no samples"]
-    lines = [f"  py-spy: {total:,} samples of the worker; top self time:"]
+    lines = [f"  py-spy: {total:,} samples; top self time:"]
     for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"    {100 * count / total:5.1f}%  {frame}")
     lines.append("  the project's code, including callees:")
@@ -580,9 +589,9 @@ def _profile_summary(path: Path, top: int = 15) -> list[str]:
     return lines
 
 
-async def pipeline(root: Path, pg, costs: list[float], *, events: int, naive_events: int,
+async def pipeline(root: Path, pg, costs: list[float], *, events: int, naive_events: int, venue_events: int,
                    batch_size: Optional[int], batch_age: Optional[float], profile: bool) -> list[PipelineResult]:
-    """Both pipeline measurements; ``costs`` receives the in-process decode and build µs per event."""
+    """The pipeline measurements (parts 2 and 3); ``costs`` receives the in-process decode and build µs per event."""
     from app import migrate, topics
     from app.stack.broker import EmbeddedBroker
     from app.stack.process import free_port, spawn, wait_until
@@ -672,6 +681,27 @@ async def pipeline(root: Path, pg, costs: list[float], *, events: int, naive_eve
             pg.dsn("bench_naive"), naive_events, root / "logs" / "naive.log", web, services)
         results.append(result)
         _print_pipeline(result)
+
+        if venue_events:
+            # Part 3 on a broker of its own: its topics then hold exactly what the source produced.
+            venue_broker = EmbeddedBroker(root / "logs" / "venue")
+            await venue_broker.start()
+            stack.callback(venue_broker.stop)
+            await topics.ensure_topics(venue_broker.url, topics.PIPELINE_TOPICS, 3)
+            await _create_database(pg.dsn("postgres"), "bench_venue")
+            await migrate.migrate(pg.dsn("bench_venue"))
+            web = free_port()
+            result = await measure_from_venue(
+                _child_env({**common, **sink_env, "CRYPTICS_BROKER_URL": venue_broker.url,
+                            "CRYPTICS_DATABASE_URL": pg.dsn("bench_venue"), "CRYPTICS_WEB_PORT": str(web),
+                            "CRYPTICS_STATE_DIR": str(root / "state-venue")}),
+                pg.dsn("bench_venue"), venue_broker.bootstrap, venue_events, root, web,
+                {"broker": venue_broker.child.pid, "postgres": pg.child.pid}, profile_dir)
+            results.append(result)
+            _print_pipeline(result)
+            for sampled in ("venue-worker", "venue"):
+                if profile_dir is not None and (profile_dir / f"{sampled}.txt").exists():
+                    print(f"  {sampled}:\n" + "\n".join(_profile_summary(profile_dir / f"{sampled}.txt")), flush=True)
     return results
 
 
@@ -680,6 +710,9 @@ def _print_pipeline(r: PipelineResult) -> None:
         print(f"  {r.name}: first batch {r.first_row_after:.1f} s after start ({r.rows_at_first:,} events); "
               f"then {r.events - r.rows_at_first:,} events in {r.seconds:.2f} s = {r.rate:,.0f} events/s "
               "(the worker's clock)", flush=True)
+    elif r.name.startswith("venue"):
+        print(f"  {r.name}: {r.events - r.rows_at_first:,} rows in {r.seconds:.2f} s = {r.rate:,.0f} events/s "
+              f"(from the first step after the warm-up to the last row)", flush=True)
     else:
         print(f"  {r.name}: first row {r.first_row_after:.1f} s after start ({r.rows_at_first:,} rows by then); "
               f"then {r.events - r.rows_at_first:,} rows in {r.seconds:.2f} s = {r.rate:,.0f} events/s; "
@@ -697,6 +730,149 @@ def _print_pipeline(r: PipelineResult) -> None:
               f"write_seconds {t.get('write_seconds', 0):.2f}; config {r.sink_view['config']}", flush=True)
         if t.get("dead_letters"):
             raise BenchmarkError(f"{r.name}: {t['dead_letters']} dead letters: {t.get('last_error')}")
+
+
+# -- part 3: the whole pipeline, from the venue ---------------------------------------------------
+
+#: The simulated venue's perpetuals: each market step publishes a ticker, a book update and an
+#: index price for each (its public channels); their rows are what part 3 counts.
+VENUE_INSTRUMENTS = ("BTC-PERPETUAL", "ETH-PERPETUAL")
+MARKET_TABLES = {"ticker": "tickers", "book": "book_tops", "index": "index_prices"}
+MARKET_CHANNELS = {"ticker": "ticker.", "book": "book.", "index": "price_index."}
+#: Part 3 keeps at most this many notifications sent but not yet persisted (a bounded backlog:
+#: the venue runs as fast as the pipeline takes it, never further ahead).
+VENUE_WINDOW = 20_000
+
+
+def _market_sent(venue) -> dict[str, int]:
+    """Notifications the venue wrote, per market-data kind (its own counter, independent of the worker)."""
+    sent = dict.fromkeys(MARKET_CHANNELS, 0)
+    for (_session, channel), n in venue.notifications_sent.items():
+        for kind, prefix in MARKET_CHANNELS.items():
+            if channel.startswith(prefix):
+                sent[kind] += n
+    return sent
+
+
+async def _market_rows(conn) -> dict[str, int]:
+    return {kind: await conn.fetchval(f"SELECT count(*) FROM {table}") for kind, table in MARKET_TABLES.items()}
+
+
+async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, events: int, root: Path, web_port: int,
+                             services: dict[str, int], profile_dir: Optional[Path] = None) -> PipelineResult:
+    """Part 3: the simulated venue (this process) → `cryptics worker` (market-data source → Kafka →
+    persistence) → PostgreSQL. The venue's market is stepped as fast as the pipeline persists, never
+    more than VENUE_WINDOW notifications ahead, until ``events`` notifications were sent after the
+    warm-up; timed until the market tables hold a row for every notification the venue ever sent."""
+    import asyncpg
+
+    from app.stack.process import spawn
+    from app.topics import read_until_quiet
+    from app.venue import Venue, VenueConfig
+    from models.registry import record
+
+    name = "venue → worker → PostgreSQL"
+    venue = Venue(replace(VenueConfig(), port=0, trusted_keys_dir=root / "venue-keys", market_running=False))
+    await venue.start()
+    worker = spawn("venue-worker", [sys.executable, "-m", "app.cli", "worker"], log_path=root / "logs" / "venue-worker.log",
+                   env={**env, "CRYPTICS_VENUE_URL": venue.url, "CRYPTICS_INSTRUMENTS": ",".join(VENUE_INSTRUMENTS)},
+                   cwd=ROOT)
+    conn = await asyncpg.connect(dsn)
+    loop = asyncio.get_running_loop()
+    persisted = 0  # market rows the worker reports written (its /sink/ view), read by the poller below
+
+    def alive() -> None:
+        if not worker.alive():
+            raise BenchmarkError(f"{name}: the worker exited with code {worker.popen.returncode}:\n"
+                                 f"{worker.log_tail(40)}")
+
+    async def poll_sink() -> None:
+        nonlocal persisted
+        topics = [record(kind).topic for kind in MARKET_TABLES]
+        while True:
+            try:
+                view = await loop.run_in_executor(None, _get_json, f"http://127.0.0.1:{web_port}/sink/")
+                persisted = sum(view["topics"].get(t, {}).get("rows_written", 0)
+                                + view["topics"].get(t, {}).get("duplicates", 0) for t in topics)
+            except OSError:
+                pass  # not serving yet
+            await asyncio.sleep(0.05)
+
+    poller = asyncio.ensure_future(poll_sink())
+    try:
+        # Warm-up: a slow market until rows arrive (the group join takes ~3 s on Tansu), then caught up.
+        launched = time.perf_counter()
+        while persisted == 0:
+            alive()
+            if time.perf_counter() - launched > 180:
+                raise BenchmarkError(f"{name}: no row after 180 s:\n{worker.log_tail(40)}")
+            venue.step_market()
+            await asyncio.sleep(0.05)
+        while sum(_market_sent(venue).values()) - persisted > 0:
+            alive()
+            await asyncio.sleep(0.05)
+        rows_before = await _market_rows(conn)
+        sent_before = sum(_market_sent(venue).values())
+        pids = {"worker": worker.pid, **services}
+        cpu_before, own_before, busy_before = _cpu_sample(pids), time.process_time(), _machine_busy()
+        spies = [] if profile_dir is None else [_start_spy(worker.pid, profile_dir / "venue-worker.txt"),
+                                                 _start_spy(os.getpid(), profile_dir / "venue.txt")]
+        first = time.perf_counter()
+        steps = 0
+        while (sent := sum(_market_sent(venue).values())) - sent_before < events:
+            if sent - persisted >= VENUE_WINDOW:
+                alive()
+                await asyncio.sleep(0.002)
+                continue
+            venue.step_market()
+            steps += 1
+            if steps % 8 == 0:
+                await asyncio.sleep(0)  # let the venue's writers and the poller run
+        expected = _market_sent(venue)
+        deadline = time.perf_counter() + 120
+        while (rows := await _market_rows(conn)) != expected:
+            alive()
+            if any(rows[k] > expected[k] for k in expected) or time.perf_counter() > deadline:
+                raise BenchmarkError(f"{name}: the venue sent {expected}, the tables hold {rows}")
+            await asyncio.sleep(0.05)
+        done = time.perf_counter()
+        cpu_after = _cpu_sample(pids)
+        for spy in spies:
+            await _stop_spy(spy)
+        cpu = {k: cpu_after[k] - cpu_before[k] for k in pids}
+        cpu["venue (this benchmark)"] = time.process_time() - own_before
+        cpu["other processes"] = max(0.0, _machine_busy() - busy_before - sum(cpu.values()))
+        # A moment more, so a late duplicate or an extra row would show; then count every market
+        # table against its topic, read back independently of the worker.
+        await asyncio.sleep(1.0)
+        rows = await _market_rows(conn)
+        if rows != expected:
+            raise BenchmarkError(f"{name}: the venue sent {expected}, the tables hold {rows}")
+        view = await loop.run_in_executor(None, _get_json, f"http://127.0.0.1:{web_port}/sink/")
+        if view["totals"]["dead_letters"]:
+            raise BenchmarkError(f"{name}: {view['totals']['dead_letters']} dead letters")
+        for kind, table in {**MARKET_TABLES, "trade": "public_trades"}.items():
+            on_topic = len(await read_until_quiet(bootstrap, record(kind).topic))
+            in_table = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            # Public trades have no id: two prints alike in all of their natural key are one row
+            # (timescale/0002), which the sink counts as a duplicate.
+            duplicates = view["topics"].get(record(kind).topic, {}).get("duplicates", 0) if kind == "trade" else 0
+            if on_topic != in_table + duplicates:
+                raise BenchmarkError(f"{name}: {on_topic:,} records on the {kind} topic, {in_table:,} rows in "
+                                     f"{table} (+ {duplicates:,} identical prints)")
+        moved = sum(rows.values()) - sum(rows_before.values())
+        print(f"  {name}: {moved:,} market-data notifications ({events:,} sent after the warm-up, "
+              f"{sent_before - sum(rows_before.values()):,} in flight at the start) in {done - first:.2f} s, "
+              f"{steps:,} market steps; per table {rows}", flush=True)
+        return PipelineResult(name, sum(rows.values()), done - first, first - launched, sum(rows_before.values()),
+                              0.0, view, cpu)
+    finally:
+        poller.cancel()
+        code = worker.stop(timeout=30)
+        if code not in (0, None):
+            print(f"  note: {name}: the worker exited with code {code} on SIGTERM", flush=True)
+        await conn.close()
+        await venue.stop()
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -747,9 +923,10 @@ async def main_async(args: argparse.Namespace) -> None:
                   f"{sink_batch:,}, batch age {args.sink_batch_age or SinkConfig().batch_age} s", flush=True)
             costs: list[float] = []
             results = await pipeline(root, pg, costs, events=args.events, naive_events=args.naive_events,
-                                     batch_size=args.sink_batch_size, batch_age=args.sink_batch_age,
+                                     venue_events=args.venue_events, batch_size=args.sink_batch_size, batch_age=args.sink_batch_age,
                                      profile=args.profile)
-            product, ceiling, naive = results
+            product, ceiling, naive = results[:3]
+            from_venue = results[3] if len(results) > 3 else None
             print()
             print("| pipeline | events | s (first row → all rows) | events/s | worker CPU µs/event |")
             print("|---|---:|---:|---:|---:|")
@@ -764,6 +941,11 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"persistence agents: {product.rate:,.0f} events/s (target ≥ 10,000 on 2 cores: "
                   f"{'met' if product.rate >= 10_000 else 'NOT met'}); no loss, no duplicates "
                   f"({product.events:,} rows, {product.events:,} distinct keys)")
+            if from_venue is not None:
+                print(f"whole pipeline, venue → Kafka → Faust worker → PostgreSQL: {from_venue.rate:,.0f} events/s "
+                      f"(target ≥ 10,000 on 2 cores: {'met' if from_venue.rate >= 10_000 else 'NOT met'}), "
+                      f"{from_venue.rate / naive.rate:,.1f}× the naive agent's Kafka → PostgreSQL alone; "
+                      "every notification the venue sent is one row, every topic record one row")
             print("(rates count from the first row in the table: Tansu completes the group join only "
                   "after session_timeout/2)")
             if product.cpu:
@@ -802,6 +984,9 @@ def main() -> None:
                                                    "quick 10,000)")
     parser.add_argument("--naive-events", type=int, help="events through the naive agent (default 10,000; "
                                                          "quick 1,000)")
+    parser.add_argument("--venue-events", type=int, help="market-data notifications from the venue through the "
+                                                         "whole pipeline (part 3; default 100,000; quick 10,000; "
+                                                         "0 skips part 3)")
     parser.add_argument("--sink-batch-size", type=int, help="CRYPTICS_SINK_BATCH_SIZE for the worker "
                                                             "(default: the product's)")
     parser.add_argument("--sink-batch-age", type=float, help="CRYPTICS_SINK_BATCH_AGE for the worker "
@@ -819,6 +1004,8 @@ def main() -> None:
     args.redelivery_rows = args.redelivery_rows or (10_000 if quick else 50_000)
     args.events = args.events or (10_000 if quick else 100_000)
     args.naive_events = args.naive_events or (1_000 if quick else 10_000)
+    if args.venue_events is None:
+        args.venue_events = 10_000 if quick else 100_000
     args.copy_batches = (100, 1_000, 5_000, 10_000) if quick else (100, 1_000, 5_000, 10_000, 50_000)
     args.unnest_batches = (5_000,) if quick else (5_000, 10_000)
     for name in ("rows", "repeat", "per_row_rows", "redelivery_rows", "events", "naive_events", "sink_batch_size"):

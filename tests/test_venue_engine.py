@@ -630,3 +630,26 @@ def test_public_prints_and_ticker_fields(engine: Engine, alice: Trader, bob: Tra
             "funding_mark"} <= set(ticker)
     lwt = engine.lwt(BTC)
     assert lwt["a"] == [100010, 0.2, 0.2] and "b" not in lwt and lwt["l"] == 100010
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 20_000), st.integers(99_000, 101_000), st.integers(1, 50)), max_size=60))
+def test_24h_low_and_high_follow_the_trades_of_the_last_day(trades):
+    """The ticker's 24 h low/high come from monotonic queues; they must equal a scan of the
+    day's trades after every trade and every expiry."""
+    from app.venue.engine import DAY, MarketState
+    from app.venue.instruments import DEFAULT_INSTRUMENTS
+
+    ins = DEFAULT_INSTRUMENTS[0]
+    market = MarketState(100_000.0, 0.0)
+    now = 0.0
+    for gap, price, units in trades:
+        now += gap  # about 8 trades a day on average: the window both fills and empties
+        market.expire_trades(now, ins)
+        market.add_trade(now, float(price), units, ins.amount(units))
+        prices = [p for t, p, _u in market.trades_24h]
+        assert all(now - t <= DAY for t, _p, _u in market.trades_24h)
+        assert (market.low_24h[0][1], market.high_24h[0][1]) == (min(prices), max(prices))
+        assert market.volume_24h == sum(u for _t, _p, u in market.trades_24h)
+    market.expire_trades(now + DAY + 1, ins)
+    assert not market.trades_24h and not market.low_24h and not market.high_24h

@@ -98,8 +98,8 @@ class MarketState:
     """Per-instrument market data: index, mark, funding, last trade and 24 h statistics."""
 
     __slots__ = ("index", "mark", "premium_ema", "funding_mark", "funding_rate", "mark_time", "last_ticks",
-                 "trades_24h", "volume_24h", "value_24h", "funding_samples", "open_interest_units",
-                 "recent_trades", "book_time")
+                 "trades_24h", "low_24h", "high_24h", "volume_24h", "value_24h", "funding_samples",
+                 "open_interest_units", "recent_trades", "book_time")
 
     def __init__(self, index: float, now: float) -> None:
         self.index = index
@@ -112,6 +112,11 @@ class MarketState:
         self.last_ticks: Optional[int] = None
         #: (time, price, units) of trades in the last 24 h, for the ticker's 24 h fields.
         self.trades_24h: deque[tuple[float, float, int]] = deque()
+        #: (time, price) of the trades in trades_24h that can still become the 24 h low (high):
+        #: prices rising (falling) from the front, whose front is the low (high). A ticker reads
+        #: them in O(1) instead of scanning a day of trades (add_trade, expire_trades).
+        self.low_24h: deque[tuple[float, float]] = deque()
+        self.high_24h: deque[tuple[float, float]] = deque()
         #: Volume in volume units (exact), value in USD.
         self.volume_24h = 0
         self.value_24h = 0.0
@@ -121,6 +126,29 @@ class MarketState:
         #: [price, amount, direction, time, instrument, implied_taker], newest last.
         self.recent_trades: deque[list] = deque(maxlen=RECENT_TRADES)
         self.book_time = now
+
+    def add_trade(self, now: float, price: float, units: int, amount: float) -> None:
+        self.trades_24h.append((now, price, units))
+        self.volume_24h += units
+        self.value_24h += price * amount
+        low, high = self.low_24h, self.high_24h
+        while low and low[-1][1] >= price:
+            low.pop()
+        low.append((now, price))
+        while high and high[-1][1] <= price:
+            high.pop()
+        high.append((now, price))
+
+    def expire_trades(self, now: float, ins: Instrument) -> None:
+        """Forget the trades older than a day."""
+        trades = self.trades_24h
+        while trades and now - trades[0][0] > DAY:
+            _t, price, units = trades.popleft()
+            self.volume_24h -= units
+            self.value_24h -= price * ins.amount(units)
+        for extreme in (self.low_24h, self.high_24h):
+            while extreme and now - extreme[0][0] > DAY:
+                extreme.popleft()
 
 
 def _finite(value: Any, name: str) -> float:
@@ -470,9 +498,7 @@ class Engine:
 
         direction = DIRECTION_NAMES[taker.direction]
         market.last_ticks = ticks
-        market.trades_24h.append((now, price, units))
-        market.volume_24h += units
-        market.value_24h += price * amount
+        market.add_trade(now, price, units, amount)
         market.recent_trades.append([price, amount, direction, now, name, False])
         market.book_time = now
         self.events.append(TradeEvent(name, price, amount, direction, now))
@@ -916,8 +942,7 @@ class Engine:
         low, high = self.collars(name)
         realised_funding, average_funding = self._funding_24h(market)
         if market.trades_24h:
-            prices = [t[1] for t in market.trades_24h]
-            low_24h, high_24h = min(prices), max(prices)
+            low_24h, high_24h = market.low_24h[0][1], market.high_24h[0][1]
             change = market.trades_24h[-1][1] - market.trades_24h[0][1]
         else:
             low_24h = high_24h = None
@@ -1031,8 +1056,5 @@ class Engine:
                 market.funding_samples.append((now, market.funding_mark, rate))
             while market.funding_samples and now - market.funding_samples[0][0] > DAY:
                 market.funding_samples.popleft()
-            while market.trades_24h and now - market.trades_24h[0][0] > DAY:
-                _t, price, units = market.trades_24h.popleft()
-                market.volume_24h -= units
-                market.value_24h -= price * ins.amount(units)
+            market.expire_trades(now, ins)
             self.dirty.add(name)
