@@ -13,11 +13,13 @@ import io
 import json
 import struct
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import fastavro
 from faust.serializers.codecs import Codec
 from schema_registry.client import SchemaRegistryClient
+
+from .avro_writer import Unsupported, compile_writer
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
@@ -48,6 +50,11 @@ class AvroCodec(Codec):
         self.subject = subject
         self.schema = schema
         self.parsed = fastavro.parse_schema(schema)
+        try:
+            self._write: Optional[Callable[[Any], bytes]] = compile_writer(schema)
+        except Unsupported:
+            self._write = None  # fastavro writes every value
+        self._header: Optional[bytes] = None
         self.registry_url = registry_url
         self._schema_id: Optional[int] = None
         self._writers: Dict[int, Any] = {}
@@ -76,8 +83,15 @@ class AvroCodec(Codec):
         return writer
 
     def _dumps(self, obj: Any) -> bytes:
+        if self._header is None:
+            self._header = _HEADER.pack(MAGIC, self.schema_id())
+        if self._write is not None:
+            try:
+                return self._header + self._write(obj)
+            except Unsupported:
+                pass  # a value the compiled writer leaves to fastavro (app/avro_writer.py)
         out = io.BytesIO()
-        out.write(_HEADER.pack(MAGIC, self.schema_id()))
+        out.write(self._header)
         fastavro.schemaless_writer(out, self.parsed, obj)
         return out.getvalue()
 

@@ -15,6 +15,7 @@ import faust
 from . import settings as settings_module
 from . import tansu_compat
 from .codec import AvroCodec
+from .producer import DeferredProducer
 
 tansu_compat.register()
 
@@ -78,35 +79,38 @@ def record_topic(name: str) -> faust.TopicT:
     )
 
 
-#: (record name, key, value or builder, on_error) waiting for ``produce_later``'s flush.
-_later: list[tuple[str, Any, Any, Optional[Callable[[Exception], None]]]] = []
+def _encode_record(name: str, value: Any) -> tuple[str, bytes]:
+    """Record ``name``'s topic and the Avro bytes of ``value`` (Confluent wire format, design D4)."""
+    topic = record_topic(name)
+    payload = value.to_representation() if isinstance(value, faust.Record) else value
+    return topic.get_topic_name(), topic.value_serializer.dumps(payload)
+
+
+async def _kafka_producer() -> Any:
+    """The aiokafka producer inside Faust's: one set of broker connections for the worker."""
+    await app.producer.maybe_start()  # started by the worker already; this only waits for it
+    return app.producer._producer  # the driver keeps it there (faust/transport/drivers/aiokafka.py)
+
+
+deferred_producer = DeferredProducer(_encode_record, _kafka_producer)
 
 
 def produce_later(name: str, key: Any, value: Any, on_error: Optional[Callable[[Exception], None]] = None) -> None:
-    """``record_topic(name).send_soon(key=key, value=value)``, but only once the event loop
-    has finished what it is doing now (design D1: Kafka off the critical path).
+    """Produce record ``name`` (models/registry.py) with ``key`` to its topic, but only once the
+    event loop has finished what it is doing now (design D1: Kafka off the critical path).
 
     ``value`` is the record, or a function that builds it: building a Faust record costs
     25-70 µs, which the hot path should not pay either. ``on_error`` is told if building or
     encoding fails (the source counts it as a bad notification); it is logged either way.
 
-    Faust encodes a record (Avro) inside ``send_soon``. The venue writes a market step as a
-    burst of notifications (ticker, book, index); deferring the produces to a ``call_soon``
-    lets the hot path handle the burst first, so the index notification that follows a
-    ticker is not kept waiting behind the ticker's records. Order is kept: every deferred
-    produce goes through this one queue."""
-    if not _later:
-        asyncio.get_running_loop().call_soon(_produce_pending)
-    _later.append((name, key, value, on_error))
+    The venue writes a market step as a burst of notifications (ticker, book, index);
+    deferring the record work lets the hot path handle the whole burst first, so the index
+    notification that follows a ticker is not kept waiting behind the ticker's records.
+    Order is kept per topic-partition. How the records reach Kafka: app/producer.py."""
+    deferred_producer.produce(name, key, value, on_error)
 
 
-def _produce_pending() -> None:
-    pending = _later[:]
-    _later.clear()
-    for name, key, value, on_error in pending:
-        try:
-            record_topic(name).send_soon(key=key, value=value() if callable(value) else value)
-        except Exception as exc:  # one record that cannot be built or encoded must not cost the others
-            log.exception("producing a %s record (key %r) failed", name, key)
-            if on_error is not None:
-                on_error(exc)
+@app.on_before_shutdown.connect
+async def _flush_deferred_records(sender: Any, **kwargs: Any) -> None:
+    # Faust flushes its own producer after this signal: what was deferred goes out first.
+    await deferred_producer.flush()
