@@ -106,7 +106,8 @@ class AvroCodec(Codec):
         writer = self._writer_schema(schema_id)
         try:
             value = fastavro.schemaless_reader(payload, writer, self.parsed)
-        except (EOFError, IndexError, ValueError, TypeError, fastavro.read.SchemaResolutionError) as exc:
+        except (EOFError, IndexError, ValueError, TypeError, OverflowError,
+                fastavro.read.SchemaResolutionError) as exc:
             raise WireFormatError(
                 f"{self.subject}: bytes with schema id {schema_id} do not decode: {type(exc).__name__}: {exc}"
             ) from None

@@ -104,3 +104,16 @@ def test_the_codec_falls_back_to_fastavro_for_what_the_writer_refuses():
     assert codec._dumps(naive) == b"\x00\x00\x00\x00\x07" + fastavro_bytes(ticker, naive)
     with pytest.raises((ValueError, TypeError)):
         codec._dumps({**example("ticker"), "mark_price": "not a number"})
+
+
+def test_a_timestamp_beyond_year_9999_is_a_wire_format_error():
+    """fastavro raises OverflowError reading it; the codec turns it into the error the sink
+    dead-letters, like any other undecodable bytes."""
+    from app.codec import AvroCodec, WireFormatError
+    from models.examples import example
+
+    codec = AvroCodec("t-value", TICKER, None)
+    codec._schema_id = 7
+    codec._writers[7] = codec.parsed  # the writer schema the registry would give for id 7
+    with pytest.raises(WireFormatError, match="OverflowError"):
+        codec._loads(codec._dumps({**example("ticker"), "received_at": 2**62}))
