@@ -1,6 +1,7 @@
-"""Persistence throughput: the sink's write path alone, then Kafka → Faust → PostgreSQL.
+"""Persistence throughput: the sink's write path alone, Kafka → Faust → PostgreSQL, then venue → PostgreSQL.
 
     .venv/bin/python -m benchmarks.bench_sink [--quick] [--rows 100000] [--repeat 3] [--events 100000]
+                                              [--venue-events 100000]
 
 Everything runs in one go on loopback, in a temporary folder removed at the end, so the
 ratios between the lines come from one run and machine noise cancels out.
@@ -44,6 +45,15 @@ Tansu completes a group join only after session_timeout/2, ~3 s) to the moment
 (count == N and N distinct natural keys) and nothing may have gone to dead letters.
 The sink's batch settings can be chosen (--sink-batch-size, --sink-batch-age; the
 defaults are the product's, CRYPTICS_SINK_BATCH_SIZE / CRYPTICS_SINK_BATCH_AGE).
+Part 3, the whole pipeline (skipped with --venue-events 0): the simulated venue in this process
+(its market stepped by the benchmark, its two perpetuals publishing ticker, book and index
+notifications) → a real `cryptics worker` with the venue URL and the database (no credentials:
+market data only; the source produces to a Tansu broker of its own, the persistence consumer of
+the same worker writes to PostgreSQL). After a warm-up, the market is stepped as fast as the
+pipeline persists, never more than VENUE_WINDOW notifications ahead, until --venue-events
+notifications were sent; timed until the market tables hold one row per notification the
+venue ever sent (the venue's own counters), then each table is checked against its topic read
+back from Kafka.
 Each run shows the CPU used meanwhile by the worker, the broker, PostgreSQL and other
 processes, and the worker's CPU per event is split into what was timed apart (Avro decode
 and row build in this process, the COPY sink's client side from part 1) and the rest.

@@ -112,7 +112,7 @@ async def end_to_end(seconds: float, root: Path) -> tuple[float, int, int]:
     try:
         async def ready() -> bool:
             view = await loop.run_in_executor(None, _view, web)
-            return len(view["received"]) == 3
+            return len(view["received"]) >= 3  # ticker, book, index (and the portfolio: credentials)
         await wait_until(ready, what="worker", timeout=120, child=worker, interval=0.2)
         before = sum((await loop.run_in_executor(None, _view, web))["received"].values())
         started = time.perf_counter()
