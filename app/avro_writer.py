@@ -4,9 +4,10 @@
 function ``value -> bytes`` that writes exactly what ``fastavro.schemaless_writer`` writes
 (tests/test_avro_writer.py holds the two equal on random records of every schema in the
 project). Why: fastavro resolves every union at run time by validating the value against
-each branch, about 1 µs per optional field; a ticker (19 optional doubles) took ~24 µs, the
-largest single cost of the worker on the whole pipeline from the venue. Here each field's
-writer is chosen once, from the schema: a ticker takes ~5 µs.
+each branch, about 1 µs per optional field; a ticker (19 optional doubles) took 15.5 µs
+through the codec, the largest single cost of the worker on the whole pipeline from the
+venue. Here each field's writer is chosen once, from the schema: 6.6 µs for the same ticker
+(benchmarks/bench_codec.py).
 
 Supported: records, enums, arrays, maps, the primitive types, ``timestamp-micros`` on a long
 (an aware datetime or an int), named types referenced by name, and unions of null with one

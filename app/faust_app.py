@@ -5,9 +5,7 @@ which is what registers them on this app.
 """
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
 from typing import Any, Callable, Optional
 
 import faust
@@ -18,8 +16,6 @@ from .codec import AvroCodec
 from .producer import DeferredProducer
 
 tansu_compat.register()
-
-log = logging.getLogger(__name__)
 
 settings = settings_module.load()
 
