@@ -1,6 +1,6 @@
 """Deferred, batched Kafka produces for everything the worker publishes (design D1, D3).
 
-``DeferredProducer.produce(topic, key, value)`` is what ``app.faust_app.produce_later`` calls.
+``DeferredProducer.produce(name, key, value)`` is what ``app.faust_app.produce_later`` calls.
 It costs the caller an append to a list. Two stages follow:
 
 1. **Encode**, in a ``call_soon`` callback: once the event loop has finished what it is
@@ -22,7 +22,8 @@ On the whole pipeline from the venue that was ~40 µs per record of the worker's
 Order: records of one topic-partition reach Kafka in the order they were produced (one
 encode queue, one sender, batches submitted in order). Delivery failures (the broker
 gone for longer than the producer's request timeout) are logged and counted in
-``stats``, as Faust did; like ``send_soon`` nobody waits for them.
+``stats`` (shown by the source's /market-data/ view), as Faust did; like ``send_soon``
+nobody waits for them.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class DeferredProducer:
                     on_error(exc)
                 continue
             self._encoded.append((topic, None if key is None else key.encode(), data))
-        self.stats["records"] += len(pending)
+            self.stats["records"] += 1
         if self._encoded and self._sender is None:
             self._sender = asyncio.ensure_future(self._send())
 
@@ -98,17 +99,20 @@ class DeferredProducer:
                     if batch.append(key=key, value=value, timestamp=None) is None:  # full
                         submitted.append((topic, partition, batch))
                         batch = batches[(topic, partition)] = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
+                        if batch.append(key=key, value=value, timestamp=None) is None:
+                            self.stats["delivery_errors"] += 1
+                            log.error("a %d-byte record for %s is larger than a batch: dropped", len(value), topic)
                 submitted.extend((topic, partition, batch) for (topic, partition), batch in batches.items())
                 for topic, partition, batch in submitted:
                     delivered = await producer.send_batch(batch, topic, partition=partition)
                     delivered.add_done_callback(self._delivered)
                     self.stats["batches"] += 1
-        except Exception:
-            dropped = len(self._encoded)
+        except Exception:  # e.g. the producer's buffer stayed full for its whole request timeout
+            queued = len(self._encoded)
             self._encoded.clear()
             self.stats["delivery_errors"] += 1
-            log.exception("the Kafka producer failed; %d encoded records not sent", dropped)
+            log.exception("the Kafka producer failed: this round's unsent batches and %d queued records "
+                          "are dropped", queued)
         finally:
             self._sender = None
             if self._encoded:  # encoded after the loop's last check

@@ -159,6 +159,12 @@ async def test_every_notification_arrives_once_and_the_book_matches(broker, regi
         assert len(venue_book["bids"]) >= 5 and len(venue_book["asks"]) >= 5
         assert view["client"].get("bad_notifications", 0) == 0 and view["client"].get("malformed", 0) == 0
         assert view["received"]["account.portfolio"] >= 1  # the private snapshot, with credentials
+        # Every market notification became at least one record handed to Kafka (a book update
+        # also one per trade it carries), none failed on the way.
+        market = sum(n for channel, n in view["received"].items() if channel != "account.portfolio")
+        assert view["producer"]["records"] >= market > 0
+        assert view["producer"].get("encode_errors", 0) == 0 and view["producer"].get("delivery_errors", 0) == 0
+        assert view["producer"]["batches"] >= 1
     finally:
         await scenario.stop()
     await _check_topics(scenario, broker.bootstrap, registry_url)

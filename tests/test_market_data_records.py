@@ -89,3 +89,33 @@ def test_market_events_reject_what_the_records_reject():
         index_event({"index_name": 7, "price": 1.0}, NOW)
     with pytest.raises(KeyError, match="price"):
         index_event({"index_name": "BTCUSD"}, NOW)
+
+
+def test_the_kafka_values_are_records_of_their_schemas():
+    """The source produces plain dictionaries (cheaper than Faust records): each must be a valid
+    value of its topic's newest schema, and read back as the same model the consumers use."""
+    import fastavro
+
+    from agents.market_data import _book_trades, book_value, index_value, ticker_value, trade_value
+    from models.registry import record
+
+    book = {"time": 1747578855.5, "bid_changes": [[104901.0, 0.5, 0.5]], "ask_changes": [[104940, 0.3]],
+            "trades": [[104913.0, 0.1, "sell", 1747578855.4, True]], "total_bid_amount": 12.5}
+    trades = _book_trades(book["trades"])
+    index = {"index_name": "BTCUSD", "price": 47389.1, "timestamp": 946684800}
+    values = {
+        "ticker": ticker_value("BTC-PERPETUAL", TICKER, NOW),
+        "index": index_value(index, NOW),
+        "book": book_value("BTC-PERPETUAL", book, False, trades, (104901.0, 0.5), (104940.0, 0.3), NOW),
+        "trade": trade_value("BTC-PERPETUAL", trades[0], NOW),
+    }
+    for name, value in values.items():
+        assert fastavro.validate(value, fastavro.parse_schema(record(name).schema), raise_errors=True)
+    assert record("ticker").model.from_data(values["ticker"]) == ticker_record("BTC-PERPETUAL", TICKER, NOW)
+    assert record("index").model.from_data(values["index"]) == index_record(index, NOW)
+    update = record("book").model.from_data(values["book"])
+    assert update.ask_changes[0].outright_amount == 0.3 and update.trades[0].direction == "sell"
+    assert (update.best_bid_price, update.best_ask_amount, update.total_bid_amount) == (104901.0, 0.3, 12.5)
+    assert values["trade"] == {"instrument_name": "BTC-PERPETUAL", "price": 104913.0, "amount": 0.1,
+                               "direction": "sell", "timestamp": 1747578855.4, "implied_taker": True,
+                               "received_at": NOW}

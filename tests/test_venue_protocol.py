@@ -670,3 +670,30 @@ async def test_serve_announces_itself_and_stops_cleanly_on_sigterm(keys: tuple[P
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 200_000])
+def test_the_venues_frames_are_the_frames_aiohttp_writes(size):
+    """The venue frames its outbox itself (one write per round); each frame must be byte for
+    byte what aiohttp's own server-side writer produces for the same text message."""
+    from aiohttp._websocket.writer import WebSocketWriter
+
+    from app.venue.server import _text_frame
+
+    class Transport:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+        def writelines(self, chunks) -> None:
+            self.data += b"".join(chunks)
+
+        def is_closing(self) -> bool:
+            return False
+
+    transport = Transport()
+    message = bytes(i % 251 for i in range(size))
+    WebSocketWriter(None, transport, use_mask=False)._write_websocket_frame(message, 0x1, 0)
+    assert _text_frame(message) == transport.data
