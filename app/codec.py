@@ -79,7 +79,10 @@ class AvroCodec(Codec):
             found = self._client().get_by_id(schema_id)
             if found is None:
                 raise WireFormatError(f"schema id {schema_id} is unknown to the registry")
-            writer = self._writers[schema_id] = fastavro.parse_schema(found.raw_schema)
+            writer = fastavro.parse_schema(found.raw_schema)
+            if writer == self.parsed:  # our own schema, registered by whichever process wrote first
+                writer = self.parsed
+            self._writers[schema_id] = writer
         return writer
 
     def _dumps(self, obj: Any) -> bytes:
@@ -104,8 +107,12 @@ class AvroCodec(Codec):
         payload = io.BytesIO(data)
         payload.seek(_HEADER.size)
         writer = self._writer_schema(schema_id)
+        # Bytes written with our own schema need no resolution: say so with no reader schema.
+        # Given two equal schemas that are distinct objects, fastavro compares them on every
+        # message, and a ticker took 23.6 µs to decode instead of 11.4.
+        reader = None if writer is self.parsed else self.parsed
         try:
-            value = fastavro.schemaless_reader(payload, writer, self.parsed)
+            value = fastavro.schemaless_reader(payload, writer, reader)
         except (EOFError, IndexError, ValueError, TypeError, OverflowError,
                 fastavro.read.SchemaResolutionError) as exc:
             raise WireFormatError(

@@ -90,12 +90,14 @@ def test_every_record_round_trips_through_the_registry(registry: str, monkeypatc
         assert schema_id_of(encoded[rt.name]) == registered.schema_id
         assert registered.schema.raw_schema == rt.schema
 
-    # A consumer in another process (no cached client or schema) decodes them all.
+    # A consumer in another process (no cached client or schema) decodes them all. The writer
+    # schema it fetches is its own: it reads without schema resolution (no reader schema).
     new_process(monkeypatch)
     for rt in RECORDS.values():
         reader = faust_app.avro_value_codec(rt.topic, rt.schema)
         assert serializers.loads_value(rt.model, encoded[rt.name], serializer=reader) == \
             rt.model.from_data(examples.example(rt.name))
+        assert reader._writers[schema_id_of(encoded[rt.name])] is reader.parsed
 
 
 @pytest.mark.parametrize("name", ["ticker", "book", "ack", "latency"])
@@ -113,6 +115,7 @@ def test_v2_reader_decodes_v1_bytes(registry: str, monkeypatch: pytest.MonkeyPat
     added = [f["name"] for f in v2["fields"][len(v1["fields"]):]]
     assert added and all(decoded[field] is None for field in added)
     assert decoded == {**written, **dict.fromkeys(added)}
+    assert reader._writers[schema_id_of(data)] is not reader.parsed  # v1 bytes: resolved against v2
     assert rt.model.from_data(decoded) == rt.model.from_data(written)
     # The writer schema was fetched by id, once: later messages decode from the cache.
     assert [method for method, _ in calls.calls] == ["GET"]
