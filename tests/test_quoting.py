@@ -215,15 +215,21 @@ async def test_informed_flow_reducing_and_halted(broker, registry_url, tmp_path)
 
         # REDUCING: only the side that brings the position back to flat, never past it
         _post(market.port, "/quoting/state/", {"state": "reducing", "reason": "test"})
+        position = market.position()
+
+        def reducing_only() -> bool:
+            bids, asks = market.sides()
+            wrong, right = (bids, asks) if position > 0 else (asks, bids)
+            return not wrong and sum(o["amount"] for o in right) <= abs(position) + 1e-9
+        # The switch takes effect at the venue once it has read the worker's cancels: until then
+        # a resting order of the wrong side can still be filled by the next step (as on any
+        # venue). The market is still meanwhile, so nothing fills while we wait.
+        await market.poll(reducing_only, f"only reducing orders at position {position}", 10)
         start_position, booked = market.position(), len(market.trades())
+        assert start_position == position
         for _ in range(20):
             market.step()
             position = market.position()
-
-            def reducing_only() -> bool:
-                bids, asks = market.sides()
-                wrong, right = (bids, asks) if position > 0 else (asks, bids)
-                return not wrong and sum(o["amount"] for o in right) <= abs(position) + 1e-9
             await market.poll(reducing_only, f"only reducing orders at position {position}", 10)
         # every fill while reducing moved the position towards zero and never across it
         away, before = [], start_position

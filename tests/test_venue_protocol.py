@@ -697,3 +697,43 @@ def test_the_venues_frames_are_the_frames_aiohttp_writes(size):
     message = bytes(i % 251 for i in range(size))
     WebSocketWriter(None, transport, use_mask=False)._write_websocket_frame(message, 0x1, 0)
     assert _text_frame(message) == transport.data
+
+
+async def test_a_client_that_stops_reading_is_closed_as_a_slow_consumer(tmp_path: Path):
+    """The venue writes whole rounds to the socket; a client that reads nothing more fills the
+    socket buffers, then the venue's outbox, and past max_outbox the session is closed (1008)
+    while the venue goes on serving the others."""
+    config = dataclasses.replace(VenueConfig(), port=0, trusted_keys_dir=tmp_path, market_running=False,
+                                 noise_rate=0.0, informed_rate=0.0, max_outbox=500)
+    venue = Venue(config)
+    await venue.start()
+    try:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(venue.url) as stalled, session.ws_connect(venue.url) as reader:
+            channels = [f"ticker.{n}.raw" for n in (BTC, ETH)] + [f"book.{n}.none.all.raw" for n in (BTC, ETH)]
+            for ws in (stalled, reader):
+                await ws.send_json({"method": "public/subscribe", "id": 1, "params": {"channels": channels}})
+                assert orjson.loads((await ws.receive(timeout=TIMEOUT)).data)["id"] == 1
+            # aiohttp stops reading the socket once its own queue is full: `stalled` reads nothing more.
+            (stalled_conn,) = [c for c in venue.connections if c.session == 1]
+            steps = 0
+            while not stalled_conn.closed and steps < 50_000:
+                venue.step_market()
+                steps += 1
+                if steps % 10 == 0:
+                    await asyncio.sleep(0)  # the writers run; `reader` keeps reading below
+                    while True:
+                        try:
+                            await reader.receive(timeout=0.001)
+                        except asyncio.TimeoutError:
+                            break
+            assert stalled_conn.closed, f"still open after {steps} steps"
+            assert len(stalled_conn.outbox) > config.max_outbox
+            # The other session was not held back: it is open and still gets every step.
+            sent_before = venue.notifications_sent[(2, f"ticker.{BTC}.raw")]
+            venue.step_market()
+            message = await reader.receive(timeout=TIMEOUT)
+            assert message.type == aiohttp.WSMsgType.TEXT
+            assert venue.notifications_sent[(2, f"ticker.{BTC}.raw")] == sent_before + 1
+    finally:
+        await venue.stop()

@@ -90,7 +90,7 @@ class Connection:
     """One websocket session."""
 
     def __init__(self, venue: "Venue", ws: web.WebSocketResponse, session: int,
-                 transport: Optional[asyncio.BaseTransport]) -> None:
+                 transport: Optional[asyncio.Transport]) -> None:
         now = time.perf_counter()
         self.venue = venue
         self.ws = ws
