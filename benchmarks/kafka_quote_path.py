@@ -6,9 +6,10 @@ Everything else is the product's worker, unchanged: the same app, every agent of
 agents/ (app.worker.import_agents), the same start-up (app.worker.run creates the
 topics, then runs faust.Worker). Only the quote agent's input is rewired:
 
-- the market-data source still hands ticker, book and index records to its in-process
-  channel (``source.market_listeners``) and produces them to Kafka (``send_soon``), as it
-  always does; but the channel's listener is now a function that only counts the event,
+- the market-data source still hands ticker, book and index events to its in-process
+  channel (``source.market_listeners``) and produces their records to Kafka
+  (``produce_later``), as it always does; but the channel's listener is now a function that
+  only counts the event,
   so the in-process path decides nothing;
 - one agent per topic (``cryptics.thalex.ticker.avro``, book, index; Avro through the
   schema registry, decoded into the same faust.Record models) calls the real
