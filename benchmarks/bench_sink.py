@@ -818,8 +818,12 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
                 raise BenchmarkError(f"{name}: no row after 180 s:\n{worker.log_tail(40)}")
             venue.step_market()
             await asyncio.sleep(0.05)
+        caught_up_by = time.perf_counter() + 120
         while sum(_market_sent(venue).values()) - persisted > 0:
             alive()
+            if time.perf_counter() > caught_up_by:
+                raise BenchmarkError(f"{name}: the warm-up's {sum(_market_sent(venue).values()):,} notifications "
+                                     f"never all persisted ({persisted:,} rows):\n{worker.log_tail(40)}")
             await asyncio.sleep(0.05)
         rows_before = await _market_rows(conn)
         sent_before = sum(_market_sent(venue).values())
@@ -829,11 +833,17 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
                                                  _start_spy(os.getpid(), profile_dir / "venue.txt")]
         first = time.perf_counter()
         steps = 0
+        stalled_since = None
         while (sent := sum(_market_sent(venue).values())) - sent_before < events:
             if sent - persisted >= VENUE_WINDOW:
                 alive()
+                stalled_since = stalled_since or time.perf_counter()
+                if time.perf_counter() - stalled_since > 120:
+                    raise BenchmarkError(f"{name}: nothing persisted for 120 s ({persisted:,} rows, "
+                                         f"{sent:,} notifications sent):\n{worker.log_tail(40)}")
                 await asyncio.sleep(0.002)
                 continue
+            stalled_since = None
             venue.step_market()
             steps += 1
             if steps % 8 == 0:
@@ -986,7 +996,8 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes: checks that it runs (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks that it runs (under a minute); "
+                        "its rates are not the figures: a second-long run is mostly the last batch's age")
     parser.add_argument("--rows", type=int, help="rows per write-path case (default 100,000; quick 20,000)")
     parser.add_argument("--per-row-rows", type=int, help="rows of the per-row INSERT case (default 5,000; quick 1,000)")
     parser.add_argument("--redelivery-rows", type=int, help="rows written twice (default 50,000; quick 10,000)")
