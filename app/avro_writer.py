@@ -9,9 +9,10 @@ through the codec, the largest single cost of the worker on the whole pipeline f
 venue. Here each field's writer is chosen once, from the schema: 6.6 µs for the same ticker
 (benchmarks/bench_codec.py).
 
-Supported: records, enums, arrays, maps, the primitive types, ``timestamp-micros`` on a long
-(an aware datetime or an int), named types referenced by name, and unions of null with one
-other type. ``compile_writer`` raises ``Unsupported`` for anything else, and a value this
+Supported: what the project's schemas use (records, enums, arrays, null, boolean, int, long,
+double, string, bytes, ``timestamp-micros`` on a long as an aware datetime or an int, named
+types referenced by name, unions of null with one other type). ``compile_writer`` raises
+``Unsupported`` for anything else (a map, a float: fastavro writes those), and a value this
 writer cannot represent the way fastavro would (a naive datetime, a value of the wrong
 type) raises ``Unsupported`` as it is written: the codec (app/codec.py) then falls back to
 fastavro, which writes it or raises its own clear error.
@@ -27,7 +28,6 @@ Write = Callable[[list, Any], None]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _pack_double = struct.Struct("<d").pack
-_pack_float = struct.Struct("<f").pack
 
 
 class Unsupported(ValueError):
@@ -57,12 +57,6 @@ def _write_double(out: list, value: Any) -> None:
     if type(value) is not float and type(value) is not int:
         raise Unsupported(f"not a number: {value!r}")
     out.append(_pack_double(value))
-
-
-def _write_float(out: list, value: Any) -> None:
-    if type(value) is not float and type(value) is not int:
-        raise Unsupported(f"not a number: {value!r}")
-    out.append(_pack_float(value))
 
 
 def _write_boolean(out: list, value: Any) -> None:
@@ -101,7 +95,7 @@ def _write_timestamp_micros(out: list, value: Any) -> None:
 
 _PRIMITIVES: dict[str, Write] = {
     "null": _write_null, "boolean": _write_boolean, "int": _write_long, "long": _write_long,
-    "float": _write_float, "double": _write_double, "string": _write_string, "bytes": _write_bytes,
+    "double": _write_double, "string": _write_string, "bytes": _write_bytes,
 }
 
 
@@ -150,19 +144,6 @@ def _writer(schema: Any, named: dict[str, Write], namespace: str) -> Write:
                     item(out, element)
             out.append(b"\x00")
         return write_array
-    if kind == "map":
-        item = _writer(schema["values"], named, namespace)
-
-        def write_map(out: list, value: Any) -> None:
-            if type(value) is not dict:
-                raise Unsupported(f"not a dict: {type(value).__name__}")
-            if value:
-                out.append(_long(len(value)))
-                for key, element in value.items():
-                    _write_string(out, key)
-                    item(out, element)
-            out.append(b"\x00")
-        return write_map
     raise Unsupported(f"type {kind!r}")
 
 
