@@ -136,8 +136,8 @@ def ticker_event(instrument: str, payload: Any, received_at: datetime) -> Market
 
 # The Kafka values of the market-data topics are built as plain dictionaries (the Avro
 # records' fields, what the codec encodes): a Faust record of the same fields costs ~26 µs
-# to build and turn back into a dictionary, the dictionary ~6 µs. The *_record functions
-# give the Faust record of the same value, for code that wants the model.
+# to build and turn back into a dictionary, the dictionary ~6 µs. ``Model.from_data(value)``
+# gives the record (models/market.py), as a consumer reads it.
 
 def ticker_value(instrument: str, payload: Any, received_at: datetime) -> dict:
     """The ticker topic's value (schemas/ticker) for one ticker notification."""
@@ -149,10 +149,6 @@ def ticker_value(instrument: str, payload: Any, received_at: datetime) -> dict:
         value[key] = optional_number(payload, key)
     value["received_at"] = received_at
     return value
-
-
-def ticker_record(instrument: str, payload: Any, received_at: datetime) -> Ticker:
-    return Ticker(**ticker_value(instrument, payload, received_at))
 
 
 def _index_name(payload: Any) -> str:
@@ -174,10 +170,6 @@ def index_value(payload: Any, received_at: datetime) -> dict:
         value[key] = optional_number(payload, key)
     value["received_at"] = received_at
     return value
-
-
-def index_record(payload: Any, received_at: datetime) -> IndexPrice:
-    return IndexPrice(**index_value(payload, received_at))
 
 
 def book_value(instrument: str, payload: dict, snapshot: bool, trades: list[dict],

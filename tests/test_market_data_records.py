@@ -8,15 +8,23 @@ import math
 
 import pytest
 
-from agents.market_data import (MarketEvent, index_event, index_record, position_records, ticker_event,
-                                ticker_record)
-from models.market import BookUpdate
+from agents.market_data import MarketEvent, index_event, index_value, position_records, ticker_event, ticker_value
+from models.market import BookUpdate, IndexPrice, Ticker
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 TICKER = {"best_bid_price": 104901.0, "best_bid_amount": 0.028, "best_ask_price": 104940.0, "best_ask_amount": 0.3,
           "last_price": 104913.0, "mark_price": 104904.59553398524, "mark_timestamp": 1747578855.2247293,
           "delta": 1, "index": 104916.49833333334, "funding_rate": 0.0, "open_interest": 3740.212,
           "some_future_field": "ignored"}
+
+
+def ticker_record(instrument: str, payload, received_at: datetime) -> Ticker:
+    """The ticker topic's value as a consumer reads it back (the model)."""
+    return Ticker.from_data(ticker_value(instrument, payload, received_at))
+
+
+def index_record(payload, received_at: datetime) -> IndexPrice:
+    return IndexPrice.from_data(index_value(payload, received_at))
 
 
 def test_ticker_record_keeps_the_exchange_fields():
@@ -111,8 +119,11 @@ def test_the_kafka_values_are_records_of_their_schemas():
     }
     for name, value in values.items():
         assert fastavro.validate(value, fastavro.parse_schema(record(name).schema), raise_errors=True)
-    assert record("ticker").model.from_data(values["ticker"]) == ticker_record("BTC-PERPETUAL", TICKER, NOW)
-    assert record("index").model.from_data(values["index"]) == index_record(index, NOW)
+    ticker = record("ticker").model.from_data(values["ticker"])
+    assert (ticker.instrument_name, ticker.mark_price, ticker.iv, ticker.received_at) == (
+        "BTC-PERPETUAL", TICKER["mark_price"], None, NOW)
+    price = record("index").model.from_data(values["index"])
+    assert (price.index_name, price.price, price.timestamp, price.received_at) == ("BTCUSD", 47389.1, 946684800.0, NOW)
     update = record("book").model.from_data(values["book"])
     assert update.ask_changes[0].outright_amount == 0.3 and update.trades[0].direction == "sell"
     assert (update.best_bid_price, update.best_ask_amount, update.total_bid_amount) == (104901.0, 0.3, 12.5)
