@@ -437,8 +437,7 @@ async def measure_consume_only(env: dict[str, str], events: int, log_path: Path,
                 raise BenchmarkError(f"{name}: no event after 180 s:\n{worker.log_tail(40)}")
             await asyncio.sleep(0.01)
         first = time.perf_counter()
-        pids = {"worker": worker.pid, **services}
-        cpu_before, own_before, busy_before = _cpu_sample(pids), time.process_time(), _machine_busy()
+        meter = CpuMeter({"worker": worker.pid, **services}, "this benchmark (polling)")
         deadline = first + max(120.0, events / 200)
         while v["events"] < events:
             if time.perf_counter() > deadline:
@@ -447,10 +446,7 @@ async def measure_consume_only(env: dict[str, str], events: int, log_path: Path,
             await asyncio.sleep(0.1)
             v = await view() or v
         elapsed = time.perf_counter() - first
-        cpu_after = _cpu_sample(pids)
-        cpu = {k: cpu_after[k] - cpu_before[k] for k in pids}
-        cpu["this benchmark (polling)"] = time.process_time() - own_before
-        cpu["other processes"] = max(0.0, _machine_busy() - busy_before - sum(cpu.values()))
+        cpu = meter.stop()
         await asyncio.sleep(1.0)
         v = await view() or v
         if v["events"] != events:
@@ -485,6 +481,22 @@ def _cpu_sample(pids: dict[str, int]) -> dict[str, float]:
     return {name: _cpu_of_tree(pid) for name, pid in pids.items()}
 
 
+class CpuMeter:
+    """CPU seconds used from its creation to ``stop()``: by each process (group) of ``pids``,
+    by this process (under the name ``own``) and by every other process on the machine."""
+
+    def __init__(self, pids: dict[str, int], own: str) -> None:
+        self.pids, self.own = pids, own
+        self.before, self.own_before, self.busy_before = _cpu_sample(pids), time.process_time(), _machine_busy()
+
+    def stop(self) -> dict[str, float]:
+        after = _cpu_sample(self.pids)
+        cpu = {k: after[k] - self.before[k] for k in self.pids}
+        cpu[self.own] = time.process_time() - self.own_before
+        cpu["other processes"] = max(0.0, _machine_busy() - self.busy_before - sum(cpu.values()))
+        return cpu
+
+
 async def measure_worker(name: str, argv: list[str], env: dict[str, str], dsn: str, events: int, log_path: Path,
                          web_port: int, services: dict[str, int],
                          profile_dir: Optional[Path] = None) -> PipelineResult:
@@ -509,8 +521,7 @@ async def measure_worker(name: str, argv: list[str], env: dict[str, str], dsn: s
                 raise BenchmarkError(f"{name}: no row after 180 s:\n{worker.log_tail(40)}")
             await asyncio.sleep(0.01)
         first = time.perf_counter()
-        pids = {"worker": worker.pid, **services}
-        cpu_before, own_before, busy_before = _cpu_sample(pids), time.process_time(), _machine_busy()
+        meter = CpuMeter({"worker": worker.pid, **services}, "this benchmark (polling)")
         at_first = await conn.fetchval("SELECT count(*) FROM tickers")
         if profile_dir is not None:
             spy = _start_spy(worker.pid, profile_dir / f"{name}.txt")
@@ -525,10 +536,7 @@ async def measure_worker(name: str, argv: list[str], env: dict[str, str], dsn: s
             await asyncio.sleep(0.1)
             count = await conn.fetchval("SELECT count(*) FROM tickers")
         done = time.perf_counter()
-        cpu_after = _cpu_sample(pids)
-        cpu = {k: cpu_after[k] - cpu_before[k] for k in pids}
-        cpu["this benchmark (polling)"] = time.process_time() - own_before
-        cpu["other processes"] = max(0.0, _machine_busy() - busy_before - sum(cpu.values()))
+        cpu = meter.stop()
         if spy is not None:
             await _stop_spy(spy)
             spy = None
@@ -827,8 +835,7 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
             await asyncio.sleep(0.05)
         rows_before = await _market_rows(conn)
         sent_before = sum(_market_sent(venue).values())
-        pids = {"worker": worker.pid, **services}
-        cpu_before, own_before, busy_before = _cpu_sample(pids), time.process_time(), _machine_busy()
+        meter = CpuMeter({"worker": worker.pid, **services}, "venue (this benchmark)")
         spies = [] if profile_dir is None else [_start_spy(worker.pid, profile_dir / "venue-worker.txt"),
                                                  _start_spy(os.getpid(), profile_dir / "venue.txt")]
         first = time.perf_counter()
@@ -856,12 +863,9 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
                 raise BenchmarkError(f"{name}: the venue sent {expected}, the tables hold {rows}")
             await asyncio.sleep(0.05)
         done = time.perf_counter()
-        cpu_after = _cpu_sample(pids)
+        cpu = meter.stop()
         for spy in spies:
             await _stop_spy(spy)
-        cpu = {k: cpu_after[k] - cpu_before[k] for k in pids}
-        cpu["venue (this benchmark)"] = time.process_time() - own_before
-        cpu["other processes"] = max(0.0, _machine_busy() - busy_before - sum(cpu.values()))
         # A moment more, so a late duplicate or an extra row would show; then count every market
         # table against its topic, read back independently of the worker.
         await asyncio.sleep(1.0)
