@@ -22,7 +22,7 @@ quoting lease and run the persistence sink on the event loop the hot path uses.
 The latency is the venue's probe (app/venue/latency.py, GET /venue/latency, reset with
 ?reset=1 after a warm-up): per order request, the time from the last market-data
 notification the venue wrote to that connection (stamped as it hands the bytes to the
-socket) to the arrival of the request (stamped when the venue's reader gets it). Per
+socket) to the arrival of the request (stamped at the socket read that brings it in). Per
 method (insert, amend) and over all probed methods. The worker's GET /quoting/ gives the
 decisions and the gateway's counters (deltas over the measured window); the venue counts
 order requests per session, to show that exactly one session (one path) quotes.

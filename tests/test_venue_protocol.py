@@ -737,3 +737,32 @@ async def test_a_client_that_stops_reading_is_closed_as_a_slow_consumer(tmp_path
             assert venue.notifications_sent[(2, f"ticker.{BTC}.raw")] == sent_before + 1
     finally:
         await venue.stop()
+
+
+async def test_the_probe_times_each_order_from_the_read_that_brought_it(venue: Venue, trader: WsClient):
+    # Twenty inserts in one write arrive together: each is timed to that read, not to when
+    # the venue got round to it after handling the ones before (its own time, not the client's).
+    await trader.result("public/subscribe", {"channels": ["ticker.BTC-PERPETUAL.raw"]})
+    await trader.notification("ticker.BTC-PERPETUAL.raw")
+    venue.step_market()
+    await trader.notification("ticker.BTC-PERPETUAL.raw")
+    await trader.result("venue/latency", {"reset": True})
+    frames = []
+    for i in range(20):
+        request = {"method": "private/insert", "id": 1000 + i, "params": {
+            "direction": "buy", "instrument_name": BTC, "amount": 0.001, "price": 90000 - i}}
+        frames.append(_masked_text_frame(orjson.dumps(request)))
+    trader.ws._response.connection.transport.write(b"".join(frames))
+    for i in range(20):
+        assert "result" in await trader.response(1000 + i)
+    samples = venue.latency.samples["private/insert"]
+    assert len(samples) == 20
+    assert len(set(samples)) == 1, f"orders of one read timed apart: {min(samples)} .. {max(samples)} s"
+
+
+def _masked_text_frame(payload: bytes) -> bytes:
+    """A client's text frame (RFC 6455 §5.2), masked with a fixed key: fine for a test."""
+    key = b"\x12\x34\x56\x78"
+    n = len(payload)
+    header = bytes((0x81, 0x80 | n)) if n < 126 else b"\x81\xfe" + n.to_bytes(2, "big")
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))

@@ -2,8 +2,10 @@
 
 For each order a connection sends (insert, buy, sell, amend, mass_quote, cancel),
 the venue records the time from the last market-data notification it had written
-to that connection (ticker, lwt, book, price_index, recent_trades) to the arrival
-of the order. That is the tick-to-order time of the client, plus loopback
+to that connection (ticker, lwt, book, price_index, recent_trades), stamped as the
+bytes are handed to the socket, to the arrival of the order, stamped at the socket read
+that brings it in (before aiohttp parses it, and before the venue handles anything else
+that came with it). That is the tick-to-order time of the client, plus loopback
 transport, which design D1 asks the venue to measure end to end. Orders sent
 before any market data was written to the connection are not recorded.
 

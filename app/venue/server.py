@@ -86,6 +86,36 @@ def _text_frame(data: bytes) -> bytes:
     return b"\x81\x7f" + n.to_bytes(8, "big") + data
 
 
+class _ReadStamp(asyncio.Protocol):
+    """Sits between a session's socket and aiohttp's protocol and stamps each read.
+
+    The latency probe times an order from its *arrival*: the read that completes it.
+    aiohttp hands the venue a message only after a task switch, and the second message
+    of one read only after the venue has handled the first (its engine work, replies and
+    notifications), so a stamp taken there would charge the venue's own time to the client.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, conn: "Connection") -> None:
+        self.inner = inner
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.last_read_at = time.perf_counter()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> Optional[bool]:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 class Connection:
     """One websocket session."""
 
@@ -104,6 +134,8 @@ class Connection:
         self.last_traffic = now
         #: perf_counter() when the last market-data notification was handed to the socket.
         self.last_md_sent: Optional[float] = None
+        #: perf_counter() of the latest read from the socket (_ReadStamp); None until the first.
+        self.last_read_at: Optional[float] = None
         self.outbox: list[tuple[bytes, bool]] = []
         self.wake = asyncio.Event()
         self.closed = False
@@ -335,12 +367,16 @@ class Venue:
         await ws.prepare(request)
         self._session_seq += 1
         conn = Connection(self, ws, self._session_seq, request.transport)
+        if request.transport is not None:
+            request.transport.set_protocol(_ReadStamp(request.transport.get_protocol(), conn))
         self.connections.add(conn)
         self.sessions[conn.session] = conn
         writer = asyncio.get_running_loop().create_task(conn.write())
         try:
             async for msg in ws:
-                received = time.perf_counter()
+                # The message arrived with the latest read: the messages one read delivers are
+                # all handed over before the loop (and so the socket) is served again.
+                received = conn.last_read_at or time.perf_counter()
                 conn.last_traffic = received
                 if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
                     self._handle(conn, msg.data, received)
