@@ -129,7 +129,9 @@ class Quoting:
             self.instruments[name] = InstrumentState(
                 name=name, underlying=info["underlying"], tick_size=tick, size_step=step,
                 quoter=Quoter(self.params, tick, step), volatility=volatility_estimator(self.params))
-        gateway = OrderGateway(client, settings.gateway_params(), on_ack=self._on_ack, on_fill=self._on_fill)
+        gateway = OrderGateway(client, settings.gateway_params(), on_ack=self._on_ack, on_fill=self._on_fill,
+                               products={name: instruments[name]["product"] for name in self.instruments},
+                               on_requote=self._on_requote)
         await gateway.start()  # cancel-on-disconnect before the first order (D2: no orphans)
         self.gateway = gateway
         log.info("quoting %s on %s (%s core, state %s)", ", ".join(self.instruments), client.account,
@@ -260,19 +262,29 @@ class Quoting:
             state.fill_position += sign * fill.amount
             state.cash -= sign * fill.amount * fill.price
             # The position changed: re-quote now (skew, size cuts, limits), not at the next
-            # market event. One pending re-quote per instrument absorbs a burst of fills.
-            if not state.requote_pending:
-                state.requote_pending = True
-                asyncio.get_running_loop().create_task(self._requote(state))
+            # market event.
+            self._schedule_requote(state, "fill")
 
-    async def _requote(self, state: InstrumentState) -> None:
+    def _on_requote(self, instrument: str) -> None:
+        """The gateway held levels back until the venue had read a mass quote: it has."""
+        state = self.instruments.get(instrument)
+        if state is not None:
+            self._schedule_requote(state, "room")
+
+    def _schedule_requote(self, state: InstrumentState, reason: str) -> None:
+        # One pending re-quote per instrument absorbs a burst of fills.
+        if not state.requote_pending:
+            state.requote_pending = True
+            asyncio.get_running_loop().create_task(self._requote(state, reason))
+
+    async def _requote(self, state: InstrumentState, reason: str) -> None:
         await asyncio.sleep(0)  # let the rest of the burst's fills land first
         state.requote_pending = False
         try:
-            self.quote(state, "fill", None)
+            self.quote(state, reason, None)
         except Exception:
             self.errors += 1
-            log.exception("quote agent: re-quote after a fill failed")
+            log.exception("quote agent: re-quote (%s) failed", reason)
 
     # -- the web view ----------------------------------------------------------------------
 

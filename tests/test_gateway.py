@@ -174,7 +174,7 @@ async def test_ladder_insert_amend_threshold_and_cancel(venue, quoter):
     # Within the amend threshold (5 ticks; exactly 5 is still within): nothing is sent.
     for ticks in (3, -5, 5):
         assert gateway.reconcile(BTC, TICK, shifted(BIDS, ticks), shifted(ASKS, ticks), stamps(1)) \
-            == (0, 0, 0, 0)
+            == (0, 0, 0, 0, 0)
     await settle(client, gateway)
     assert gateway.stats["amends"] == 0 and len(recorder.acks) == 8
     assert {c: o["price"] for c, o in ((o["client_order_id"], o) for o in venue.engine.open_orders(client.account))} \
@@ -361,7 +361,7 @@ async def test_refused_price_is_not_retried_blindly(venue, quoter):
     assert gateway.stats["errors_by_code"] == {15: 1} and resting(venue, client) == set()
     assert gateway.open_orders(BTC) == []
     for i in range(3):  # the same target again: not sent again
-        assert gateway.reconcile(BTC, TICK, off_tick, [], stamps(i)) == (0, 0, 0, 1)
+        assert gateway.reconcile(BTC, TICK, off_tick, [], stamps(i)) == (0, 0, 0, 1, 0)
     await settle(client, gateway)
     assert gateway.stats["inserts"] == 1 and gateway.stats["skipped_failed"] == 3
     # A new target is tried.
@@ -372,7 +372,7 @@ async def test_refused_price_is_not_retried_blindly(venue, quoter):
     gateway.reconcile(BTC, TICK, [(99_950.5, 0.2)], [], stamps(5))
     await settle(client, gateway)
     assert gateway.stats["errors_by_code"][15] == 2 and gateway.stats["amends"] == 1
-    assert gateway.reconcile(BTC, TICK, [(99_950.5, 0.2)], [], stamps(6)) == (0, 0, 0, 1)
+    assert gateway.reconcile(BTC, TICK, [(99_950.5, 0.2)], [], stamps(6)) == (0, 0, 0, 1, 0)
     assert resting(venue, client) == {("buy", 99_900, 0.2)}
     [order] = gateway.open_orders(BTC)
     assert (order.price, order.target_price) == (99_900.0, 99_900.0)
@@ -390,7 +390,7 @@ async def test_post_only_orders_that_would_cross(venue, keys, quoter, taker):
     assert resting(venue, client) == {("buy", 99_949, 0.2)}
     [order] = gateway.open_orders(BTC)
     assert (order.price, order.target_price) == (99_949.0, 99_960.0)
-    assert gateway.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()) == (0, 0, 0, 0)
+    assert gateway.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()) == (0, 0, 0, 0, 0)
     await gateway.close()
 
     other = await open_client(venue, keys[0][QUOTER])
@@ -401,7 +401,7 @@ async def test_post_only_orders_that_would_cross(venue, keys, quoter, taker):
         assert (strict.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()))[0] == 1
         await settle(other, strict)
         assert strict.stats["post_only_cancelled"] == 1 and strict.open_orders(BTC) == []
-        assert strict.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()) == (0, 0, 0, 1)
+        assert strict.reconcile(BTC, TICK, [(99_960.0, 0.2)], [], stamps()) == (0, 0, 0, 1, 0)
         assert (strict.reconcile(BTC, TICK, [(99_940.0, 0.2)], [], stamps()))[0] == 1  # a new price is tried
         await settle(other, strict)
         assert resting(venue, other) == {("buy", 99_940, 0.2)}
@@ -422,7 +422,7 @@ async def test_close_cancels_the_session_orders(venue, quoter, taker):
     assert resting(venue, client) == set()
     assert len(venue.engine.open_orders(taker.account)) == 1
     assert client.connected.is_set()  # cancel_session keeps the socket
-    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps()) == (0, 0, 0, 0)  # closed: sends nothing
+    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps()) == (0, 0, 0, 0, 0)  # closed: sends nothing
     await client.call("public/system_info")
     assert gateway.open_orders(BTC) == []  # the venue's session_end updates arrived
 
@@ -472,3 +472,163 @@ def test_params_are_validated_and_overridable():
         == ("Q", 3, 50.0)
     with pytest.raises(TypeError):
         OrderGateway(ThalexClient("ws://127.0.0.1:1/ws/api/v2"), no_such_setting=1)
+
+
+# -- mass quoting (GatewayParams.mass_quote) ---------------------------------------------------
+
+PRODUCT = "FBTCUSD"
+
+
+@pytest.fixture
+async def mass_quoter(venue, keys):
+    """(client, gateway, recorder) of a mass-quoting gateway, half a second after start."""
+    client = await open_client(venue, keys[0][QUOTER])
+    recorder = Recorder()
+    gateway = OrderGateway(client, on_ack=recorder.acks.append, on_fill=recorder.fills.append, mass_quote=True,
+                           products={BTC: PRODUCT}, mm_trade_amount=0.5, mm_quote_amount=1.0, mm_refill_delay_s=0.3)
+    await gateway.start()
+    await asyncio.sleep(0.5)
+    yield client, gateway, recorder
+    await gateway.close()
+    await client.close()
+
+
+def quotes_by_price(venue: Venue, client: ThalexClient) -> dict[tuple[str, float], str]:
+    """(direction, price) → order_id of each order the venue holds for the client's account: all quotes."""
+    held = {o["order_id"]: o for o in venue.engine.open_orders(client.account)}
+    assert all(venue.engine.orders[order_id].is_quote and "client_order_id" not in o for order_id, o in held.items())
+    return {(o["direction"], o["price"]): order_id for order_id, o in held.items()}
+
+
+async def test_mass_quote_ladder_replaces_only_what_moved(venue, mass_quoter):
+    client, gateway, recorder = mass_quoter
+    conn = connection(venue, client)
+    sent = gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0))
+    assert (sent.quotes, sent.inserts, sent.amends, sent.cancels) == (1, 0, 0, 0)
+    await settle(client, gateway)
+    # Protection was set first, with the configured amounts; then one request placed the whole ladder.
+    group = venue.engine.protection[(conn.session, PRODUCT)]
+    assert (group.trade_amount, group.quote_amount) == (0.5, 1.0)
+    assert resting(venue, client) == {("buy", 99_900, 0.2), ("buy", 99_895, 0.4),
+                                      ("sell", 100_100, 0.2), ("sell", 100_105, 0.4)}
+    first = quotes_by_price(venue, client)
+    mine = gateway.open_orders(BTC)
+    assert {o.order_id for o in mine} == set(first.values()) and all(o.client_order_id is None for o in mine)
+    assert [(o.direction, o.price) for o in mine] == [("buy", 99_900), ("buy", 99_895), ("sell", 100_100),
+                                                      ("sell", 100_105)]
+    assert len(recorder.acks) == 4 and all((a.received_at, a.quoted_at) == stamps(0) for a in recorder.acks)
+    assert all(a.order_sent_at is not None for a in recorder.acks)
+
+    # The same ladder, or one within the amend threshold (5 ticks): nothing is sent.
+    for ticks in (0, 3, -5):
+        assert gateway.reconcile(BTC, TICK, shifted(BIDS, ticks), shifted(ASKS, ticks), stamps(1)).quotes == 0
+    assert gateway.stats["mass_quotes"] == 1
+
+    # Only the bids move beyond it: one request, with only the bid side; the asks keep their orders.
+    assert gateway.reconcile(BTC, TICK, shifted(BIDS, -6), ASKS, stamps(2)).quotes == 1
+    await settle(client, gateway)
+    second = quotes_by_price(venue, client)
+    assert set(second) == {("buy", 99_894), ("buy", 99_889), ("sell", 100_100), ("sell", 100_105)}
+    assert second[("sell", 100_100)] == first[("sell", 100_100)] and second[("sell", 100_105)] == first[("sell", 100_105)]
+    assert not set(second.values()) & {first[("buy", 99_900)], first[("buy", 99_895)]}
+
+    # Only the second bid moves: the venue keeps the first (same price and amount, same order).
+    gateway.reconcile(BTC, TICK, [(99_894.0, 0.2), (99_880.0, 0.4)], ASKS, stamps(3))
+    await settle(client, gateway)
+    third = quotes_by_price(venue, client)
+    assert third[("buy", 99_894)] == second[("buy", 99_894)] and ("buy", 99_880) in third
+    assert len(third) == 4 and len(gateway.open_orders(BTC)) == 4
+
+    # Empty ladders (HALTED) pull both sides.
+    assert gateway.reconcile(BTC, TICK, [], [], stamps(4)).quotes == 1
+    await settle(client, gateway)
+    assert resting(venue, client) == set() and gateway.open_orders(BTC) == []
+    assert gateway.stats["errors_by_code"] == {} and gateway.stats["quote_levels_failed"] == 0
+    assert gateway.stats["mass_quotes"] == 4
+
+
+async def test_mass_quote_fills_and_the_protection_pull_and_refill(venue, mass_quoter, taker):
+    client, gateway, recorder = mass_quoter
+    gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0))
+    await settle(client, gateway)
+    ioc = {"instrument_name": BTC, "time_in_force": "immediate_or_cancel"}
+
+    # A partial fill: position and fill as for orders; the side is sent again in full.
+    taken = await taker.call("private/sell", {**ioc, "amount": 0.15, "price": 99_900})
+    await settle(client, gateway)
+    [fill] = recorder.fills
+    assert (fill.trade_id, fill.direction, fill.price, fill.amount) == (taken["fills"][0]["trade_id"], "buy",
+                                                                         99_900, 0.15)
+    assert fill.client_order_id is None and fill.order_sent_at is not None
+    assert gateway.position(BTC) == pytest.approx(0.15)
+    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(1)).quotes == 1
+    await settle(client, gateway)
+    assert ("buy", 99_900, 0.2) in resting(venue, client)  # refreshed to its full size
+
+    # 0.15 + 0.4 traded > trade_amount 0.5: the venue pulls every quote of the product.
+    await taker.call("private/sell", {**ioc, "amount": 0.4, "price": 99_895})
+    await settle(client, gateway)
+    assert gateway.position(BTC) == pytest.approx(0.55) and len(recorder.fills) >= 2
+    assert resting(venue, client) == set() and gateway.open_orders(BTC) == []
+    assert gateway.stats["protection_pulls"] == 1
+    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(2)).quotes == 0  # paused until refilled
+    assert gateway.stats["skipped_protection"] == 1
+
+    # After mm_refill_delay_s the gateway refills, asks for a re-quote, and the next reconcile quotes.
+    requotes = []
+    gateway.on_requote = requotes.append
+    await until(lambda: gateway.stats["protection_refills"] == 1)
+    await settle(client, gateway)
+    assert requotes == [BTC]
+    assert venue.engine.protection[(connection(venue, client).session, PRODUCT)].remaining == pytest.approx(0.5)
+    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(3)).quotes == 1
+    await settle(client, gateway)
+    assert len(resting(venue, client)) == 4
+    assert len({(f.trade_id, f.order_id) for f in recorder.fills}) == len(recorder.fills)
+    assert gateway.stats["errors_by_code"] == {}
+
+
+async def test_mass_quote_pre_trade_check_counts_the_side_being_replaced(venue, mass_quoter, taker):
+    client, gateway, _ = mass_quoter
+    requotes = []
+    gateway.on_requote = requotes.append
+    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0), max_position=1.0).skipped == 0
+    await settle(client, gateway)
+    assert requotes == []
+    # Every level moves: until the venue reads the new bids, the old 0.6 can fill, then the new.
+    # 0.6 + 0.6 > 1.0, so the new side's deepest level waits (each side: 0.6 + 0.2 fits).
+    new_bids, new_asks = shifted(BIDS, -10), shifted(ASKS, 10)
+    sent = gateway.reconcile(BTC, TICK, new_bids, new_asks, stamps(1), max_position=1.0)
+    assert (sent.quotes, sent.skipped) == (1, 2) and gateway.stats["skipped_exposure"] == 2
+    await settle(client, gateway)
+    assert resting(venue, client) == {("buy", 99_890, 0.2), ("sell", 100_110, 0.2)}
+    # Once the venue has read it the old sides are gone, and the gateway asks for a re-quote:
+    # the rest of the ladder now fits (the resting 0.2 is kept, not replaced).
+    assert requotes == [BTC]
+    assert gateway.reconcile(BTC, TICK, new_bids, new_asks, stamps(2), max_position=1.0).skipped == 0
+    await settle(client, gateway)
+    assert resting(venue, client) == {("buy", 99_890, 0.2), ("buy", 99_885, 0.4),
+                                      ("sell", 100_110, 0.2), ("sell", 100_115, 0.4)}
+    # The taker sweeps every bid: the position stays within the limit.
+    await taker.call("private/sell", {"instrument_name": BTC, "time_in_force": "immediate_or_cancel",
+                                      "amount": 1.0, "price": 99_000})
+    await settle(client, gateway)
+    assert gateway.position(BTC) == pytest.approx(0.6) and requotes == [BTC]
+
+
+async def test_mass_quote_refused_protection_stops_quoting_the_product(venue, keys):
+    client = await open_client(venue, keys[0][QUOTER])
+    gateway = OrderGateway(client, mass_quote=True, products={BTC: "FNOSUCH"})
+    try:
+        await gateway.start()
+        await asyncio.sleep(0.3)
+        assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0)).quotes == 1
+        await settle(client, gateway)
+        assert gateway.stats["errors_by_code"][17] == 1  # UnknownProduct, on set_mm_protection
+        assert resting(venue, client) == set()
+        for i in range(3):  # not retried
+            assert gateway.reconcile(BTC, TICK, shifted(BIDS, 10 * i), ASKS, stamps(i)).quotes == 0
+        assert gateway.stats["skipped_protection"] == 3 and gateway.stats["mass_quotes"] == 1
+    finally:
+        await gateway.close()
+        await client.close()

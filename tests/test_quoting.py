@@ -157,9 +157,13 @@ def _matches(market: Market, params: QuoteParams) -> Optional[tuple]:
     return want, bids, asks
 
 
-async def test_orders_rest_at_the_configured_prices_after_each_tick(broker, registry_url, tmp_path):
+@pytest.mark.parametrize("mass_quote", [False, True], ids=["orders", "mass_quote"])
+async def test_orders_rest_at_the_configured_prices_after_each_tick(broker, registry_url, tmp_path, mass_quote):
+    # With mass quoting the limit the gateway checks must leave room for the side being
+    # replaced as well as the new one (2 x 0.6 per side); the core's own limit stays 1.0.
+    env = {"CRYPTICS_GATEWAY_MASS_QUOTE": "1", "CRYPTICS_RISK_MAX_POSITION": "2.0"} if mass_quote else {}
     market = Market(broker, registry_url, tmp_path, venue={"seed": 5, "noise_rate": 30.0, "informed_rate": 0.0},
-                    env={})
+                    env=env)
     params = QuoteParams()  # the defaults: what `cryptics up` quotes out of the box
     await market.start()
     try:
@@ -174,6 +178,9 @@ async def test_orders_rest_at_the_configured_prices_after_each_tick(broker, regi
         # The venue records a trade before its fill notification reaches the worker.
         view = await market.poll(lambda: (v := market.view())["gateway"]["fills"] == len(trades) and v,
                                  "the last fills to reach the worker", 10)
+        if mass_quote:  # a protection pulled in the last steps is refilled within its delay (1 s)
+            view = await market.poll(lambda: (v := market.view())["gateway"]["protection_refills"]
+                                     == v["gateway"]["protection_pulls"] and v, "the last refill", 10)
     finally:
         await market.stop()
     assert checked == 60
@@ -186,9 +193,20 @@ async def test_orders_rest_at_the_configured_prices_after_each_tick(broker, regi
     assert trades and view["gateway"]["fills"] == len(trades)
     assert view["instruments"][INSTRUMENT]["position"] == pytest.approx(trades[-1]["position_after"])
     assert view["instruments"][INSTRUMENT]["pnl"] not in (None, 0.0)
-    # code 1 (order not found) is the one expected error: a taker filled the order while our
-    # amend was on its way
-    assert set(view["gateway"]["errors_by_code"]) <= {"1"} and view["errors"] == 0, view["gateway"]
+    gateway = view["gateway"]
+    assert view["errors"] == 0, view
+    if not mass_quote:
+        # code 1 (order not found) is the one expected error: a taker filled the order while our
+        # amend was on its way
+        assert set(gateway["errors_by_code"]) <= {"1"}, gateway
+    else:
+        # Every order was a quote. The takers use up MM protection (1.0) now and then: the venue
+        # pulls the quotes and the gateway refills. The one expected error is 22 on a level of a
+        # quote that was on its way as the protection ran out.
+        assert gateway["mass_quotes"] > 0 and gateway["inserts"] == gateway["amends"] == 0, gateway
+        assert set(gateway["errors_by_code"]) <= {"22"}, gateway
+        assert gateway["quote_levels_failed"] == gateway["errors_by_code"].get("22", 0)
+        assert gateway["protection_refills"] == gateway["protection_pulls"], gateway
 
 
 #: A venue where informed takers see the index 30 s ahead and a trending, jumpy market.
@@ -196,11 +214,15 @@ INFORMED_FLOW = {"noise_rate": 2.0, "informed_rate": 25.0, "informed_horizon": 3
                  "jump_rate": 600.0, "jump_size": 0.003, "volatility": 2.0}
 
 
-async def test_informed_flow_reducing_and_halted(broker, registry_url, tmp_path):
+@pytest.mark.parametrize("mass_quote", [False, True], ids=["orders", "mass_quote"])
+async def test_informed_flow_reducing_and_halted(broker, registry_url, tmp_path, mass_quote):
     # Informed takers see the index 30 s ahead and trade against us one way, in a market
-    # that trends; the risk limit (1 BTC) must hold on every fill.
-    market = Market(broker, registry_url, tmp_path, venue={"seed": 9, **INFORMED_FLOW},
-                    env={"CRYPTICS_RISK_MAX_DRAWDOWN": "1000000000"})
+    # that trends; the risk limit (1 BTC) must hold on every fill, with mass quotes too
+    # (their replacement is not volume-safe: the gateway's pre-trade check must cover it).
+    env = {"CRYPTICS_RISK_MAX_DRAWDOWN": "1000000000"}
+    if mass_quote:
+        env["CRYPTICS_GATEWAY_MASS_QUOTE"] = "1"
+    market = Market(broker, registry_url, tmp_path, venue={"seed": 9, **INFORMED_FLOW}, env=env)
     await market.start()
     try:
         limit = 1.0
@@ -251,7 +273,9 @@ async def test_informed_flow_reducing_and_halted(broker, registry_url, tmp_path)
         await market.stop()
     assert view["state"] == "halted" and view["instruments"][INSTRUMENT]["bids"] == []
     assert not away, away
-    assert set(view["gateway"]["errors_by_code"]) <= {"1"}, view["gateway"]
+    assert set(view["gateway"]["errors_by_code"]) <= ({"22"} if mass_quote else {"1"}), view["gateway"]
+    if mass_quote:
+        assert view["gateway"]["mass_quotes"] > 0 and view["gateway"]["inserts"] == 0, view["gateway"]
 
 
 async def test_kill_switch_halts_and_pulls_every_order(broker, registry_url, tmp_path):

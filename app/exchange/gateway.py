@@ -43,6 +43,20 @@ Contract
   not noticed the drop yet), and positions are read again.
 - ``cancel_all()`` (private/cancel_session: only this session's orders; other bots' and
   the UI's survive) and ``close()`` (cancel_session, then no more requests).
+- mass quoting (``mass_quote``, an approved market-making account, §4.7): ``reconcile``
+  sends one ``private/mass_quote`` for the instrument with each side that changed (a level
+  within the amend threshold goes out at its old price and amount, so the venue keeps it
+  and its priority); at most one in flight per instrument. The product's MM protection
+  (``products`` maps instrument → product) is set in the same write before its first
+  quote on a session; when ``session.mm_protection`` says the venue pulled the quotes, the
+  product pauses for ``mm_refill_delay_s`` and is refilled. Quotes have no client_order_id:
+  they are tracked by order_id from ``session.orders``, and their acks carry the stamps of
+  the mass quote that placed them. The pre-trade check counts the side being replaced as
+  fillable, at full size, until the venue has read the new one (replacement is not
+  volume-safe), and holds back the new side's deepest levels when both would not fit;
+  ``on_requote(instrument)`` asks the caller to decide again once the answer is in (also
+  after a decision skipped while a quote was in flight, and after a refill). A refused
+  protection or mass quote stops quoting the product for the session, logged and counted.
 
 Fills come from ``session.orders`` only, not ``account.trade_history``: the order feed
 carries them first (trade history waits for the exchange's database, §4.9), it carries
@@ -75,6 +89,8 @@ log = logging.getLogger(__name__)
 # -- protocol facts (thalex_api.md §4.10, §6.1), not configuration -----------------------
 
 ORDER_NOT_FOUND = 1
+#: A mass quote on a product whose MM protection is used up, or was never set (§4.7).
+INVALID_PROT_GROUP, PROT_NOT_SET = 22, 23
 #: Too many pending requests, throttle exceeded: the venue wants us to slow down.
 SLOW_DOWN_CODES = frozenset({3, 4})
 #: Errors caused by what the request says (unknown instrument, invalid request, price,
@@ -108,6 +124,10 @@ class GatewayParams:
     throttle_backoff_s: float = documented(0.1, "pause after the first throttle error (code 3/4); doubles with each further one")
     throttle_backoff_max_s: float = documented(2.0, "longest pause after throttle errors")
     request_timeout_s: float = documented(5.0, "a request unanswered this long counts as failed (its order is resolved on the next reconcile)")
+    mass_quote: bool = documented(False, "quote with private/mass_quote: one request per instrument and decision for both sides (an approved market-making account only, §4.7); False: an insert, amend or cancel per order")
+    mm_trade_amount: float = documented(1.0, "mass quoting: MM protection's trade_amount per product; once this much has traded on the session's quotes, the venue pulls them all (§4.7)")
+    mm_quote_amount: float = documented(1.0, "mass quoting: MM protection's quote_amount, the largest single quote; at least mm_trade_amount")
+    mm_refill_delay_s: float = documented(1.0, "mass quoting: after the venue pulled the quotes (protection used up), wait this long before refilling it and quoting again")
     first_client_order_id: int = documented(1, "first client_order_id of the counter")
     finished_orders_kept: int = documented(10_000, "final orders kept for late updates (their acks still get stamps)")
     fills_remembered: int = documented(100_000, "(trade_id, order_id) pairs remembered to drop fills reported twice")
@@ -121,6 +141,9 @@ class GatewayParams:
                 raise ValueError(f"gateway {name} must be > 0, got {getattr(self, name)!r}")
         if not 0 < self.rate_headroom <= 1:
             raise ValueError(f"gateway rate_headroom must be in (0, 1], got {self.rate_headroom!r}")
+        if not 0 < self.mm_trade_amount <= self.mm_quote_amount or self.mm_refill_delay_s < 0:
+            raise ValueError("gateway mm_trade_amount must be in (0, mm_quote_amount] and mm_refill_delay_s >= 0, got "
+                             f"{self.mm_trade_amount!r}, {self.mm_quote_amount!r}, {self.mm_refill_delay_s!r}")
         if self.amend_threshold_ticks < 0:
             raise ValueError(f"gateway amend_threshold_ticks must be >= 0, got {self.amend_threshold_ticks!r}")
         if not 0 <= self.first_client_order_id <= MAX_CLIENT_ORDER_ID:
@@ -143,13 +166,16 @@ class Actions(NamedTuple):
     amends: int = 0
     cancels: int = 0
     skipped: int = 0
+    #: private/mass_quote requests (mass quoting: at most one per reconcile).
+    quotes: int = 0
 
 
 @dataclass
 class TrackedOrder:
     """One order of this gateway, as far as it knows. ``open_orders`` hands out copies."""
 
-    client_order_id: int
+    #: None for a mass quote (the venue gives quotes no client_order_id; order_id is the key).
+    client_order_id: Optional[int]
     instrument: str
     direction: str  # buy | sell
     level: int
@@ -298,11 +324,18 @@ class OrderGateway:
                  clock: Callable[[], float] = time.time,
                  on_ack: Optional[Callable[[Ack], Any]] = None,
                  on_fill: Optional[Callable[[Fill], Any]] = None,
+                 products: Optional[dict[str, str]] = None,
+                 on_requote: Optional[Callable[[str], Any]] = None,
                  **overrides: Any) -> None:
         self.client = client
         self.params = replace(params or GatewayParams(), **overrides)
         self.on_ack = on_ack
         self.on_fill = on_fill
+        #: Mass quoting: called with an instrument once the venue has answered its mass quote,
+        #: when a decision was skipped meanwhile or the pre-trade check held levels back (the
+        #: old side is gone now: room for them), and once a pulled protection is refilled.
+        #: The caller decides again.
+        self.on_requote = on_requote
         self._clock = clock
         #: Counts of what the gateway did and met. errors_by_code counts venue error replies.
         self.stats: dict[str, Any] = {
@@ -319,6 +352,10 @@ class OrderGateway:
             "unrecordable_updates": 0,  # updates an Ack could not be built from (missing fields)
             "orphans_cancelled": 0, "orphans_gone": 0,  # previous sessions' orders, after a reconnect
             "callback_errors": 0,
+            # mass quoting
+            "mass_quotes": 0, "quote_levels_failed": 0,
+            "protection_pulls": 0, "protection_refills": 0,
+            "skipped_protection": 0,  # a reconcile while the product's protection is pulled or refused
             "errors_by_code": Counter(),
         }
         self._ids = itertools.count(self.params.first_client_order_id)
@@ -337,6 +374,23 @@ class OrderGateway:
         self._started = False
         self._closed = False
         self._order_bucket, self._cancel_bucket = self._new_buckets()
+        # Mass quoting (params.mass_quote).
+        #: instrument → MM-protection product ("F" + underlying, §4.7), from public/instruments.
+        self._products = dict(products or {})
+        #: order_id → each live quote, as session.orders reports it.
+        self._quotes: dict[str, TrackedOrder] = {}
+        #: (instrument, direction) → the side as last sent, or None when the venue's side is
+        #: not known to be it (never sent, a fill, a pull, a failed request): sent again.
+        self._sent_sides: dict[tuple[str, str], Optional[tuple[tuple[float, float], ...]]] = {}
+        #: instruments whose mass quote is unanswered: one at a time, as orders are.
+        self._quote_in_flight: set[str] = set()
+        #: instruments to re-quote once their mass quote is answered: a decision came while it
+        #: was in flight, or the pre-trade check held levels back.
+        self._requote_wanted: set[str] = set()
+        #: instrument → (received_at, quoted_at, order_sent_at) of its last mass quote.
+        self._quote_stamps: dict[str, tuple] = {}
+        #: product → "set" | "pulled" (until refilled) | "refused" (the account may not mass quote).
+        self._protection: dict[str, str] = {}
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -356,6 +410,8 @@ class OrderGateway:
         self.client.add_session_hook(self._on_new_session)
         await self._open_session()
         await self.client.subscribe(["session.orders"], self._on_session_orders)
+        if self.params.mass_quote:
+            await self.client.subscribe(["session.mm_protection"], self._on_protection)
         self._started = True
         log.info("order gateway on %s: cancel-on-disconnect set (%.0f s), inserts and amends at most %.1f/s",
                  self.client.account, self.params.cod_timeout_s, self._order_bucket.rate)
@@ -368,6 +424,7 @@ class OrderGateway:
         if isinstance(result, dict) and isinstance(result.get("message_rate"), (int, float)):
             rate = min(rate, float(result["message_rate"]))  # the venue says what it allows this session
         self._order_bucket.set_rate(rate * self.params.rate_headroom, self._clock())
+        self._forget_quotes()  # a new session has no quotes and no protection groups
         await self._cancel_orphans()
         # Position = the account's position when the session opened + this session's fills.
         # Read after the orphans are gone, so no fill of theirs can fall between the two.
@@ -396,6 +453,8 @@ class OrderGateway:
                     self._orphans.append(order.order_id)
                 self._finish(order, GONE)
         self._slots.clear()
+        self._orphans.extend(self._quotes)
+        self._forget_quotes()
 
     async def _cancel_orphans(self) -> None:
         # One at a time, each taken off the list only once answered: if the connection
@@ -427,6 +486,7 @@ class OrderGateway:
         for _attempt in range(3):
             try:
                 await self.client.call("private/cancel_session", timeout=self.params.request_timeout_s)
+                self._forget_quotes()  # cancel_session also resets the protection groups (§4.6)
                 return
             except ThalexError as exc:
                 self._count_error(exc.code, f"cancel_session: {exc}")
@@ -472,7 +532,9 @@ class OrderGateway:
     def open_orders(self, instrument: str) -> list[TrackedOrder]:
         """Copies of the orders not known to be final (pending ones included), bids first, by level."""
         orders = [o for o in self._orders.values() if o.instrument == instrument and o.live]
-        return [copy.copy(o) for o in sorted(orders, key=lambda o: (o.direction != "buy", o.level))]
+        orders += [q for q in self._quotes.values() if q.instrument == instrument]
+        return [copy.copy(o) for o in sorted(orders, key=lambda o: (o.direction != "buy", o.level,
+                                                                   -o.price if o.direction == "buy" else o.price))]
 
     # -- reconcile -------------------------------------------------------------------
 
@@ -498,6 +560,8 @@ class OrderGateway:
             return Actions()  # shutting down: nothing new goes out
         if not self._started:
             raise RuntimeError("OrderGateway.reconcile before start(): cancel-on-disconnect is not set")
+        if self.params.mass_quote:
+            return self._reconcile_quotes(instrument, tick_size, bids, asks, stamps, max_position)
         cancels: list[tuple] = []
         by_level: list[list[tuple]] = []
         skipped = 0
@@ -715,6 +779,259 @@ class OrderGateway:
             self._logged.add(key)
             log.warning(message, *args)
 
+    # -- mass quoting (params.mass_quote, §4.7) ---------------------------------------------
+
+    def _reconcile_quotes(self, instrument: str, tick_size: float, bids: Sequence[Sequence[float]],
+                          asks: Sequence[Sequence[float]], stamps: Any, max_position: Optional[float]) -> Actions:
+        """Both sides of the instrument in one private/mass_quote, each side only if it changed.
+
+        A side sent replaces the venue's side atomically; a level that moved no more than the
+        amend threshold is sent at its old price and amount, which the venue keeps (with its
+        priority). The first quote of a product on a session sets its MM protection first."""
+        product = self._products.get(instrument)
+        if product is None:
+            raise ValueError(f"mass quoting {instrument}: no product for it (OrderGateway(products=...))")
+        if self._protection.get(product) in ("pulled", "refused"):
+            self.stats["skipped_protection"] += 1
+            return Actions(skipped=1)
+        if instrument in self._quote_in_flight:
+            self.stats["skipped_in_flight"] += 1
+            self._requote_wanted.add(instrument)  # this decision's ladder goes out once the answer is in
+            return Actions(skipped=1)
+        position = self.position(instrument)
+        item: dict[str, Any] = {"i": instrument}
+        sides: dict[str, tuple[tuple[float, float], ...]] = {}
+        skipped = 0
+        for direction, key, ladder in (("buy", "b", bids), ("sell", "a", asks)):
+            last = self._sent_sides.get((instrument, direction))
+            side = self._held_side([(float(p), float(a)) for p, a in ladder if a > 0], last or (), tick_size)
+            if max_position is not None:
+                side, cut = self._fit_side(instrument, direction, side, last or (), position, max_position)
+                skipped += cut
+            if side != last:
+                item[key] = [[price, amount] for price, amount in side]
+                sides[direction] = side
+        if not sides:
+            return Actions(skipped=skipped)
+        now = self._clock()
+        if not self._order_bucket.take(now):
+            self.stats["throttled_local"] += 1
+            return Actions(skipped=skipped + 1)
+        try:
+            if product not in self._protection:
+                self._set_protection(product)
+            params: dict[str, Any] = {"quotes": [item], "label": self.params.label, "post_only": True}
+            if self.params.reject_post_only:
+                params["reject_post_only"] = True
+            # The stamps go with every quote the venue reports for this instrument from now on.
+            self._quote_stamps[instrument] = (getattr(stamps, "received_at", None), getattr(stamps, "quoted_at", None),
+                                              _utc(now))
+            reply = self.client.send_request("private/mass_quote", params)
+        except NotConnected as exc:
+            self.stats["request_failures"] += 1
+            self._log_once(("request_failure", "private/mass_quote"), "mass_quote got no answer: %r", exc)
+            return Actions(skipped=skipped + 1)
+        for direction, side in sides.items():
+            self._sent_sides[(instrument, direction)] = side
+        self._quote_in_flight.add(instrument)
+        self.stats["mass_quotes"] += 1
+        if skipped:
+            self._requote_wanted.add(instrument)  # the held-back levels fit once the old side is gone
+        task = asyncio.get_running_loop().create_task(self._await_quote_reply(instrument, product, reply))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return Actions(skipped=skipped, quotes=1)
+
+    def _held_side(self, desired: list[tuple[float, float]], last: tuple[tuple[float, float], ...],
+                   tick_size: float) -> tuple[tuple[float, float], ...]:
+        """``desired``, with each level that moved no more than the amend threshold from the
+        same level as last sent (same amount) kept as it was."""
+        side = []
+        for level, (price, amount) in enumerate(desired):
+            if level < len(last):
+                old_price, old_amount = last[level]
+                if (abs(price - old_price) / tick_size <= self.params.amend_threshold_ticks + 1e-9
+                        and math.isclose(amount, old_amount, rel_tol=1e-9, abs_tol=1e-12)):
+                    price = old_price
+            side.append((price, amount))
+        if len({price for price, _ in side}) < len(side):  # prices on a side must be distinct (§4.7)
+            return tuple(desired)
+        return tuple(side)
+
+    def _fit_side(self, instrument: str, direction: str, side: tuple[tuple[float, float], ...],
+                  last: tuple[tuple[float, float], ...], position: float, max_position: float
+                  ) -> tuple[tuple[tuple[float, float], ...], int]:
+        """The pre-trade check of a mass quote: the side, cut from its deepest level, so that the
+        position plus everything that could still fill stays within ±max_position.
+
+        Replacement is not volume-safe (§4.7): until the venue has read the new side, the old
+        one can fill, and then the new one. So what could fill is the new side plus every
+        resting quote it does not keep: the side last sent, at full size (fills not yet
+        reported are in neither the position nor the quotes' remaining amounts), and any other
+        quote the venue still reports. A level is kept only when the venue reports a quote at
+        that price that never filled and has that amount (the venue replaces a quote whose
+        remaining amount differs)."""
+        mine = [q for q in self._quotes.values() if q.instrument == instrument and q.direction == direction]
+        untouched = {(q.price, q.amount) for q in mine if q.filled_amount == 0}
+        kept = {level for level in side if level in last and level in untouched}
+        at_risk = sum(amount for price, amount in last if (price, amount) not in kept)
+        at_risk += sum(q.remaining_amount for q in mine if (q.price, q.amount) not in last)
+        sign = 1.0 if direction == "buy" else -1.0
+        room = max_position - sign * position - at_risk
+        used = 0.0
+        for level, (_price, amount) in enumerate(side):
+            used += amount
+            if used > room + 1e-9:
+                self.stats["skipped_exposure"] += len(side) - level
+                return side[:level], len(side) - level
+        return side, 0
+
+    def _set_protection(self, product: str, refill: bool = False) -> None:
+        """private/set_mm_protection for ``product`` (sets or, with ``refill``, refills it);
+        written now, answered later."""
+        self._protection[product] = "set"
+        reply = self.client.send_request("private/set_mm_protection", {
+            "product": product, "trade_amount": self.params.mm_trade_amount,
+            "quote_amount": self.params.mm_quote_amount})
+        task = asyncio.get_running_loop().create_task(self._await_protection(product, reply, refill))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _await_protection(self, product: str, reply: asyncio.Future, refill: bool) -> None:
+        try:
+            await asyncio.wait_for(reply, self.params.request_timeout_s)
+            if refill:  # quote again now, not at the next market event
+                for instrument, its_product in self._products.items():
+                    if its_product == product:
+                        self._emit(self.on_requote, instrument)
+        except ThalexError as exc:
+            if exc.code in SLOW_DOWN_CODES:
+                self._protection.pop(product, None)  # set again with the next quote
+                self._count_error(exc.code, f"set_mm_protection {product} throttled")
+                return
+            # The account may not mass quote (or the product is wrong): nothing to retry.
+            self._protection[product] = "refused"
+            self._count_error(exc.code, f"set_mm_protection {product} refused: {exc.message}; no quotes for "
+                                        f"{product} on this session (is the account a market-making account?)")
+        except (NotConnected, asyncio.TimeoutError) as exc:
+            self._protection.pop(product, None)
+            self.stats["request_failures"] += 1
+            self._log_once(("request_failure", "private/set_mm_protection"), "set_mm_protection %s got no "
+                           "answer: %r", product, exc)
+
+    async def _await_quote_reply(self, instrument: str, product: str, reply: asyncio.Future) -> None:
+        try:
+            result = await asyncio.wait_for(reply, self.params.request_timeout_s)
+        except ThalexError as exc:
+            if exc.code in SLOW_DOWN_CODES:
+                self.stats["throttled_venue"] += 1
+                pause = self._order_bucket.pause(self._clock())
+                self._count_error(exc.code, f"mass_quote throttled by the venue: pausing {pause:.2f} s")
+                self._forget_sides(instrument)  # nothing changed at the venue: send again after the pause
+            else:
+                # Not about one level (those come back in the result): the session or the account
+                # may not mass quote (a persistent session, no market-making account). Retrying
+                # cannot help; quoting the product stops, loudly.
+                self._protection[product] = "refused"
+                self._count_error(exc.code, f"mass_quote {instrument} refused: {exc.message}; no more quotes for "
+                                            f"{product} on this session")
+            return
+        except (NotConnected, asyncio.TimeoutError) as exc:
+            self.stats["request_failures"] += 1
+            self._log_once(("request_failure", "private/mass_quote"), "mass_quote %s got no answer: %r",
+                           instrument, exc)
+            self._forget_sides(instrument)
+            return
+        finally:
+            self._quote_in_flight.discard(instrument)
+        self._order_bucket.recovered(self._clock())
+        errors = result.get("errors") if isinstance(result, dict) else None
+        for error in errors if isinstance(errors, list) else ():
+            code = error.get("code") if isinstance(error, dict) else None
+            self.stats["quote_levels_failed"] += 1
+            if code in (PROT_NOT_SET, INVALID_PROT_GROUP) and self._protection.get(product) == "set":
+                self._protection.pop(product, None)  # the group is gone: set it with the next quote
+                self._forget_sides(instrument)
+            # Other refusals (price, size, tick): that level is not sent again until it changes.
+            self._count_error(code if isinstance(code, int) else -1, f"mass_quote {instrument} level refused: {error}")
+        if instrument in self._requote_wanted:
+            self._requote_wanted.discard(instrument)
+            self._emit(self.on_requote, instrument)
+
+    def _on_protection(self, notification: Notification) -> None:
+        """session.mm_protection: a group used up (remaining ≤ 0) means the venue pulled the
+        product's quotes. Quoting it pauses for mm_refill_delay_s, then refills."""
+        items = notification.payload
+        if not isinstance(items, list):
+            raise TypeError(f"session.mm_protection notification must be a list, got {type(items).__name__}")
+        for item in items:
+            if not isinstance(item, dict) or item.get("reason") != "executions":
+                continue
+            product, remaining = item.get("product"), item.get("remaining_amount")
+            if not isinstance(remaining, (int, float)) or remaining > 1e-9 or self._protection.get(product) != "set":
+                continue
+            self._protection[product] = "pulled"
+            self.stats["protection_pulls"] += 1
+            for instrument, its_product in self._products.items():
+                if its_product == product:
+                    self._forget_sides(instrument)
+            log.warning("MM protection %s used up: the venue pulled the quotes; refilling in %.1f s", product,
+                        self.params.mm_refill_delay_s)
+            asyncio.get_running_loop().call_later(self.params.mm_refill_delay_s, self._refill, product)
+
+    def _refill(self, product: str) -> None:
+        if self._closed or self._protection.get(product) != "pulled":
+            return  # closed, or the session changed meanwhile (a new one sets its own)
+        try:
+            self._set_protection(product, refill=True)
+        except NotConnected:
+            self._protection.pop(product, None)  # set with the next quote, on the next session
+            return
+        self.stats["protection_refills"] += 1
+
+    def _apply_quote(self, status: dict) -> TrackedOrder:
+        """One OrderStatus of a quote: track it while it lives. Its first report gets the stamps
+        of the instrument's last mass quote (the one that placed it)."""
+        order_id = str(status["order_id"])
+        quote = self._quotes.get(order_id)
+        if quote is None:
+            instrument = str(status.get("instrument_name"))
+            received_at, quoted_at, sent_at = self._quote_stamps.get(instrument, (None, None, None))
+            price = float(status.get("price", 0.0))
+            quote = TrackedOrder(client_order_id=None, instrument=instrument, direction=str(status.get("direction")),
+                                 level=0, target_price=price, target_amount=float(status.get("amount", 0.0)),
+                                 price=price, amount=float(status.get("amount", 0.0)), status="open",
+                                 order_id=order_id, received_at=received_at, quoted_at=quoted_at,
+                                 order_sent_at=sent_at)
+        filled = float(status.get("filled_amount", 0.0))
+        if filled < quote.filled_amount:
+            return quote  # an older report than one already applied
+        quote.filled_amount = filled
+        quote.remaining_amount = float(status.get("remaining_amount", 0.0))
+        quote.status = str(status.get("status"))
+        quote.delete_reason = status.get("delete_reason")
+        if quote.status in FINAL_STATUSES or quote.remaining_amount <= 0:
+            quote.final = True
+            self._quotes.pop(order_id, None)
+        else:
+            self._quotes[order_id] = quote
+        if _fills(status) or (quote.final and quote.delete_reason not in ("replaced", None)):
+            # Filled, or pulled by the venue: the side is no longer what was sent.
+            self._sent_sides[(quote.instrument, quote.direction)] = None
+        return quote
+
+    def _forget_sides(self, instrument: str) -> None:
+        for direction in ("buy", "sell"):
+            self._sent_sides[(instrument, direction)] = None
+
+    def _forget_quotes(self) -> None:
+        """The session's quotes and protection groups are gone (new session, cancel_session)."""
+        self._quotes.clear()
+        self._sent_sides.clear()
+        self._quote_in_flight.clear()
+        self._requote_wanted.clear()
+        self._protection.clear()
+
     # -- order updates -------------------------------------------------------------------
 
     def _on_session_orders(self, notification: Notification) -> None:
@@ -732,10 +1049,12 @@ class OrderGateway:
         ack_received_at = _utc(self._clock())
         coid = status.get("client_order_id")
         order = self._orders.get(coid) if isinstance(coid, int) else None
-        if order is None:
-            self.stats["unknown_orders"] += 1
-        else:
+        if order is not None:
             self._apply(order, status)
+        elif self.params.mass_quote and coid is None and status.get("order_id") is not None:
+            order = self._apply_quote(status)
+        else:
+            self.stats["unknown_orders"] += 1
         self.stats["acks"] += 1
         try:
             ack = ack_record(status, order, ack_received_at)
