@@ -111,8 +111,9 @@ class Quoting:
     gateway: Optional[OrderGateway] = None
     instruments: dict[str, InstrumentState] = field(default_factory=dict)
     errors: int = 0
-    #: client_order_id → order_sent_at of the last request already timed (latency samples).
-    _timed_requests: dict[Optional[int], datetime] = field(default_factory=dict)
+    #: client_order_id (or ("quotes", instrument)) → order_sent_at of the last request already
+    #: timed (latency samples).
+    _timed_requests: dict[Any, datetime] = field(default_factory=dict)
     #: The cancel_session after a failed decision (a reference, so the task is not collected).
     _pull_task: Optional[asyncio.Task] = None
 
@@ -240,10 +241,14 @@ class Quoting:
     def _on_ack(self, ack: Ack) -> None:
         produce_later("ack", ack.instrument_name or ack.order_id, ack)
         # A request is timed by the first update that answers it: its reply or the
-        # session.orders item, whichever comes first (both carry the request's stamps).
+        # session.orders item, whichever comes first (both carry the request's stamps). A mass
+        # quote is one request for all the quotes it places (key: the instrument); the report
+        # that an older quote was replaced carries the older request's stamps: not timed again.
+        key = ack.client_order_id if ack.client_order_id is not None else ("quotes", ack.instrument_name)
+        timed = self._timed_requests.get(key)
         if (ack.order_sent_at is not None and ack.ack_received_at is not None and ack.change_reason != "fill"
-                and self._timed_requests.get(ack.client_order_id) != ack.order_sent_at):
-            self._timed_requests[ack.client_order_id] = ack.order_sent_at
+                and (timed is None or ack.order_sent_at > timed)):
+            self._timed_requests[key] = ack.order_sent_at
             if len(self._timed_requests) > 10_000:  # only live orders matter; forget the oldest
                 del self._timed_requests[next(iter(self._timed_requests))]
             name = ack.instrument_name or ""

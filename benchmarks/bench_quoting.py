@@ -71,8 +71,14 @@ CAUGHT_UP_MS = 250.0
 PROBED = ("private/insert", "private/amend", "private/cancel", "private/buy", "private/sell", "private/mass_quote")
 
 CASES = (
-    ("in-process", "in-process channel (cryptics worker)", [sys.executable, "-m", "app.cli", "worker"]),
-    ("kafka", "Kafka topics (benchmarks.kafka_quote_path)", [sys.executable, "-m", "benchmarks.kafka_quote_path"]),
+    ("in-process", "in-process channel (cryptics worker)", [sys.executable, "-m", "app.cli", "worker"], {}),
+    ("kafka", "Kafka topics (benchmarks.kafka_quote_path)", [sys.executable, "-m", "benchmarks.kafka_quote_path"], {}),
+    # The in-process path again, quoting with private/mass_quote: one request per decision.
+    # Its gateway counts the side being replaced as fillable until the venue has read the new
+    # one, so with every level moving (threshold 0) a 1.0 limit would hold back half of each
+    # ladder; 2.0 leaves room for both (the core's own position limit stays 1.0).
+    ("mass-quote", "in-process, mass quotes (cryptics worker)", [sys.executable, "-m", "app.cli", "worker"],
+     {"CRYPTICS_GATEWAY_MASS_QUOTE": "1", "CRYPTICS_RISK_MAX_POSITION": "2.0"}),
 )
 
 
@@ -275,8 +281,8 @@ class Stack:
             self.pg.stop()
 
 
-async def run_case(key: str, argv: list[str], stack: Stack, args, private_key: Path, trusted: Path,
-                   profile: Optional[Path]) -> dict:
+async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: Stack, args, private_key: Path,
+                   trusted: Path, profile: Optional[Path]) -> dict:
     from app.stack.broker import EmbeddedBroker
     from app.stack.process import environ_for_child, free_port, spawn
     from app.venue import Venue, VenueConfig
@@ -298,7 +304,7 @@ async def run_case(key: str, argv: list[str], stack: Stack, args, private_key: P
             "CRYPTICS_WEB_PORT": str(web), "CRYPTICS_STATE_DIR": str(root / "state" / key),
             "CRYPTICS_HEARTBEAT_INTERVAL": "0", "CRYPTICS_THALEX_KEY_ID": KID,
             "CRYPTICS_THALEX_PRIVATE_KEY_FILE": str(private_key), "CRYPTICS_INSTRUMENTS": INSTRUMENT,
-            "CRYPTICS_LOG_LEVEL": "info",
+            "CRYPTICS_LOG_LEVEL": "info", **case_env,
         }
         if args.persist:  # as under `cryptics up`: the worker also holds the lease and runs the sink
             env["CRYPTICS_DATABASE_URL"] = stack.pg.dsn()
@@ -309,7 +315,8 @@ async def run_case(key: str, argv: list[str], stack: Stack, args, private_key: P
 
         async def quoting() -> bool:
             view = await _aget(web, "/quoting/")
-            if not (view["quoting"] and _decisions(view) > 0 and view["gateway"].get("inserts", 0) > 0):
+            placed = view["gateway"].get("inserts", 0) + view["gateway"].get("mass_quotes", 0)
+            if not (view["quoting"] and _decisions(view) > 0 and placed > 0):
                 return False
             if key == "kafka":  # the Kafka agents have their partitions and the channel path is silent
                 counts = (await _aget(web, "/kafka-quote-path/"))["counts"]
@@ -404,7 +411,7 @@ def _row(label: str, summary: dict) -> str:
 
 def _measured(results: dict):
     """(key, label, result) of each case that ran, in CASES order."""
-    return [(key, label, results[key]) for key, label, _ in CASES if key in results]
+    return [(key, label, results[key]) for key, label, _argv, _env in CASES if key in results]
 
 
 def _header(first: str) -> None:
@@ -430,6 +437,10 @@ def report(results: dict, args) -> None:
         ratio50 = b["probe"]["all"]["p50_ms"] / a["probe"]["all"]["p50_ms"]
         ratio99 = b["probe"]["all"]["p99_ms"] / a["probe"]["all"]["p99_ms"]
         print(f"  Kafka path / in-process: p50 {ratio50:.1f}x, p99 {ratio99:.1f}x")
+    m = results.get("mass-quote")
+    if a and m and a["probe"]["all"]["p50_ms"] and m["probe"]["all"]["p50_ms"]:
+        print(f"  mass quotes / orders (in-process): p50 {m['probe']['all']['p50_ms'] / a['probe']['all']['p50_ms']:.2f}x, "
+              f"p99 {m['probe']['all']['p99_ms'] / a['probe']['all']['p99_ms']:.2f}x")
     if a and a["probe"]["all"]["p50_ms"] is not None:
         p50, p99 = _us(a["probe"]["all"]["p50_ms"]), _us(a["probe"]["all"]["p99_ms"])
         print(f"  targets (in-process): p50 ≤ 250 µs: {'met' if p50 <= 250 else 'MISSED'} ({p50:,.0f}); "
@@ -456,6 +467,7 @@ def report(results: dict, args) -> None:
         print(f"  market: {r['steps']} steps in {r['elapsed']:.1f} s ({r['steps'] / r['elapsed']:.1f}/s); "
               f"venue sent {r['notifications_sent']} public notifications, source handled {r['received']}")
         print(f"  decisions {r['decisions']}; gateway: inserts {g.get('inserts', 0)}, amends {g.get('amends', 0)}, "
+              f"mass_quotes {g.get('mass_quotes', 0)} (levels held back {g.get('skipped_exposure', 0)}), "
               f"cancels {g.get('cancels', 0)}, throttled_local {g.get('throttled_local', 0)}, "
               f"skipped_in_flight {g.get('skipped_in_flight', 0)}, throttled_venue {g.get('throttled_venue', 0)}, "
               f"acks {g.get('acks', 0)}, fills {g.get('fills', 0)}; errors_by_code {r['errors_by_code'] or '{}'} in the window "
@@ -524,14 +536,15 @@ async def main_async(args) -> int:
         if not args.no_floor:
             print("floor client: starting ...", flush=True)
             results["floor"] = await run_floor(stack, args, private, root / "keys" / "trusted")
-        for key, label, argv in CASES:
+        for key, label, argv, case_env in CASES:
             print(f"{label}: starting ...", flush=True)
-            results[key] = await run_case(key, argv, stack, args, private, root / "keys" / "trusted", profile)
+            results[key] = await run_case(key, argv, case_env, stack, args, private, root / "keys" / "trusted",
+                                          profile)
             r = results[key]["probe"]["all"]
             print(f"{label}: {r['count']} samples, p50 {_us(r['p50_ms']) or 0:,.0f} µs", flush=True)
         report(results, args)
         if args.py_spy:
-            for key, _, _ in CASES:
+            for key, _label, _argv, _env in CASES:
                 path = root / f"profile-{key}.txt"
                 if path.exists():
                     target = Path(args.py_spy)

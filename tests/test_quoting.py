@@ -207,6 +207,17 @@ async def test_orders_rest_at_the_configured_prices_after_each_tick(broker, regi
         assert set(gateway["errors_by_code"]) <= {"22"}, gateway
         assert gateway["quote_levels_failed"] == gateway["errors_by_code"].get("22", 0)
         assert gateway["protection_refills"] == gateway["protection_pulls"], gateway
+        # The D9 samples time each mass quote once, from its request to its first answer, not
+        # from an old quote's request to the report that a later quote replaced it.
+        from app.codec import AvroCodec
+        from app.topics import read_until_quiet
+        from models.registry import record
+        latency = record("latency")
+        codec = AvroCodec(latency.subject, latency.schema, registry_url)
+        samples = [v for v in (codec.loads(m.value) for m in await read_until_quiet(broker.bootstrap, latency.topic))
+                   if v["stage"] == "order_sent_to_ack_received"]
+        assert 0 < len(samples) <= gateway["mass_quotes"], (len(samples), gateway["mass_quotes"])
+        assert max(v["duration_us"] for v in samples) < 1_000_000, sorted(v["duration_us"] for v in samples)[-5:]
 
 
 #: A venue where informed takers see the index 30 s ahead and a trending, jumpy market.
