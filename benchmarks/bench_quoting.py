@@ -13,7 +13,9 @@ on a fresh Tansu broker (same PostgreSQL-backed schema registry):
       insert/amend on the same websocket session before anything else runs (design D1);
   (b) Kafka: `python -m benchmarks.kafka_quote_path`, the same worker except that the
       quote agent's input comes from the ticker/book/index Kafka topics the source
-      already produces (Avro through the registry); the in-process channel only counts.
+      already produces (Avro through the registry); the in-process channel only counts;
+  (c) mass quotes: (a) with CRYPTICS_GATEWAY_MASS_QUOTE=1, one private/mass_quote per
+      decision instead of an amend per order (and CRYPTICS_RISK_MAX_POSITION=2.0, see CASES).
 
 The venue runs on uvloop here, as under `cryptics venue`; the workers do too. With
 --persist the workers also get the database, as under `cryptics up`: they take the
@@ -38,7 +40,10 @@ every ~17-50 ms, so a path that runs seconds behind (the Kafka path on this mach
 shows a probe p50 of a few ms. The worker's own D9 stages (latency topic) and the Kafka
 agents' lag are printed next to it for that reason. Also run: a floor, a bare ThalexClient
 process answering every notification with a private/cancel (venue + loopback + client):
-what this machine gives any client of this venue. On a 2-core machine the venue, the
+what this machine gives any client of this venue; and a transport floor, the same process
+answering the first frame of each read unparsed, with a ready-made request (venue +
+loopback + picows). benchmarks/bench_cold.py shows why the two differ so much here: code
+that ran 50 ms ago is no longer in the caches. On a 2-core machine the venue, the
 worker, the broker and PostgreSQL share the cores, and the tail of every figure here is
 mostly time spent waiting for a core.
 """
@@ -210,8 +215,30 @@ async def main():
 uvloop.run(main())  # as the worker
 """
 
+#: The transport floor: the same login and subscriptions, then the client's frame callback is
+#: replaced by one that answers the first market-data frame of each read with a ready-made
+#: cancel, unparsed: venue + loopback + picows, and no Python work to speak of.
+RAW_FLOOR_CLIENT = FLOOR_CLIENT.replace('    print("subscribed", flush=True)', '''
+    import orjson
+    from picows import WSMsgType
+    cancel_frame = orjson.dumps({"method": "private/cancel", "params": {"client_order_id": 4_000_000_000},
+                                 "id": 1 << 40})
+    answered = [False]
+    handle_frame = client._socket.on_ws_frame
 
-async def run_floor(stack: "Stack", args, private_key: Path, trusted: Path) -> dict:
+    def on_ws_frame(transport, frame):
+        if frame.msg_type == WSMsgType.TEXT and frame.get_payload_as_memoryview()[:15] == b'{"channel_name"':
+            if not answered[0]:
+                transport.send(WSMsgType.TEXT, cancel_frame)
+                answered[0] = True
+                asyncio.get_running_loop().call_soon(answered.__setitem__, 0, False)  # the next read's turn
+            return
+        handle_frame(transport, frame)  # replies, pings, closes: as before
+    client._socket.on_ws_frame = on_ws_frame
+    print("subscribed", flush=True)''')
+
+
+async def run_floor(stack: "Stack", args, private_key: Path, trusted: Path, script: str = FLOOR_CLIENT) -> dict:
     """The floor: a bare client process (the project's ThalexClient, nothing else) that answers every
     market-data notification with a private/cancel at once. Venue + loopback + client parsing only."""
     from app.stack.process import environ_for_child, spawn
@@ -223,7 +250,7 @@ async def run_floor(stack: "Stack", args, private_key: Path, trusted: Path) -> d
     try:
         await venue.start()
         orders = _count_orders(venue)
-        client = spawn("floor-client", [sys.executable, "-c", FLOOR_CLIENT],
+        client = spawn("floor-client", [sys.executable, "-c", script],
                        log_path=stack.root / "logs" / "floor-client.log", cwd=ROOT,
                        env=environ_for_child({"URL": venue.url, "KID": KID, "KEY": str(private_key),
                                               "INSTRUMENT": INSTRUMENT}))
@@ -432,6 +459,10 @@ def report(results: dict, args) -> None:
     if floor:
         print("  floor: bare ThalexClient process answering every notification with private/cancel")
         print(_row("  cancel", floor["probe"]["all"]))
+    raw = results.get("raw-floor")
+    if raw:
+        print("  transport floor: the same client answering the first frame of each read, unparsed")
+        print(_row("  cancel", raw["probe"]["all"]))
     a, b = results.get("in-process"), results.get("kafka")
     if a and b and a["probe"]["all"]["p50_ms"] and b["probe"]["all"]["p50_ms"]:
         ratio50 = b["probe"]["all"]["p50_ms"] / a["probe"]["all"]["p50_ms"]
@@ -497,7 +528,7 @@ def _checks(results: dict) -> list[str]:
     for key, r in results.items():
         if len(r["sessions"]) != 1:
             problems.append(f"{key}: order requests from {len(r['sessions'])} sessions, expected exactly 1")
-        if key == "floor":
+        if key in ("floor", "raw-floor"):
             continue
         throttled = {c: n for c, n in r["errors_by_code_total"].items() if c in ("3", "4")}
         if throttled or r["gateway"].get("throttled_venue", 0):
@@ -536,6 +567,9 @@ async def main_async(args) -> int:
         if not args.no_floor:
             print("floor client: starting ...", flush=True)
             results["floor"] = await run_floor(stack, args, private, root / "keys" / "trusted")
+            print("transport floor client: starting ...", flush=True)
+            results["raw-floor"] = await run_floor(stack, args, private, root / "keys" / "trusted",
+                                                   RAW_FLOOR_CLIENT)
         for key, label, argv, case_env in CASES:
             print(f"{label}: starting ...", flush=True)
             results[key] = await run_case(key, argv, case_env, stack, args, private, root / "keys" / "trusted",
