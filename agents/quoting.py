@@ -271,7 +271,8 @@ class Quoting:
             self._schedule_requote(state, "fill")
 
     def _on_requote(self, instrument: str) -> None:
-        """The gateway held levels back until the venue had read a mass quote: it has."""
+        """The gateway asks for a new decision (mass quoting): the venue answered a quote while
+        decisions waited or levels were held back, or a pulled protection was refilled."""
         state = self.instruments.get(instrument)
         if state is not None:
             self._schedule_requote(state, "room")
