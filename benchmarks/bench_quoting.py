@@ -1,10 +1,10 @@
-"""Tick → order latency, measured by the venue: the in-process hot path vs the same path through Kafka.
+"""Tick → order latency at the venue's probe: the in-process hot path, through Kafka, and with mass quotes.
 
     .venv/bin/python -m benchmarks.bench_quoting [--seconds 20] [--rate 20] [--quick]
 
 The simulated venue runs in this process with its market still (market_running=False);
-this benchmark steps it at a fixed rate (default 20 steps/s, same seed for both cases),
-so both cases see a comparable stream of ticker, book and index notifications. Per case,
+this benchmark steps it at a fixed rate (default 20 steps/s, same seed for every case),
+so every case sees a comparable stream of ticker, book and index notifications. Per case,
 on a fresh Tansu broker (same PostgreSQL-backed schema registry):
 
   (a) in-process: `cryptics worker` as a child process, quoting out of the box: the
@@ -29,7 +29,7 @@ method (insert, amend) and over all probed methods. The worker's GET /quoting/ g
 decisions and the gateway's counters (deltas over the measured window); the venue counts
 order requests per session, to show that exactly one session (one path) quotes.
 
-CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS is set to 0 for both cases by default (--amend-threshold),
+CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS is set to 0 for every case by default (--amend-threshold),
 so that every target move becomes an amend: hundreds of samples in ~20 s. The gateway's
 local token buckets (80 % of the venue's 10/s before cancel-on-disconnect, 50/s after)
 cap what goes out; skipped actions show as throttled_local. That is expected.
@@ -274,7 +274,7 @@ async def run_floor(stack: "Stack", args, private_key: Path, trusted: Path, scri
 
 
 class Stack:
-    """PostgreSQL and the schema registry, shared by both cases."""
+    """PostgreSQL and the schema registry, shared by every case."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -518,7 +518,7 @@ def report(results: dict, args) -> None:
     print()
     print(f"settings: {args.rate:g} market steps/s, {args.seconds:g} s measured per case after {args.warmup:g} s "
           f"warm-up, venue seed {SEED}, {INSTRUMENT}, CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS="
-          f"{'default (5)' if args.amend_threshold is None else f'{args.amend_threshold:g}'} for both; other "
+          f"{'default (5)' if args.amend_threshold is None else f'{args.amend_threshold:g}'} for every case; other "
           f"quote/gateway settings at their defaults (2 levels per side; local order bucket 40/s after COD); "
           f"{'workers persist to PostgreSQL (--persist)' if args.persist else 'no database for the workers (no sink)'}.")
 
@@ -601,7 +601,7 @@ def main() -> None:
                         "before the probe is reset (default 3)")
     parser.add_argument("--rate", type=float, default=20.0, help="market steps per second (default 20)")
     parser.add_argument("--amend-threshold", type=float, default=0.0,
-                        help="CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS for both cases (default 0; -1: the product's default)")
+                        help="CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS for every case (default 0; -1: the product's default)")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare-client floor measurement")
     parser.add_argument("--persist", action="store_true", help="give the workers the database, as `cryptics up` "
                         "does: they then take the quoting lease and run the persistence sink on the same event loop")
