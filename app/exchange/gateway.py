@@ -709,7 +709,11 @@ class OrderGateway:
         except NotConnected as exc:
             self._no_answer(order, method, exc)
             return
-        task = asyncio.get_running_loop().create_task(self._await_reply(order, method, reply, previous))
+        self._track(self._await_reply(order, method, reply, previous))
+
+    def _track(self, awaiting: Any) -> None:
+        """Run ``awaiting`` (a request's answer) as a task that wait_idle() waits for."""
+        task = asyncio.get_running_loop().create_task(awaiting)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -837,9 +841,7 @@ class OrderGateway:
         self.stats["mass_quotes"] += 1
         if skipped:
             self._requote_wanted.add(instrument)  # the held-back levels fit once the old side is gone
-        task = asyncio.get_running_loop().create_task(self._await_quote_reply(instrument, product, reply))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(self._await_quote_reply(instrument, product, reply))
         return Actions(skipped=skipped, quotes=1)
 
     def _held_side(self, desired: list[tuple[float, float]], last: tuple[tuple[float, float], ...],
@@ -893,17 +895,14 @@ class OrderGateway:
         reply = self.client.send_request("private/set_mm_protection", {
             "product": product, "trade_amount": self.params.mm_trade_amount,
             "quote_amount": self.params.mm_quote_amount})
-        task = asyncio.get_running_loop().create_task(self._await_protection(product, reply, refill))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(self._await_protection(product, reply, refill))
 
     async def _await_protection(self, product: str, reply: asyncio.Future, refill: bool) -> None:
         try:
             await asyncio.wait_for(reply, self.params.request_timeout_s)
             if refill:  # quote again now, not at the next market event
-                for instrument, its_product in self._products.items():
-                    if its_product == product:
-                        self._emit(self.on_requote, instrument)
+                for instrument in self._instruments_of(product):
+                    self._emit(self.on_requote, instrument)
         except ThalexError as exc:
             if exc.code in SLOW_DOWN_CODES:
                 self._protection.pop(product, None)  # set again with the next quote
@@ -972,9 +971,8 @@ class OrderGateway:
                 continue
             self._protection[product] = "pulled"
             self.stats["protection_pulls"] += 1
-            for instrument, its_product in self._products.items():
-                if its_product == product:
-                    self._forget_sides(instrument)
+            for instrument in self._instruments_of(product):
+                self._forget_sides(instrument)
             log.warning("MM protection %s used up: the venue pulled the quotes; refilling in %.1f s", product,
                         self.params.mm_refill_delay_s)
             asyncio.get_running_loop().call_later(self.params.mm_refill_delay_s, self._refill, product)
@@ -1019,6 +1017,9 @@ class OrderGateway:
             # Filled, or pulled by the venue: the side is no longer what was sent.
             self._sent_sides[(quote.instrument, quote.direction)] = None
         return quote
+
+    def _instruments_of(self, product: str) -> list[str]:
+        return [instrument for instrument, its_product in self._products.items() if its_product == product]
 
     def _forget_sides(self, instrument: str) -> None:
         for direction in ("buy", "sell"):
