@@ -35,7 +35,7 @@ if [ "$(id -u)" -eq 0 ] && ! command -v useradd >/dev/null 2>&1; then apt_instal
 
 # 2. The project's virtual environment, re-installed when the build files change.
 VENV=.venv
-stamp_now=$(cat setup.cfg setup.py pyproject.toml app/*.pyx 2>/dev/null | sha256sum | cut -d' ' -f1)
+stamp_now=$(cat setup.cfg setup.py pyproject.toml app/trading/*.pyx 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV"
   "$PYTHON" -m venv "$VENV"

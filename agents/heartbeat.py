@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timezone
 from typing import Optional
 
 import faust
 
+from app.clock import utc_now
 from app.faust_app import app, avro_value_codec, record_topic, settings
 from models.heartbeat import Heartbeat
 
@@ -43,10 +43,6 @@ class _RoundTrip:
     """Latency of this worker's own last heartbeat, produce to consume (local, not a table)."""
 
     last_ms: Optional[float] = None
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @app.agent(heartbeat_topic)

@@ -17,10 +17,10 @@ Contract
   when a book stops adding up, the gap is counted and the channel resubscribed,
   and the book starts over from the next snapshot.
 - web view: ``GET /market-data/`` → counts per channel, gaps, the client's stats, the
-  deferred producer's counters (app/producer.py) and each local book.
+  deferred producer's counters (app/pipeline/producer.py) and each local book.
 
 One venue session per account (D2): with a database configured, the source opens
-the session only while it holds the quoting lease (app/lease.py); standby workers
+the session only while it holds the quoting lease (app/stack/lease.py); standby workers
 wait for it. Without a database (a lone worker) it connects at once.
 
 Hot path first (D1): the handlers are plain functions, which the client runs in the
@@ -42,19 +42,21 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Optional, Protocol
 
 import faust
 from mode import Service
 
+from app.clock import utc_now
 from app.exchange.auth import Credentials
 from app.exchange.book import BookGap, LocalBook
 from app.exchange.client import ThalexClient
 from app.exchange.messages import Notification
+from app.exchange.protocol import book_channel, price_index_channel, ticker_channel
 from app.faust_app import app, deferred_producer, produce_later, settings
-from app.lease import QuotingLease
+from app.stack.lease import QuotingLease
 from models.market import BookUpdate, IndexPrice, Ticker
 from models.position import Position
 
@@ -102,10 +104,6 @@ class MarketEvent:
 
 def _nan_if_none(value: Optional[float]) -> float:
     return NAN if value is None else value
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def number(payload: dict, key: str) -> float:
@@ -302,9 +300,9 @@ class MarketDataSource(Service):
             if name not in self.instruments:
                 raise RuntimeError(f"the venue lists no instrument {name!r} (CRYPTICS_INSTRUMENTS)")
             self.books[name] = LocalBook(name, full_depth=True)
-            channels[f"ticker.{name}.raw"] = self._ticker_handler(name)
-            channels[f"book.{name}.none.all.raw"] = self._book_handler(name)
-            channels[f"price_index.{self.instruments[name]['underlying']}"] = self._on_index
+            channels[ticker_channel(name)] = self._ticker_handler(name)
+            channels[book_channel(name)] = self._book_handler(name)
+            channels[price_index_channel(self.instruments[name]["underlying"])] = self._on_index
         if credentials is not None:
             channels["account.portfolio"] = self._on_portfolio
         for channel, handler in channels.items():

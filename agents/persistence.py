@@ -49,13 +49,13 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 
 from app.faust_app import app, record_topic, settings
-from app.sink import SPECS, SourceRecord, TopicSink, for_record
-from app.topics import bootstrap_servers
+from app.pipeline.sink import SPECS, SourceRecord, TopicSink, for_record
+from app.pipeline.topics import bootstrap_servers
 from models.dead_letter import DeadLetter
 
 log = logging.getLogger(__name__)
 
-config = settings.sink_config()
+config = settings.sink
 dead_letter_topic = record_topic("dead_letter")
 
 #: The sink of each persisted record, by its topic (GET /sink/ reads their counters).

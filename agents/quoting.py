@@ -9,8 +9,8 @@ Contract
   (the quoting lease, D2).
 - per market event of an instrument in CRYPTICS_INSTRUMENTS, once it has an index price:
   fair-value inputs (index, mark, best bid/ask of the local book), the EWMA volatility
-  estimate and the gateway's position go through the quote core (app/quote.py, Cython),
-  then the risk gate (app/risk.py), then ``OrderGateway.reconcile`` (app/exchange/gateway.py).
+  estimate and the gateway's position go through the quote core (app/trading/quote.py, Cython),
+  then the risk gate (app/trading/risk.py), then ``OrderGateway.reconcile`` (app/gateway/).
   Recomputation is throttled by CRYPTICS_QUOTE_MIN_INTERVAL_SECONDS (default 0: every event);
   a fill re-quotes its instrument at once (the position moved).
   A timer re-checks every instrument twice a second, so stale data or a halt pulls the quotes
@@ -39,17 +39,18 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Optional
 
 import faust
 
 from agents.market_data import MarketEvent, source
+from app.clock import micros, utc_now
 from app.exchange.client import ThalexClient
-from app.exchange.gateway import OrderGateway, QuoteStamps
 from app.faust_app import app, produce_later, settings
-from app.quote import IMPLEMENTATION, Quoter, volatility_estimator
-from app.risk import RiskGate, TradingState
+from app.gateway import OrderGateway, QuoteStamps
+from app.trading.quote import IMPLEMENTATION, Quoter, volatility_estimator
+from app.trading.risk import RiskGate, TradingState
 from models.latency import LatencySample
 from models.orders import Ack, Fill
 from models.quote import QuoteDecision, QuoteLevel
@@ -59,14 +60,6 @@ log = logging.getLogger(__name__)
 NAN = float("nan")
 #: How often the timer re-checks staleness and halts (seconds).
 RECHECK_INTERVAL = 0.5
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _micros(start: datetime, end: datetime) -> int:
-    return round((end - start).total_seconds() * 1_000_000)
 
 
 @dataclass
@@ -105,9 +98,9 @@ class InstrumentState:
 class Quoting:
     """The quote agent's state for the current venue session (a session listener of the source)."""
 
-    params: Any = field(default_factory=settings.quote_params)
+    params: Any = field(default_factory=lambda: settings.quote)
     risk: RiskGate = field(default_factory=lambda: RiskGate(
-        settings.risk_limits(), TradingState(settings.trading_state)))
+        settings.risk, TradingState(settings.trading_state)))
     gateway: Optional[OrderGateway] = None
     instruments: dict[str, InstrumentState] = field(default_factory=dict)
     errors: int = 0
@@ -130,7 +123,7 @@ class Quoting:
             self.instruments[name] = InstrumentState(
                 name=name, underlying=info["underlying"], tick_size=tick, size_step=step,
                 quoter=Quoter(self.params, tick, step), volatility=volatility_estimator(self.params))
-        gateway = OrderGateway(client, settings.gateway_params(), on_ack=self._on_ack, on_fill=self._on_fill,
+        gateway = OrderGateway(client, settings.gateway, on_ack=self._on_ack, on_fill=self._on_fill,
                                products={name: instruments[name]["product"] for name in self.instruments},
                                on_requote=self._on_requote)
         await gateway.start()  # cancel-on-disconnect before the first order (D2: no orphans)
@@ -329,7 +322,7 @@ def decision_record(instrument: str, bids: list, asks: list, **fields: Any) -> Q
 def _latency(stage: str, instrument: str, start: datetime, end: datetime, **stamps: Any) -> None:
     produce_later("latency", instrument, functools.partial(
         LatencySample, stage=stage, instrument_name=instrument, start_at=start, end_at=end,
-        duration_us=_micros(start, end), **stamps))
+        duration_us=micros(start, end), **stamps))
 
 
 quoting = Quoting()

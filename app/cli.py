@@ -18,7 +18,7 @@ from datetime import timezone
 
 import click
 
-from . import settings as settings_module
+from app import settings as settings_module
 
 
 def _settings() -> settings_module.Settings:
@@ -46,7 +46,7 @@ def up() -> None:
     embedded ones; CRYPTICS_VENUE=testnet or production trades on Thalex instead
     of the simulated venue (credentials from CRYPTICS_THALEX_*).
     """
-    from .stack import supervisor
+    from app.stack import supervisor
 
     logging.getLogger().setLevel(logging.WARNING)  # `up` prints its own progress lines
     sys.exit(asyncio.run(supervisor.run(_settings())))
@@ -55,7 +55,7 @@ def up() -> None:
 @main.command()
 def worker() -> None:
     """Run the Faust worker against the services named in CRYPTICS_* URLs."""
-    from . import worker as worker_module
+    from app import worker as worker_module
 
     worker_module.run(_settings())
 
@@ -65,7 +65,7 @@ def worker() -> None:
 @click.option("--port", type=int, default=8081, show_default=True, help="Port to listen on (0: any free port).")
 def registry(host: str, port: int) -> None:
     """Serve the embedded schema registry (Confluent REST subset), stored in CRYPTICS_DATABASE_URL."""
-    from .registry import server
+    from app.stack.registry import server
 
     s = _settings()
     if not s.database_url:
@@ -81,13 +81,9 @@ def venue() -> None:
     e.g. CRYPTICS_VENUE_PORT=8765 CRYPTICS_VENUE_SEED=7. Logins are checked against
     the PEM public keys in CRYPTICS_VENUE_TRUSTED_KEYS_DIR (<state>/venue/trusted_keys).
     """
-    from .venue import serve
+    from app.venue import serve
 
-    s = _settings()
-    try:
-        config = s.venue_config()
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = _settings().simulated_venue
     import uvloop  # the venue's I/O is in every tick → order measurement (benchmarks/bench_quoting.py)
 
     uvloop.run(serve(config))
@@ -101,7 +97,7 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Apply pending timescale/ migrations to CRYPTICS_DATABASE_URL (each once)."""
-    from . import migrate
+    from app.stack import migrate
 
     s = _settings()
     if not s.database_url:
@@ -120,7 +116,7 @@ def topics() -> None:
 @topics.command("create")
 def topics_create() -> None:
     """Create the pipeline topics on CRYPTICS_BROKER_URL with CRYPTICS_TOPIC_PARTITIONS partitions."""
-    from . import topics as topics_module
+    from app.pipeline import topics as topics_module
 
     s = _settings()
     if not s.broker_url:
@@ -150,7 +146,7 @@ class _LetterIdType(click.ParamType):
     name = "PARTITION:OFFSET"
 
     def convert(self, value, param, ctx):
-        from .deadletter import LetterId
+        from app.pipeline.deadletter import LetterId
 
         if not isinstance(value, str):
             return value
@@ -162,7 +158,7 @@ class _LetterIdType(click.ParamType):
 
 def _dead_letter_stages() -> tuple[str, ...]:
     """The DeadLetterStage symbols of the newest dead-letter schema (decode, row, database)."""
-    # From the schema file, not app.deadletter: importing Kafka and Faust here would slow
+    # From the schema file, not app.pipeline.deadletter: importing Kafka and Faust here would slow
     # down every command, `--help` included.
     from models.schemas import load
 
@@ -197,7 +193,7 @@ def _run_deadletter(coroutine):
     """Run ``coroutine``; what went wrong on the way becomes a message, not a traceback."""
     from aiokafka.errors import KafkaError
 
-    from .deadletter import DeadLetterError
+    from app.pipeline.deadletter import DeadLetterError
 
     try:
         return asyncio.run(coroutine)
@@ -236,7 +232,7 @@ def deadletter_list(source_topics: tuple[str, ...], stages: tuple[str, ...], tar
     """
     import json
 
-    from . import deadletter as dl
+    from app.pipeline import deadletter as dl
 
     broker_url, registry_url = _deadletter_services()
     letters = dl.select(_run_deadletter(dl.read_dead_letters(broker_url, registry_url)),
@@ -284,7 +280,7 @@ def deadletter_replay(ids, source_topics: tuple[str, ...], stages: tuple[str, ..
 
     broker_url, registry_url = _deadletter_services()
     # Imported after the checks: refusing a selection should not wait for Kafka and Faust to load.
-    from . import deadletter as dl
+    from app.pipeline import deadletter as dl
 
     async def run():
         letters = await dl.read_dead_letters(broker_url, registry_url)

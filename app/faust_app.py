@@ -10,10 +10,10 @@ from typing import Any, Callable, Optional
 
 import faust
 
-from . import settings as settings_module
-from . import tansu_compat
-from .codec import AvroCodec
-from .producer import DeferredProducer
+from app import settings as settings_module
+from app.pipeline import tansu_compat
+from app.pipeline.codec import AvroCodec
+from app.pipeline.producer import DeferredProducer
 
 tansu_compat.register()
 
@@ -84,8 +84,8 @@ def _encode_record(name: str, value: Any) -> tuple[str, bytes]:
 
 async def _kafka_producer() -> Any:
     """The aiokafka producer inside Faust's: one set of broker connections for the worker."""
-    await app.producer.maybe_start()  # started by the worker already; this only waits for it
-    return app.producer._producer  # the driver keeps it there (faust/transport/drivers/aiokafka.py)
+    await app.pipeline.producer.maybe_start()  # started by the worker already; this only waits for it
+    return app.pipeline.producer._producer  # the driver keeps it there (faust/transport/drivers/aiokafka.py)
 
 
 deferred_producer = DeferredProducer(_encode_record, _kafka_producer)
@@ -102,7 +102,7 @@ def produce_later(name: str, key: Any, value: Any, on_error: Optional[Callable[[
     The venue writes a market step as a burst of notifications (ticker, book, index);
     deferring the record work lets the hot path handle the whole burst first, so the index
     notification that follows a ticker is not kept waiting behind the ticker's records.
-    Order is kept per topic-partition. How the records reach Kafka: app/producer.py."""
+    Order is kept per topic-partition. How the records reach Kafka: app/pipeline/producer.py."""
     deferred_producer.produce(name, key, value, on_error)
 
 

@@ -1,56 +1,59 @@
-"""The one settings module (design D10).
+"""The one settings module: every knob of the project, composed once per process.
 
-Every knob of the project is a field here, read from a ``CRYPTICS_*`` environment
-variable with a documented default. Nothing else in the code base reads the
-environment for configuration.
+Each component owns its config class, next to the code it configures:
 
-An external service is used when its URL is given; otherwise ``cryptics up``
-starts the embedded one (design D5, D6, D7) and hands its URL to the worker
-through these same variables.
+| component | class | variables |
+|---|---|---|
+| quote core | app/trading/quote_params.py ``QuoteParams`` | ``CRYPTICS_QUOTE_*`` |
+| risk gate | app/trading/risk.py ``RiskLimits`` | ``CRYPTICS_RISK_*`` |
+| order gateway | app/gateway/params.py ``GatewayParams`` | ``CRYPTICS_GATEWAY_*`` |
+| persistence sink | app/pipeline/sink/config.py ``SinkConfig`` | ``CRYPTICS_SINK_*`` |
+| simulated venue | app/venue/config.py ``VenueConfig`` | ``CRYPTICS_VENUE_*`` |
 
-Secrets (the database password of an external database, Thalex keys) never have
-defaults in code: they come from the environment or from files the user names.
+``Settings`` holds the process-wide fields below and one instance of each of these, all
+read from ``CRYPTICS_*`` environment variables by ``Settings.from_env`` (the parsers are in
+app/config.py, which every component imports instead of this module: no import circle).
+``load()`` reads them once per process. Nothing else in the code base reads the
+environment for configuration, except ``CRYPTICS_PURE_PYTHON``, which picks the code
+that is imported (app/config.py ``pure_python``).
+
+An external service is used when its URL is given; otherwise ``cryptics up`` starts the
+embedded one (docs/architecture.md#d5-schema-registry, #d6-embedded-broker-tansu,
+#d7-database) and hands its URL to the worker through these same variables.
+
+Secrets (the database password of an external database, Thalex keys) never have defaults
+in code: they come from the environment or from files the user names.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-PREFIX = "CRYPTICS_"
+from app.config import PREFIX, fields_from_env
+from app.gateway.params import GatewayParams
+from app.pipeline.sink.config import SinkConfig
+from app.trading.quote_params import QuoteParams
+from app.trading.risk import RiskLimits
+from app.venue.config import VenueConfig
 
 VENUES = ("simulated", "testnet", "production")
 TRADING_STATES = ("active", "reducing", "halted")
-#: Thalex's websocket endpoints (thalex_api.md §1.1); the simulated venue's URL is set by `cryptics up`.
+#: Thalex's websocket endpoints (docs/thalex-protocol.md §1.1); the simulated venue's URL is set by `cryptics up`.
 THALEX_URLS = {
     "testnet": "wss://testnet.thalex.com/ws/api/v2",
     "production": "wss://thalex.com/ws/api/v2",
 }
-
-
-def documented(default: Any, doc: str) -> Any:
-    """A dataclass field with its default and a one-line doc (``metadata["doc"]``): the config
-    classes that Settings fills from ``CRYPTICS_*`` variables declare their fields this way,
-    and the README's parameter tables are made from these docs."""
-    return field(default=default, metadata={"doc": doc})
-
-
-def _env(environ: Mapping[str, str], name: str) -> Optional[str]:
-    value = environ.get(PREFIX + name)
-    if value is None or value.strip() == "":
-        return None
-    return value.strip()
-
-
-def _flag(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {text!r}")
+#: The component configs: Settings field → (variable infix, class).
+COMPONENTS: dict[str, tuple[str, type]] = {
+    "quote": ("QUOTE_", QuoteParams),
+    "risk": ("RISK_", RiskLimits),
+    "gateway": ("GATEWAY_", GatewayParams),
+    "sink": ("SINK_", SinkConfig),
+    "simulated_venue": ("VENUE_", VenueConfig),
+}
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,13 @@ class Settings:
     log_level: str = "info"
     #: Name of the Faust app, hence of its consumer group and changelog topics.
     app_id: str = field(default="cryptics")
+    # -- the components' own configs (COMPONENTS), each from CRYPTICS_<INFIX><FIELD> -------
+    quote: QuoteParams = field(default_factory=QuoteParams)
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    gateway: GatewayParams = field(default_factory=GatewayParams)
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    #: The simulated venue's; its trusted keys folder defaults to <state_dir>/venue/trusted_keys.
+    simulated_venue: VenueConfig = field(default_factory=VenueConfig)
 
     # -- derived values ---------------------------------------------------
 
@@ -119,7 +129,7 @@ class Settings:
         """True when the broker is the embedded Tansu (URL scheme ``tansu://``).
 
         The embedded stack hands the worker a ``tansu://`` URL; that scheme is
-        what switches on the Tansu compatibility layer (app/tansu_compat.py).
+        what switches on the Tansu compatibility layer (app/pipeline/tansu_compat.py).
         """
         return self.broker_url is not None and self.broker_url.startswith("tansu://")
 
@@ -150,11 +160,14 @@ class Settings:
         return dataclasses.replace(self, **values)
 
     def to_env(self) -> dict[str, str]:
-        """The environment variables that reproduce these settings in a child process."""
+        """The environment variables that reproduce the process-wide fields in a child process.
+
+        The components' variables are the user's own and reach a child with the rest of the
+        environment (app/stack/process.py ``environ_for_child``)."""
         env: dict[str, str] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or f.name in COMPONENTS:
                 continue
             if isinstance(value, bool):
                 value = "1" if value else "0"
@@ -163,62 +176,22 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
-        settings = cls(**_fields_from_env(cls, environ, ""))  # type: ignore[arg-type]
+        """Every field and every component from ``environ`` (default: the process environment).
+        A value that does not parse or validate raises ValueError naming its variable."""
+        process = {f.name for f in dataclasses.fields(cls)} - set(COMPONENTS)
+        values = {k: v for k, v in fields_from_env(cls, environ, "").items() if k in process}
+        state_dir = values.get("state_dir", cls.state_dir)
+        for name, (infix, config_class) in COMPONENTS.items():
+            component = fields_from_env(config_class, environ, infix)
+            if config_class is VenueConfig:
+                component.setdefault("trusted_keys_dir", state_dir / "venue" / "trusted_keys")
+            if config_class is GatewayParams:
+                # The strategy's amend threshold, until the gateway owns it.
+                component["amend_threshold_ticks"] = values["quote"].amend_threshold_ticks
+            values[name] = config_class(**component)
+        settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
-
-    def venue_config(self, environ: Optional[Mapping[str, str]] = None) -> Any:
-        """The simulated venue's configuration (app/venue/config.py), from ``CRYPTICS_VENUE_<FIELD>``.
-
-        Every field of VenueConfig can be set that way, e.g. CRYPTICS_VENUE_SEED=7 or
-        CRYPTICS_VENUE_PORT=8765; the keys folder defaults to ``<state_dir>/venue/trusted_keys``.
-        """
-        from app.venue.config import VenueConfig
-
-        values = _fields_from_env(VenueConfig, environ, "VENUE_")
-        values.setdefault("trusted_keys_dir", self.state_dir / "venue" / "trusted_keys")
-        config = VenueConfig(**values)
-        config.validate()
-        return config
-
-    def sink_config(self, environ: Optional[Mapping[str, str]] = None) -> Any:
-        """The persistence agents' configuration (app/sink/config.py), from ``CRYPTICS_SINK_<FIELD>``.
-
-        E.g. CRYPTICS_SINK_BATCH_SIZE=10000 or CRYPTICS_SINK_BATCH_AGE=0.2.
-        """
-        from app.sink.config import SinkConfig
-
-        config = SinkConfig(**_fields_from_env(SinkConfig, environ, "SINK_"))
-        config.validate()
-        return config
-
-    def quote_params(self, environ: Optional[Mapping[str, str]] = None) -> Any:
-        """The quoting strategy's parameters (app/quote_params.py), from ``CRYPTICS_QUOTE_<FIELD>``.
-
-        E.g. CRYPTICS_QUOTE_HALF_SPREAD=30 or CRYPTICS_QUOTE_BID_SIZES=0.1,0.2,0.3; the README
-        has the table. Defaults reproduce Thalex's perp_quoter example.
-        """
-        from app.quote_params import QuoteParams
-
-        return QuoteParams(**_fields_from_env(QuoteParams, environ, "QUOTE_"))
-
-    def risk_limits(self, environ: Optional[Mapping[str, str]] = None) -> Any:
-        """The risk limits (app/risk.py), from ``CRYPTICS_RISK_<FIELD>``, e.g. CRYPTICS_RISK_MAX_POSITION=2."""
-        from app.risk import RiskLimits
-
-        return RiskLimits(**_fields_from_env(RiskLimits, environ, "RISK_"))
-
-    def gateway_params(self, environ: Optional[Mapping[str, str]] = None) -> Any:
-        """The order gateway's numbers (app/exchange/gateway.py), from ``CRYPTICS_GATEWAY_<FIELD>``.
-
-        The amend threshold is the strategy's (CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS), so that
-        every quoting parameter is in one object.
-        """
-        from app.exchange.gateway import GatewayParams
-
-        values = _fields_from_env(GatewayParams, environ, "GATEWAY_")
-        values["amend_threshold_ticks"] = self.quote_params(environ).amend_threshold_ticks
-        return GatewayParams(**values)
 
     def validate(self) -> None:
         if self.trading_state not in TRADING_STATES:
@@ -238,36 +211,11 @@ class Settings:
             raise ValueError(
                 f"{PREFIX}BROKER_URL must be a URL such as kafka://host:9092, got {self.broker_url!r}"
             )
+        self.sink.validate()
+        self.simulated_venue.validate()
 
 
-def _fields_from_env(cls: type, environ: Optional[Mapping[str, str]], infix: str) -> dict[str, Any]:
-    """Values for the dataclass ``cls`` from ``CRYPTICS_<infix><FIELD>`` variables, typed by the fields."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        name = f"{infix}{f.name.upper()}"
-        raw = _env(environ, name)
-        if raw is None:
-            continue
-        kind = f.type if isinstance(f.type, str) else f.type.__name__
-        try:
-            if "Tuple" in kind or "tuple" in kind:  # numbers, comma-separated: "0.2,0.4"
-                values[f.name] = tuple(float(part) for part in raw.split(",") if part.strip())
-            elif "Path" in kind:
-                values[f.name] = Path(raw).expanduser()
-            elif "bool" in kind:
-                values[f.name] = _flag(raw)
-            elif "int" in kind:
-                values[f.name] = int(raw)
-            elif "float" in kind:
-                values[f.name] = float(raw)
-            else:
-                values[f.name] = raw
-        except ValueError as exc:
-            raise ValueError(f"{PREFIX}{name}={raw!r}: {exc}") from None
-    return values
-
-
+@functools.lru_cache(maxsize=1)
 def load() -> Settings:
-    """Settings from the current environment."""
+    """Settings from the process environment, read once per process."""
     return Settings.from_env()

@@ -7,8 +7,8 @@ import pkgutil
 
 import uvloop
 
-from . import topics
-from .settings import Settings
+from app.pipeline import topics
+from app.settings import Settings
 
 
 def import_agents() -> None:
@@ -33,7 +33,7 @@ def run(settings: Settings) -> None:
     ))
     import faust
 
-    from .faust_app import app
+    from app.faust_app import app
 
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
 

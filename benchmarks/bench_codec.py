@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_codec [--seconds 0.2]
 
 Starts an embedded PostgreSQL in a temporary folder and the schema registry
-in-process (app.registry.server), registers each record's newest schema once,
+in-process (app.stack.registry.server), registers each record's newest schema once,
 then times encode and decode of realistic records (models/examples.py): ticker,
 book (10 levels a side), ack and fill. Every number is the best of 5 repeats.
 
@@ -43,8 +43,8 @@ REPEAT = 5
 @contextmanager
 def embedded_registry() -> Iterator[str]:
     """A schema registry served from a background thread, on a throw-away PostgreSQL; its URL."""
-    from app.registry.server import start_server
     from app.stack.postgres import EmbeddedPostgres
+    from app.stack.registry.server import start_server
 
     root = Path(tempfile.mkdtemp(prefix="cryptics-bench-codec-"))
     os.chmod(root, 0o755)  # the PostgreSQL service user must be able to traverse it
@@ -87,9 +87,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.2, help="time per repeat of each measurement")
     args = parser.parse_args()
 
-    import app.codec
-    from app.codec import AvroCodec
+    import app.pipeline.codec
     from app.faust_app import app as faust_application
+    from app.pipeline.codec import AvroCodec
     from models import schemas
     from models.registry import record
 
@@ -111,7 +111,7 @@ def main() -> None:
             readers[name].loads(encoded[name])
             readers[name].loads(v1_bytes[name])
 
-        client = app.codec.registry_client(url)
+        client = app.pipeline.codec.registry_client(url)
         requests = 0
         original = client.request
 

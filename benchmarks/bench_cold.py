@@ -4,7 +4,7 @@
 
 The tick → order path (bench_quoting) runs once per market step, ~50 ms apart at 20 steps/s.
 This measures one decision's worth of the project's own code, without any I/O: parse a
-ticker notification (app.exchange.messages.parse), compute the 2×2 ladder (app.quote), and
+ticker notification (app.exchange.messages.parse), compute the 2×2 ladder (app.trading.quote), and
 build the amend request (app.exchange.messages.request). First back to back, then after
 each of several pauses: sleeping (the core may go idle) and busy-waiting (the core stays
 busy with other Python). A machine whose caches survive a pause shows the same time after
@@ -20,9 +20,9 @@ from time import perf_counter
 
 import orjson
 
-from app import quote as quote_core
 from app.exchange import messages
-from app.quote_params import QuoteParams
+from app.trading import quote as quote_core
+from app.trading.quote_params import QuoteParams
 
 TICKER = orjson.dumps({"channel_name": "ticker.BTC-PERPETUAL.raw", "notification": {
     "best_bid_price": 99_990.0, "best_bid_amount": 0.4, "best_ask_price": 100_010.0, "best_ask_amount": 0.2,

@@ -1,10 +1,10 @@
-"""Quote core: compiled (app/_quote.pyx) vs the pure-Python twin, µs per ladder, one run.
+"""Quote core: compiled (app/trading/_quote.pyx) vs the pure-Python twin, µs per ladder, one run.
 
     .venv/bin/python -m benchmarks.bench_quote
 
 Each call prices a BTC-like ladder (tick 1, size step 0.001) from a moving index, a book
 around it and a drifting position, in linear mode and in Avellaneda–Stoikov mode, for
-2×2 and 2×5 levels. "Quoter" is the QuoteParams wrapper of app/quote.py (binds the
+2×2 and 2×5 levels. "Quoter" is the QuoteParams wrapper of app/trading/quote.py (binds the
 parameters once; one Python method call and an argument splice) on top of the live core.
 """
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 import random
 import timeit
 
-from app import _quote_py as twin
-from app.quote import IMPLEMENTATION, Quoter, core_arguments
-from app.quote_params import QuoteParams
+from app.trading import _quote_py as twin
+from app.trading.quote import IMPLEMENTATION, Quoter, core_arguments
+from app.trading.quote_params import QuoteParams
 
 try:
-    from app import _quote as compiled
+    from app.trading import _quote as compiled
 except ImportError:  # pragma: no cover
     raise SystemExit("the Cython extension is not built: pip install -e .")
 

@@ -164,8 +164,8 @@ def _decisions(view: dict) -> int:
 async def _stage_latencies(bootstrap: str, registry_url: str, start: float, end: float) -> dict:
     """The worker's own D9 stage samples (the ``latency`` topic) whose stage ended in [start, end] (epoch s):
     stage → sorted durations in µs."""
-    from app.codec import AvroCodec
-    from app.topics import read_until_quiet
+    from app.pipeline.codec import AvroCodec
+    from app.pipeline.topics import read_until_quiet
     from models.registry import record
 
     stages: dict[str, list[float]] = {}
@@ -298,7 +298,7 @@ class Stack:
             await _aget(port, "/subjects")
             return True
         await wait_until(up, what="schema registry", timeout=60, child=self.registry, interval=0.2)
-        from app import migrate
+        from app.stack import migrate
         await migrate.migrate(self.pg.dsn())  # for --persist: the sink's tables
 
     def stop(self) -> None:

@@ -7,7 +7,7 @@ Everything runs in one go on loopback, in a temporary folder removed at the end,
 ratios between the lines come from one run and machine noise cancels out.
 
 Part 1, the write path alone: an embedded PostgreSQL (app.stack.postgres) with the
-project's migrations (app.migrate), rows built by ``spec("ticker").build`` from
+project's migrations (app.stack.migrate), rows built by ``spec("ticker").build`` from
 ``models.examples.example("ticker")`` varied per row (distinct natural keys: instrument,
 mark time, received_at). Rows are built before the clock starts. Each case runs
 --repeat times (the fastest is kept), each time on an emptied table (TRUNCATE +
@@ -29,7 +29,7 @@ meanwhile: a busy machine shows up there.
 
 Part 2, the pipeline: a Tansu broker (app.stack.broker), the schema registry
 (`cryptics registry`) and N ticker records preloaded onto the ticker topic (Avro in the
-Confluent wire format through app.codec.AvroCodec, key = instrument, several instruments
+Confluent wire format through app.pipeline.codec.AvroCodec, key = instrument, several instruments
 so that all partitions get traffic) BEFORE the worker starts. Then:
 - a real `cryptics worker` (its persistence agents, agents/persistence.py; no venue URL,
   so the market-data source stays idle; heartbeat off);
@@ -116,8 +116,7 @@ def ticker_values(n: int, start: int = 0) -> list[dict]:
 
 
 def ticker_rows(n: int) -> list[tuple]:
-    from app.sink.tables import SourceRecord, spec
-
+    from app.pipeline.sink.tables import SourceRecord, spec
     from models.registry import record
 
     src = SourceRecord(record("ticker").topic, 0, 0, b"BTC-PERPETUAL", b"", 1747578855.5)
@@ -181,7 +180,7 @@ async def write_path(dsn: str, postmaster: int, rows: list[tuple], *, copy_batch
                      redelivery_batch: int, repeat: int) -> list[Case]:
     import asyncpg
 
-    from app.sink import TableWriter, spec
+    from app.pipeline.sink import TableWriter, spec
 
     s = spec("ticker")
     n = len(rows)
@@ -342,8 +341,8 @@ def _child_env(extra: dict[str, str]) -> dict[str, str]:
 
 def encode(registry_url: str, values: list[dict]) -> list[tuple[bytes, bytes]]:
     """(key, value) of each record as the source produces it: key = instrument, value = Avro in the
-    Confluent wire format (app.codec.AvroCodec, the schema registered under the topic's subject)."""
-    from app.codec import AvroCodec
+    Confluent wire format (app.pipeline.codec.AvroCodec, the schema registered under the topic's subject)."""
+    from app.pipeline.codec import AvroCodec
     from models.registry import record
 
     r = record("ticker")
@@ -355,8 +354,8 @@ def per_event_costs(registry_url: str, encoded: Sequence[bytes]) -> tuple[float,
     """µs per event of what the sink does before the write, timed in this process: the Avro decode
     (a fresh codec that fetched the writer schema from the registry, as the worker's does) and the
     row builder."""
-    from app.codec import AvroCodec
-    from app.sink.tables import SourceRecord, spec
+    from app.pipeline.codec import AvroCodec
+    from app.pipeline.sink.tables import SourceRecord, spec
     from models.registry import record
 
     r = record("ticker")
@@ -610,7 +609,8 @@ def _profile_summary(path: Path, top: int = 25) -> list[str]:
 async def pipeline(root: Path, pg, costs: list[float], *, events: int, naive_events: int, venue_events: int,
                    batch_size: Optional[int], batch_age: Optional[float], profile: bool) -> list[PipelineResult]:
     """The pipeline measurements (parts 2 and 3); ``costs`` receives the in-process decode and build µs per event."""
-    from app import migrate, topics
+    from app.pipeline import topics
+    from app.stack import migrate
     from app.stack.broker import EmbeddedBroker
     from app.stack.process import free_port, spawn, wait_until
     from models.registry import record
@@ -784,8 +784,8 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
     warm-up; timed until the market tables hold a row for every notification the venue ever sent."""
     import asyncpg
 
+    from app.pipeline.topics import read_until_quiet
     from app.stack.process import spawn
-    from app.topics import read_until_quiet
     from app.venue import Venue, VenueConfig
     from models.registry import record
 
@@ -909,8 +909,8 @@ def _machine() -> str:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    from app import migrate
-    from app.sink import SinkConfig
+    from app.pipeline.sink import SinkConfig
+    from app.stack import migrate
     from app.stack.postgres import EmbeddedPostgres
 
     root = Path(tempfile.mkdtemp(prefix="cryptics-bench-sink-"))

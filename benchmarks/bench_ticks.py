@@ -1,4 +1,4 @@
-"""Tick rounding: compiled (app/_ticks.pyx) vs the pure-Python twin, ns per call, one run.
+"""Tick rounding: compiled (app/trading/_ticks.pyx) vs the pure-Python twin, ns per call, one run.
 
     .venv/bin/python -m benchmarks.bench_ticks
 """
@@ -7,10 +7,10 @@ from __future__ import annotations
 import random
 import timeit
 
-from app import _ticks_py as twin
+from app.trading import _ticks_py as twin
 
 try:
-    from app import _ticks as compiled
+    from app.trading import _ticks as compiled
 except ImportError:  # pragma: no cover
     raise SystemExit("the Cython extension is not built: pip install -e .")
 

@@ -32,7 +32,6 @@ import faust
 from app.faust_app import app, record_topic, settings
 from app.worker import import_agents, run
 
-
 import_agents()
 
 import agents.quoting as quoting_module  # noqa: E402  (after import_agents: registered like the worker's)

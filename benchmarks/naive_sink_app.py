@@ -11,8 +11,8 @@ before the next event is taken (autocommit: one transaction per row). Everything
 is what the real persistence agent (agents/persistence.py) does per event: the same Faust
 app settings (app.faust_app.create_app, so the same broker transport, at-least-once
 guarantee and session timeout), raw bytes off the topic, the same Avro decode through
-the schema registry (app.codec.AvroCodec) and the same row builder
-(app.sink.tables.spec("ticker").build). Only the batching is missing.
+the schema registry (app.pipeline.codec.AvroCodec) and the same row builder
+(app.pipeline.sink.tables.spec("ticker").build). Only the batching is missing.
 
 It is its own Faust app (app id ``bench-naive-sink``, hence its own consumer group), so
 it can run beside a product worker, and it lives here so that the product code gets no
@@ -38,8 +38,8 @@ import asyncpg
 import faust
 
 from app import settings as settings_module
-from app.codec import AvroCodec
-from app.sink.tables import SourceRecord, spec
+from app.pipeline.codec import AvroCodec
+from app.pipeline.sink.tables import SourceRecord, spec
 from models.registry import record
 
 MODE = os.environ.get("NAIVE_SINK_MODE", "insert")
@@ -84,7 +84,7 @@ STATS: dict = {"events": 0, "first_batch": 0, "first_batch_at": None, "last_at":
 
 
 async def consume_only(stream: faust.StreamT) -> None:
-    config = settings.sink_config()
+    config = settings.sink
     async for events in stream.noack_take(config.batch_size, within=config.batch_age):
         for event in events:
             await stream.ack(event)

@@ -1,14 +1,14 @@
 """Dead letters: pipeline records the persistence agents could not write (design D8).
 
-Mirrors ``schemas/dead_letter/v1.avsc``. Produced by the sink (app/sink/), listed and
-replayed onto their source topic by ``cryptics deadletter`` (app/deadletter.py).
+Mirrors ``schemas/dead_letter/v1.avsc``. Produced by the sink (app/pipeline/sink/), listed and
+replayed onto their source topic by ``cryptics deadletter`` (app/pipeline/deadletter.py).
 """
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Optional
 
-from .base import AvroRecord
+from models.base import AvroRecord
 
 
 class DeadLetter(AvroRecord):

@@ -12,7 +12,7 @@ import copy
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
-from . import schemas
+from models import schemas
 
 
 def _at(unix_seconds: float, after_ms: float = 0.0) -> datetime:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-from .base import AvroRecord
+from models.base import AvroRecord
 
 
 class Position(AvroRecord):

@@ -15,14 +15,21 @@ from typing import Any, Mapping, Type
 
 import faust
 
-from . import schemas
-from .dead_letter import DeadLetter
-from .heartbeat import Heartbeat
-from .latency import LatencySample
-from .market import BookUpdate, IndexPrice, PublicTrade, Ticker
-from .orders import Ack, Fill
-from .position import Position
-from .quote import QuoteDecision
+from models import schemas
+from models.dead_letter import DeadLetter
+from models.heartbeat import Heartbeat
+from models.latency import LatencySample
+from models.market import BookUpdate, IndexPrice, PublicTrade, Ticker
+from models.orders import Ack, Fill
+from models.position import Position
+from models.quote import QuoteDecision
+
+NAMESPACE = "cryptics"
+
+
+def topic_name(venue: str, record: str) -> str:
+    """``cryptics.<venue>.<record>.avro``: the topic naming convention (docs/architecture.md#d3-kafka-topics)."""
+    return f"{NAMESPACE}.{venue}.{record}.avro"
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,7 @@ class RecordType:
 
     @property
     def topic(self) -> str:
-        """``cryptics.<venue>.<record>.avro`` (app/topics.py owns the convention)."""
-        # Imported here so that importing models stays free of the Kafka client.
-        from app.topics import topic_name
-
+        """``cryptics.<venue>.<record>.avro`` (``topic_name``)."""
         return topic_name(self.venue, self.name)
 
     @property
@@ -76,7 +80,7 @@ RECORDS: Mapping[str, RecordType] = {
         RecordType("fill", Fill, "thalex", "instrument_name"),
         RecordType("position", Position, "thalex", "instrument_name"),
         RecordType("latency", LatencySample, "thalex", "instrument_name"),
-        # Records the persistence agents could not write (app/sink/); keyed by their source topic.
+        # Records the persistence agents could not write (app/pipeline/sink/); keyed by their source topic.
         RecordType("dead_letter", DeadLetter, "thalex", "source_topic"),
     )
 }

@@ -44,9 +44,10 @@ from typing import Any, Awaitable, Callable, Iterable, Optional
 import picows
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
-from . import messages
-from .auth import Credentials, tokens
-from .messages import ErrorReply, Notification, ProtocolError, Result
+from app.exchange import messages
+from app.exchange.auth import Credentials, tokens
+from app.exchange.messages import ErrorReply, Notification, ProtocolError, Result
+from app.exchange.protocol import is_private
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Notification], Optional[Awaitable[None]]]
 SessionHook = Callable[["ThalexClient"], Awaitable[None]]
 
-#: Channels that need a login and go through private/subscribe (§4.9).
-PRIVATE_PREFIXES = ("session.", "account.", "mm.", "user.")
 
 #: How many of each kind of bad input to log in full before logging only every 1000th.
 _LOG_FIRST = 5
@@ -87,10 +86,6 @@ class SubscriptionRejected(RuntimeError):
 
 class NotConnected(ConnectionError):
     pass
-
-
-def is_private(channel: str) -> bool:
-    return channel.startswith(PRIVATE_PREFIXES)
 
 
 class ThalexClient:

@@ -2,7 +2,7 @@
 
 Tansu keeps topics in memory only: they live as long as the broker process, and
 PostgreSQL is the durable record. Clients reach it through a ``tansu://`` URL,
-which is what activates the compatibility layer in app/tansu_compat.py.
+which is what activates the compatibility layer in app/pipeline/tansu_compat.py.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 import signal
 from pathlib import Path
 
-from .process import Child, free_port, port_open, spawn, wait_until
+from app.stack.process import Child, free_port, port_open, spawn, wait_until
 
 
 def tansu_binary() -> str:

@@ -32,7 +32,7 @@ from typing import Optional
 
 import asyncpg
 
-from .process import Child, free_port, run_as, spawn, wait_until
+from app.stack.process import Child, free_port, run_as, spawn, wait_until
 
 log = logging.getLogger(__name__)
 

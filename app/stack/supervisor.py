@@ -24,11 +24,12 @@ from typing import Callable, Optional
 
 import aiohttp
 
-from .. import migrate, topics
-from ..settings import Settings
-from .broker import EmbeddedBroker
-from .postgres import EmbeddedPostgres
-from .process import Child, StartupError, environ_for_child, free_port, spawn, wait_until
+from app.pipeline import topics
+from app.settings import Settings
+from app.stack import migrate
+from app.stack.broker import EmbeddedBroker
+from app.stack.postgres import EmbeddedPostgres
+from app.stack.process import Child, StartupError, environ_for_child, free_port, spawn, wait_until
 
 
 @dataclass
@@ -153,9 +154,9 @@ async def _start_simulated_venue(stack: RunningStack, settings: Settings, logs: 
                                  say: Callable[[str], None]) -> Settings:
     """Start the simulated venue, with a throwaway key pair made on first run so the
     default run needs no credentials from the user."""
-    from ..venue import create_keypair
+    from app.venue import create_keypair
 
-    config = settings.venue_config()
+    config = settings.simulated_venue
     key_dir = settings.state_dir / "venue"
     private_key = key_dir / f"{SIMULATED_KEY_ID}.private.pem"
     if settings.thalex_key_id is None:

@@ -25,13 +25,13 @@ Use::
     venue.latency_stats()
     await venue.stop()
 """
-from .auth import create_keypair, default_account, sign_token
-from .config import VenueConfig
-from .engine import Engine
-from .errors import VenueError
-from .instruments import DEFAULT_INSTRUMENTS, Instrument
-from .market import Market
-from .server import PATH, Venue, serve
+from app.venue.auth import create_keypair, default_account, sign_token
+from app.venue.config import VenueConfig
+from app.venue.engine import Engine
+from app.venue.errors import VenueError
+from app.venue.instruments import DEFAULT_INSTRUMENTS, Instrument
+from app.venue.market import Market
+from app.venue.server import PATH, Venue, serve
 
 __all__ = [
     "VenueConfig", "Venue", "serve", "create_keypair", "sign_token", "default_account", "Engine", "Market",

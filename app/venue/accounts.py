@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .instruments import Instrument
+from app.venue.instruments import Instrument
 
 
 class Position:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from typing import Iterator, Optional
 
-from .orders import BUY, Order
+from app.venue.orders import BUY, Order
 
 
 class OrderBook:

@@ -25,16 +25,27 @@ import re
 from collections import deque
 from typing import Any, Iterable, NamedTuple, Optional
 
-from .accounts import Account, Position
-from .book import OrderBook
-from .config import VenueConfig
-from .errors import (
-    DUPLICATE_ORDER_ID, INVALID_PROT_GROUP, INVALID_QUANTITY, INVALID_REQUEST, INVALID_TIME_IN_FORCE,
-    ORDER_NOT_FOUND, PERSISTENT_SESSION, PRICE_COLLAR_BREACH, PROT_NOT_SET, QUOTE_EXCEEDS_PROT_GROUP_SIZE,
-    UNKNOWN_INSTRUMENT, UNKNOWN_PRODUCT, UNKNOWN_UNDERLYING, VenueError,
+from app.venue.accounts import Account, Position
+from app.venue.book import OrderBook
+from app.venue.config import VenueConfig
+from app.venue.errors import (
+    DUPLICATE_ORDER_ID,
+    INVALID_PROT_GROUP,
+    INVALID_QUANTITY,
+    INVALID_REQUEST,
+    INVALID_TIME_IN_FORCE,
+    ORDER_NOT_FOUND,
+    PERSISTENT_SESSION,
+    PRICE_COLLAR_BREACH,
+    PROT_NOT_SET,
+    QUOTE_EXCEEDS_PROT_GROUP_SIZE,
+    UNKNOWN_INSTRUMENT,
+    UNKNOWN_PRODUCT,
+    UNKNOWN_UNDERLYING,
+    VenueError,
 )
-from .instruments import DEFAULT_INSTRUMENTS, Instrument
-from .orders import BUY, DIRECTION_NAMES, DIRECTIONS, GTC, IOC, LIMIT, MARKET, SELL, Fill, Order
+from app.venue.instruments import DEFAULT_INSTRUMENTS, Instrument
+from app.venue.orders import BUY, DIRECTION_NAMES, DIRECTIONS, GTC, IOC, LIMIT, MARKET, SELL, Fill, Order
 
 #: DOC's label rule (changelog v2.7.0): up to 64 characters from this set.
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9<>|_-]{1,64}$")

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import orjson
 
-from .engine import Engine
-from .orders import BUY, SELL
+from app.venue.engine import Engine
+from app.venue.orders import BUY, SELL
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .server import Connection
+    from app.venue.server import Connection
 
 #: Allowed ``<delay>`` values and their minimum interval in seconds (§3).
 DELAYS = {"raw": 0.0, "100ms": 0.1, "200ms": 0.2, "500ms": 0.5, "1000ms": 1.0, "5000ms": 5.0, "60000ms": 60.0}

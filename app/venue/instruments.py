@@ -6,7 +6,7 @@ amount a whole number of ``volume_tick_size`` ("units"). Integers make matching 
 0.1 + 0.2 never leaves a 0.30000000000000004 BTC order resting in the book, and the
 property tests can check conservation with ``==``.
 
-Alignment is checked with app.ticks (after the 8-decimal rounding the exchange
+Alignment is checked with app.trading.ticks (after the 8-decimal rounding the exchange
 applies first, §5.5).
 """
 from __future__ import annotations
@@ -15,9 +15,8 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from app.ticks import is_aligned
-
-from .errors import INVALID_PRICE, INVALID_QUANTITY, PRICE_NOT_ALIGNED, VenueError
+from app.trading.ticks import is_aligned
+from app.venue.errors import INVALID_PRICE, INVALID_QUANTITY, PRICE_NOT_ALIGNED, VenueError
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,9 @@ import math
 import random
 from collections import deque
 
-from app.ticks import round_price, round_size
-
-from .engine import Engine
-from .orders import BUY, SELL
+from app.trading.ticks import round_price, round_size
+from app.venue.engine import Engine
+from app.venue.orders import BUY, SELL
 
 YEAR = 365.25 * 86_400.0
 HOUR = 3_600.0

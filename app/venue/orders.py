@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .instruments import Instrument
+from app.venue.instruments import Instrument
 
 BUY = 1
 SELL = -1

@@ -30,18 +30,28 @@ from typing import Any, Callable, Iterable, Optional
 import orjson
 from aiohttp import WSMsgType, web
 
-from .auth import Authenticator, default_account
-from .config import VenueConfig
-from .engine import (
-    AccountTradeEvent, Engine, OrderEvent, PositionEvent, ProtectionEvent, TradeEvent,
+from app.venue.auth import Authenticator, default_account
+from app.venue.config import VenueConfig
+from app.venue.engine import (
+    AccountTradeEvent,
+    Engine,
+    OrderEvent,
+    PositionEvent,
+    ProtectionEvent,
+    TradeEvent,
 )
-from .errors import (
-    INVALID_REQUEST, NOT_LOGGED_IN, PERSISTENT_SESSION, THROTTLE_EXCEEDED, UNKNOWN_METHOD, VenueError,
+from app.venue.errors import (
+    INVALID_REQUEST,
+    NOT_LOGGED_IN,
+    PERSISTENT_SESSION,
+    THROTTLE_EXCEEDED,
+    UNKNOWN_METHOD,
+    VenueError,
 )
-from .feeds import Feed, ChannelSpec, notification, parse_channel
-from .instruments import DEFAULT_INSTRUMENTS, Instrument
-from .latency import LatencyProbe
-from .market import Market
+from app.venue.feeds import ChannelSpec, Feed, notification, parse_channel
+from app.venue.instruments import DEFAULT_INSTRUMENTS, Instrument
+from app.venue.latency import LatencyProbe
+from app.venue.market import Market
 
 log = logging.getLogger(__name__)
 

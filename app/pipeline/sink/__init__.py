@@ -1,0 +1,20 @@
+"""Persistence: pipeline records from Kafka into TimescaleDB/PostgreSQL (design D7, D8).
+
+- ``tables``: which record goes into which table (timescale/0002, 0003), natural keys,
+  and the row builders;
+- ``writer``: one table's batches, binary COPY into a staging table and
+  ``INSERT … ON CONFLICT DO NOTHING`` in one transaction, bisecting data errors;
+- ``sink``: one topic's batches end to end: decode, build, write with retries,
+  dead-letter what cannot be written;
+- ``config``: batch size and age, retry pauses (``CRYPTICS_SINK_*``).
+
+The Faust agents that feed it live in agents/persistence.py; ``cryptics deadletter``
+(app/pipeline/deadletter.py) lists and replays the dead letters.
+"""
+from app.pipeline.sink.config import SinkConfig
+from app.pipeline.sink.sink import SinkStats, TopicSink, for_record
+from app.pipeline.sink.tables import SPECS, SourceRecord, TableSpec, spec
+from app.pipeline.sink.writer import TableWriter, WriteResult
+
+__all__ = ["SPECS", "SinkConfig", "SinkStats", "SourceRecord", "TableSpec", "TableWriter", "TopicSink",
+           "WriteResult", "for_record", "spec"]

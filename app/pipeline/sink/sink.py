@@ -1,0 +1,283 @@
+"""One topic's persistence, apart from Faust: decode, build rows, write, dead-letter.
+
+``TopicSink.persist(records)`` takes a batch of raw Kafka records and returns only when
+each of them is either in its table or on the dead-letter topic. The persistence consumer
+(agents/persistence.py) commits the batch's offsets to Kafka after that, and not before:
+an event counts as processed only once its batch has committed (design D8).
+
+What can go wrong, and what happens:
+
+| failure | what happens |
+|---|---|
+| bytes that do not decode with the topic's schema (or no value at all) | dead letter, stage ``decode`` |
+| a decoded record no row can be built from (a NaN exchange time, …) | dead letter, stage ``row`` |
+| the table refuses a row (CHECK, NOT NULL, value out of range) | the batch is bisected; that row alone becomes a dead letter, stage ``database``; the rest is written |
+| anything else: no connection, the server restarting, a missing table, a registry that does not answer | wait with exponential backoff and try the same batch again, for as long as it takes |
+
+While ``persist`` waits, the consumer takes no more records and aiokafka stops fetching
+once its buffer is full. Nothing is dropped; at worst a batch is written twice, which
+the natural keys absorb.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
+
+import asyncpg
+
+from app.clock import utc_now
+from app.pipeline.codec import WireFormatError
+from app.pipeline.sink.config import SinkConfig
+from app.pipeline.sink.tables import Row, SourceRecord, TableSpec
+from app.pipeline.sink.writer import TableWriter, WriteResult, describe
+from models.dead_letter import DeadLetter
+
+log = logging.getLogger(__name__)
+
+Decoder = Callable[[bytes], Mapping[str, Any]]
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+Publish = Callable[[Sequence[DeadLetter]], Awaitable[None]]
+
+#: Errors that mean "these bytes are not a record of this topic": the codec's own, and what
+#: fastavro raises on bytes it cannot read. Anything else from the decoder (the registry
+#: not answering while we look up a writer schema) is transient and retried.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    WireFormatError, ValueError, TypeError, EOFError, IndexError, KeyError, OverflowError,
+)
+
+
+@dataclass
+class SinkStats:
+    """Counters of one topic's sink, for GET /sink/ and the tests."""
+
+    #: Records received (every delivery counts, redeliveries too).
+    records: int = 0
+    #: Rows newly inserted into the table.
+    rows_written: int = 0
+    #: Rows skipped because their natural key was already there (redeliveries, repeats).
+    duplicates: int = 0
+    #: Batches fully handled (written and dead-lettered, ready to acknowledge).
+    batches: int = 0
+    #: Transactions committed (more than batches when a batch was bisected).
+    transactions: int = 0
+    #: Waits after an error that was not the rows' fault (connection, server, registry, broker).
+    retries: int = 0
+    dead_letters: int = 0
+    dead_letters_by_stage: Counter = field(default_factory=Counter)
+    #: Seconds spent writing (connection waits and retries included).
+    write_seconds: float = 0.0
+    last_flush_at: Optional[datetime] = None
+    last_error: Optional[str] = None
+    last_error_at: Optional[datetime] = None
+    #: True while the batch in hand is waiting for the database (or registry, or broker).
+    waiting: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records, "rows_written": self.rows_written, "duplicates": self.duplicates,
+            "batches": self.batches, "transactions": self.transactions, "retries": self.retries,
+            "dead_letters": self.dead_letters, "dead_letters_by_stage": dict(self.dead_letters_by_stage),
+            "write_seconds": round(self.write_seconds, 3),
+            "last_flush_at": self.last_flush_at.isoformat() if self.last_flush_at else None,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
+            "waiting": self.waiting,
+        }
+
+
+class Backoff:
+    """Exponential pauses from ``initial`` to ``maximum`` seconds, with a little jitter so
+    that the sinks of one worker do not all knock at the same instant."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial, self.maximum = initial, maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.maximum, self.initial * (2 ** self.attempt))
+        self.attempt += 1
+        return delay * random.uniform(0.8, 1.0)
+
+
+class TopicSink:
+    """Persists the records of one topic into one table."""
+
+    def __init__(
+        self,
+        spec: TableSpec,
+        topic: str,
+        decode: Decoder,
+        connect: Connect,
+        publish_dead_letters: Publish,
+        config: SinkConfig,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.spec = spec
+        self.topic = topic
+        self.decode = decode
+        self.connect = connect
+        self.publish_dead_letters = publish_dead_letters
+        self.config = config
+        self.clock = clock
+        self.writer = TableWriter(spec, config.write_mode)
+        self.stats = SinkStats()
+        self._conn: Optional[asyncpg.Connection] = None
+
+    # -- the batch ------------------------------------------------------------------------
+
+    async def persist(self, records: Sequence[SourceRecord]) -> None:
+        """Write ``records``; return once each is in the table or on the dead-letter topic."""
+        self.stats.records += len(records)
+        rows: list[Row] = []
+        origins: list[SourceRecord] = []
+        letters: list[DeadLetter] = []
+        for i, src in enumerate(records):
+            if i % RECORDS_PER_SLICE == RECORDS_PER_SLICE - 1:
+                await asyncio.sleep(0)  # the quoting worker's hot path shares this event loop
+            value = await self._decode(src, letters)
+            if value is None:
+                continue
+            try:
+                rows.append(self.spec.build(value, src))
+            except Exception as exc:  # builders are pure: whatever they raise is this record's fault
+                letters.append(self._dead_letter(src, "row", describe(exc)))
+                continue
+            origins.append(src)
+
+        started = time.perf_counter()
+        result = await self._write(rows)
+        self.stats.write_seconds += time.perf_counter() - started
+        for index, error in result.rejected:
+            letters.append(self._dead_letter(origins[index], "database", error))
+        if letters:
+            await self._publish(letters)
+
+        self.stats.rows_written += result.inserted
+        self.stats.duplicates += result.duplicates
+        self.stats.transactions += result.transactions
+        self.stats.batches += 1
+        self.stats.last_flush_at = self.clock()
+
+    async def _decode(self, src: SourceRecord, letters: list[DeadLetter]) -> Optional[Mapping[str, Any]]:
+        if src.value is None:
+            letters.append(self._dead_letter(src, "decode", "the record has no value"))
+            return None
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
+        while True:
+            try:
+                return self.decode(src.value)
+            except DECODE_ERRORS as exc:
+                letters.append(self._dead_letter(src, "decode", describe(exc)))
+                return None
+            except Exception as exc:  # the registry did not answer: not the record's fault
+                await self._wait_after(exc, backoff, "decoding (schema registry)")
+
+    async def _write(self, rows: list[Row]) -> WriteResult:
+        if not rows:
+            return WriteResult()
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
+        while True:
+            try:
+                conn = await self._connection()
+                # persisted_at is stamped per attempt: the stamp of the attempt that committed.
+                result = await self.writer.write(conn, rows, self.clock())
+            except Exception as exc:  # data errors never get here: the writer bisects them
+                await self._drop_connection()
+                await self._wait_after(exc, backoff, f"writing {self.spec.table}")
+                continue
+            self.stats.waiting = False
+            return result
+
+    async def _publish(self, letters: list[DeadLetter]) -> None:
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
+        while True:
+            try:
+                await self.publish_dead_letters(letters)
+            except Exception as exc:
+                await self._wait_after(exc, backoff, "producing dead letters")
+                continue
+            self.stats.waiting = False
+            break
+        self.stats.dead_letters += len(letters)
+        for letter in letters:
+            self.stats.dead_letters_by_stage[letter.stage] += 1
+            log.warning("dead letter: %s[%d]@%d (%s) %s", letter.source_topic, letter.source_partition,
+                        letter.source_offset, letter.stage, letter.error)
+
+    async def _wait_after(self, exc: BaseException, backoff: Backoff, doing: str) -> None:
+        delay = backoff.next_delay()
+        self.stats.retries += 1
+        self.stats.waiting = True
+        self.stats.last_error = f"{doing}: {describe(exc)}"
+        self.stats.last_error_at = self.clock()
+        log.warning("%s: %s; retrying in %.1f s (attempt %d)", self.topic, self.stats.last_error, delay,
+                    backoff.attempt)
+        await asyncio.sleep(delay)
+
+    def _dead_letter(self, src: SourceRecord, stage: str, error: str) -> DeadLetter:
+        return DeadLetter(
+            source_topic=src.topic, source_partition=src.partition, source_offset=src.offset,
+            stage=stage, error=error, failed_at=self.clock(), key=src.key, value=src.value,
+            target_table=self.spec.table,
+        )
+
+    # -- the connection ---------------------------------------------------------------------
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncio.wait_for(self.connect(), self.config.connect_timeout)
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        """Forget the connection after an error: its state is unknown, a new one is cheap."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except Exception:
+                conn.terminate()
+
+
+#: Longest a single statement may take before the connection is given up and the batch
+#: retried (a half-open TCP connection would otherwise hang the sink forever). A flush of
+#: a few thousand rows takes tens of milliseconds; a committed-but-unanswered flush is
+#: harmless to retry (the natural keys skip it).
+COMMAND_TIMEOUT = 60.0
+#: Records decoded and turned into rows between two yields to the event loop: about 0.5 ms
+#: of work (~30 µs a record), so a batch never holds a tick waiting for longer than that.
+RECORDS_PER_SLICE = 16
+
+
+def for_record(
+    record_name: str,
+    *,
+    database_url: str,
+    registry_url: Optional[str],
+    publish_dead_letters: Publish,
+    config: SinkConfig,
+    connect: Optional[Connect] = None,
+) -> TopicSink:
+    """The sink of one record's topic, with the topic's Avro codec and a plain asyncpg connection."""
+    from app.pipeline.codec import AvroCodec
+    from app.pipeline.sink.tables import spec
+    from models.registry import record
+
+    r = record(record_name)
+    codec = AvroCodec(r.subject, r.schema, registry_url)
+
+    async def connect_default() -> asyncpg.Connection:
+        return await asyncpg.connect(database_url, timeout=config.connect_timeout, command_timeout=COMMAND_TIMEOUT)
+
+    return TopicSink(spec(record_name), r.topic, codec.loads, connect or connect_default, publish_dead_letters,
+                     config)

@@ -1,0 +1,99 @@
+"""Kafka topic names and their creation (design D3).
+
+Topics are created by the project, before workers start, with the configured
+partition count; the project never relies on broker auto-creation (Tansu would
+give auto-created topics 4 partitions, breaking co-partitioning of tables).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from models.registry import RECORDS, topic_name
+
+log = logging.getLogger(__name__)
+
+#: The wiring heartbeat (agents/heartbeat.py): proves the worker consumes and produces.
+HEARTBEAT = topic_name("system", "heartbeat")
+
+#: Every pipeline topic the project creates up front: one per record of models/registry.py.
+PIPELINE_TOPICS: tuple[str, ...] = tuple(record.topic for record in RECORDS.values())
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """``kafka://h1:9092;h2:9092`` or ``tansu://h:p`` → ``h1:9092,h2:9092`` for aiokafka."""
+    rest = broker_url.split("://", 1)[1]
+    return ",".join(part.strip().rstrip("/") for part in rest.replace(";", ",").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class TopicReport:
+    created: tuple[str, ...]
+    existing: tuple[str, ...]
+
+
+class TopicMismatch(RuntimeError):
+    """An existing topic has a partition count other than the configured one."""
+
+
+async def ensure_topics(
+    broker_url: str, names: Iterable[str], partitions: int, replication: int = 1
+) -> TopicReport:
+    """Create the missing topics; check that existing ones have ``partitions`` partitions."""
+    wanted: Sequence[str] = list(dict.fromkeys(names))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=replication) for n in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process created it between our list and create
+        present = [n for n in wanted if n in existing]
+        if present:
+            described = await admin.describe_topics(present)
+            wrong = {
+                d["topic"]: len(d["partitions"]) for d in described if len(d["partitions"]) != partitions
+            }
+            if wrong:
+                raise TopicMismatch(
+                    f"topics exist with a partition count other than {partitions}: {wrong}. "
+                    "Tables need co-partitioned topics (design D3): recreate them or set "
+                    "CRYPTICS_TOPIC_PARTITIONS to match."
+                )
+        for name in missing:
+            log.info("created topic %s with %d partitions", name, partitions)
+        return TopicReport(created=tuple(missing), existing=tuple(present))
+    finally:
+        await admin.close()
+
+
+async def read_until_quiet(bootstrap: str, topic: str) -> list:
+    """Every record on ``topic`` (raw aiokafka records), read from the start until the broker
+    has had nothing more for three polls: for tests and benchmarks that count a topic.
+
+    Quiet, not the end offset: Tansu under-reports end offsets (design D6)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    out: list = []
+    try:
+        idle = 0
+        while idle < 3:
+            batch = await consumer.getmany(timeout_ms=500)
+            idle = 0 if batch else idle + 1
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out

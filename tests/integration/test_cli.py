@@ -1,0 +1,68 @@
+"""The `cryptics` command line as a user runs it: real subprocesses."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from app.stack import migrate
+
+from .conftest import ROOT, cryptics
+
+COMMANDS = [[], ["up"], ["worker"], ["registry"], ["venue"], ["db"], ["db", "migrate"], ["topics"], ["topics", "create"],
+            ["deadletter"], ["deadletter", "list"], ["deadletter", "replay"]]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTICS_")}
+    full_env.update(env or {})
+    return subprocess.run(cryptics(*args), cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "cryptics")
+def test_every_command_has_help(command):
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: ")
+    assert " ".join(["cryptics", *command]).split()[-1] in result.stdout
+
+
+def test_db_migrate_applies_once(database):
+    first = run("db", "migrate", env={"CRYPTICS_DATABASE_URL": database})
+    assert first.returncode == 0, first.stderr
+    # plain PostgreSQL: every migration but the TimescaleDB-only one
+    plain = [m.version for m in migrate.discover() if not m.timescaledb_only]
+    assert len(plain) >= 4
+    assert f"applied: {plain}" in first.stdout
+    second = run("db", "migrate", env={"CRYPTICS_DATABASE_URL": database})
+    assert second.returncode == 0, second.stderr
+    assert f"applied: []; already applied: {plain}" in second.stdout
+
+
+def test_topics_create(broker):
+    env = {"CRYPTICS_BROKER_URL": broker.url}
+    first = run("topics", "create", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "cryptics.system.heartbeat.avro" in first.stdout.split("already there")[0]
+    mismatch = run("topics", "create", env={**env, "CRYPTICS_TOPIC_PARTITIONS": "5"})
+    assert mismatch.returncode != 0
+    assert "partition count other than 5" in mismatch.stderr
+
+
+@pytest.mark.parametrize("command,variable", [
+    (["db", "migrate"], "CRYPTICS_DATABASE_URL"),
+    (["topics", "create"], "CRYPTICS_BROKER_URL"),
+    (["worker"], "CRYPTICS_BROKER_URL"),
+    (["registry"], "CRYPTICS_DATABASE_URL"),
+])
+def test_missing_service_url_is_a_clear_error(command, variable):
+    result = run(*command)
+    assert result.returncode != 0
+    assert variable in result.stderr + result.stdout
+
+
+def test_bad_setting_is_a_clear_error():
+    result = run("db", "migrate", env={"CRYPTICS_TOPIC_PARTITIONS": "many"})
+    assert result.returncode != 0
+    assert "CRYPTICS_TOPIC_PARTITIONS" in result.stderr

@@ -1,0 +1,129 @@
+"""`cryptics up`: the whole embedded stack starts, works, and stops leaving no process behind."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+from app.stack import migrate
+from app.stack.process import free_port, pid_alive
+
+from .conftest import ROOT, cryptics
+
+
+class Up:
+    """`cryptics up` as a child process, with its output read line by line."""
+
+    def __init__(self, state_dir: Path) -> None:
+        env = dict(os.environ, CRYPTICS_STATE_DIR=str(state_dir), CRYPTICS_WEB_PORT=str(free_port()))
+        for name in ("BROKER_URL", "DATABASE_URL", "SCHEMA_REGISTRY_URL", "VENUE_URL", "THALEX_KEY_ID"):
+            env.pop(f"CRYPTICS_{name}", None)
+        self.state_dir = state_dir
+        self.proc = subprocess.Popen(cryptics("up"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+
+    def read_until(self, marker: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line.rstrip())
+            if marker in line:
+                return
+        raise AssertionError(f"no {marker!r} in the output of cryptics up:\n" + "\n".join(self.lines))
+
+    def finish(self, timeout: float = 90) -> int:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.lines.extend(out.splitlines())
+        return self.proc.returncode
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+
+def _http_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+async def _migrations(dsn: str) -> list[int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [r["version"] for r in await conn.fetch("SELECT version FROM cryptics_migrations ORDER BY 1")]
+    finally:
+        await conn.close()
+
+
+def test_up_runs_the_stack_and_stops_it_in_order(service_root):
+    up = Up(service_root / "state-up")
+    try:
+        up.read_until("Ctrl-C stops everything", timeout=120)
+        healthy = next(line for line in up.lines if re.search(r"healthy in [\d.]+ s$", line))
+        print(healthy)  # start-up time, shown with pytest -s
+        state = json.loads((up.state_dir / "up.json").read_text())
+        assert set(state["children"]) == {"broker", "postgres", "registry", "venue", "worker"}
+        assert all(pid_alive(pid) for pid in state["children"].values())
+        descendants = up.descendants()
+        assert {p.pid for p in descendants} >= set(state["children"].values())
+
+        # Each part answers: the worker's heartbeat went round the broker,
+        # the registry serves, PostgreSQL holds the applied migrations.
+        urls = state["urls"]
+        beat = _http_json(f"{urls['web']}/heartbeat/")
+        assert beat["own_round_trip_ms"] is not None and beat["counts"][beat["worker"]] >= 1
+        assert isinstance(_http_json(f"{urls['registry']}/subjects"), list)
+        assert "cryptics.system.heartbeat.avro-value" in _http_json(f"{urls['registry']}/subjects")
+        plain = [m.version for m in migrate.discover() if not m.timescaledb_only]
+        assert asyncio.run(_migrations(urls["database"])) == plain
+        assert urls["venue"].startswith("ws://127.0.0.1:") and urls["venue"].endswith("/ws/api/v2")
+        assert (up.state_dir / "venue" / "cryptics-simulated.private.pem").exists()
+        # The worker took the quoting lease and streams the simulated venue's market data.
+        deadline = time.monotonic() + 30
+        while True:
+            md = _http_json(f"{urls['web']}/market-data/")
+            if md["received"].get("ticker.BTC-PERPETUAL.raw", 0) > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert md["session_open"] and md["lease"]["held"] and md["account"]
+        assert md["received"]["ticker.BTC-PERPETUAL.raw"] > 0 and md["books"]["BTC-PERPETUAL"]["synced"]
+    finally:
+        up.proc.send_signal(signal.SIGTERM)
+        code = up.finish()
+    assert code == 0, "\n".join(up.lines)
+    stops = [line.split("stopping ")[1] for line in up.lines if "] stopping " in line]
+    assert stops == ["worker", "venue", "registry", "postgres", "broker"]
+    deadline = time.monotonic() + 10
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == [], f"processes left behind: {left}"
+    assert not (up.state_dir / "up.json").exists()
+
+
+def test_kill_9_of_up_takes_its_children_along(service_root):
+    up = Up(service_root / "state-kill")
+    try:
+        up.read_until("Ctrl-C stops everything", timeout=120)
+        descendants = up.descendants()
+        assert len(descendants) >= 4
+    finally:
+        up.proc.kill()
+        up.finish()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not left:
+            break
+        time.sleep(0.2)
+    assert left == [], f"orphans after kill -9: {[(p.pid, p.name()) for p in left]}"

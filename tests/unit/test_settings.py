@@ -1,0 +1,84 @@
+"""Settings: environment parsing, defaults, derived values (pure logic)."""
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings
+
+
+def test_defaults_use_the_embedded_stack():
+    s = Settings.from_env({})
+    assert s.broker_url is None and s.database_url is None and s.schema_registry_url is None
+    assert s.topic_partitions == 3
+    assert s.postgres_dir == Path(".cryptics") / "postgres"
+    assert s.session_timeout == 6.0  # the embedded broker joins groups after session_timeout/2
+
+
+def test_environment_overrides_and_types():
+    s = Settings.from_env({
+        "CRYPTICS_BROKER_URL": "kafka://k1:9092;k2:9092",
+        "CRYPTICS_TOPIC_PARTITIONS": "6",
+        "CRYPTICS_PURE_PYTHON": "yes",
+        "CRYPTICS_HEARTBEAT_INTERVAL": "0.5",
+        "CRYPTICS_PG_DATA_DIR": "/srv/pg",
+        "CRYPTICS_WEB_PORT": "",  # empty means unset
+    })
+    assert s.broker_url == "kafka://k1:9092;k2:9092"
+    assert not s.broker_is_embedded
+    assert s.session_timeout == 30.0
+    assert s.topic_partitions == 6 and s.pure_python is True and s.heartbeat_interval == 0.5
+    assert s.postgres_dir == Path("/srv/pg")
+    assert s.web_port == 6066
+
+
+def test_tansu_url_marks_the_embedded_broker():
+    assert Settings.from_env({"CRYPTICS_BROKER_URL": "tansu://127.0.0.1:1234"}).broker_is_embedded
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("TOPIC_PARTITIONS", "zero", "CRYPTICS_TOPIC_PARTITIONS"),
+    ("TOPIC_PARTITIONS", "0", ">= 1"),
+    ("PURE_PYTHON", "maybe", "boolean"),
+    ("BROKER_URL", "localhost:9092", "must be a URL"),
+])
+def test_bad_values_are_clear_errors(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env({f"CRYPTICS_{name}": value})
+
+
+def test_to_env_round_trips():
+    s = Settings.from_env({"CRYPTICS_BROKER_URL": "tansu://127.0.0.1:1", "CRYPTICS_PURE_PYTHON": "1",
+                           "CRYPTICS_STATE_DIR": "/tmp/x"})
+    assert Settings.from_env(s.to_env()) == s
+
+
+def test_venue_choice_and_urls():
+    assert Settings.from_env({}).venue == "simulated"
+    assert Settings.from_env({}).venue_ws_url is None  # `cryptics up` starts the simulated venue and sets it
+    assert Settings.from_env({"CRYPTICS_VENUE": "production"}).venue_ws_url == "wss://thalex.com/ws/api/v2"
+    explicit = Settings.from_env({"CRYPTICS_VENUE": "testnet", "CRYPTICS_VENUE_URL": "ws://127.0.0.1:9/ws/api/v2"})
+    assert explicit.venue_ws_url == "ws://127.0.0.1:9/ws/api/v2"
+    with pytest.raises(ValueError, match="CRYPTICS_VENUE must be one of"):
+        Settings.from_env({"CRYPTICS_VENUE": "mainnet"})
+
+
+def test_instruments_list():
+    s = Settings.from_env({"CRYPTICS_INSTRUMENTS": " BTC-PERPETUAL, ETH-PERPETUAL ,"})
+    assert s.instrument_names == ("BTC-PERPETUAL", "ETH-PERPETUAL")
+    with pytest.raises(ValueError, match="names no instrument"):
+        Settings.from_env({"CRYPTICS_INSTRUMENTS": " , "})
+
+
+def test_quoting_parameters_come_from_the_environment():
+    s = Settings.from_env({})
+    assert s.quote.bid_sizes == (0.2, 0.4) and s.trading_state == "active"
+    params = Settings.from_env({"CRYPTICS_QUOTE_BID_SIZES": "0.1, 0.3,0.5", "CRYPTICS_QUOTE_HALF_SPREAD": "30",
+                             "CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS": "2"}).quote
+    assert (params.bid_sizes, params.half_spread) == ((0.1, 0.3, 0.5), 30.0)
+    # one amend threshold: the strategy's, handed to the gateway
+    assert Settings.from_env({"CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS": "2"}).gateway.amend_threshold_ticks == 2.0
+    assert Settings.from_env({"CRYPTICS_RISK_MAX_POSITION": "2.5"}).risk.max_position == 2.5
+    with pytest.raises(ValueError, match="CRYPTICS_QUOTE_BID_SIZES"):
+        Settings.from_env({"CRYPTICS_QUOTE_BID_SIZES": "0.1,lots"})
+    with pytest.raises(ValueError, match="CRYPTICS_TRADING_STATE"):
+        Settings.from_env({"CRYPTICS_TRADING_STATE": "yolo"})
