@@ -25,7 +25,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from app.venue.errors import AUTHENTICATION_FAILED, VenueError
+from app.exchange.protocol import AUTHENTICATION_FAILED
+from app.venue.errors import VenueError
 
 ALGORITHMS = ("RS256", "RS384", "RS512")
 KID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

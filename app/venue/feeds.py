@@ -3,7 +3,9 @@
 Public channels are shared: one ``Feed`` per channel name computes each payload
 once and hands the same serialised bytes to every subscriber. A feed with a delay
 (``100ms`` … ``60000ms``) sends at most once per delay, when something changed; a
-``raw`` feed sends after every engine action that changed it (thalex_api.md §3).
+``raw`` feed sends after every engine action that changed it (docs/thalex-protocol.md §3).
+The channel grammar (delays, private channel names) is the protocol's, in
+app/exchange/protocol.py; which instruments and underlyings exist is the venue's.
 
 Book feeds send a snapshot, then deltas (§3.3). Deltas are computed by diffing the
 grouped, depth-limited view against the state last sent on that channel, which
@@ -12,32 +14,24 @@ joining a running book channel gets that last-sent state as its snapshot, so the
 next delta applies to it exactly like to everyone else.
 
 Private channels (``session.*``, ``account.*``) belong to one connection and are
-produced by server.py from engine events; this module only recognises their names.
+produced by publishing.py from engine events; this module only recognises their names.
 """
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import orjson
 
+from app.exchange.protocol import DELAYS, PRIVATE_CHANNELS
 from app.venue.engine import Engine
 from app.venue.orders import BUY, SELL
+from app.venue.transport import Connection
 
-if TYPE_CHECKING:  # pragma: no cover
-    from app.venue.server import Connection
-
-#: Allowed ``<delay>`` values and their minimum interval in seconds (§3).
-DELAYS = {"raw": 0.0, "100ms": 0.1, "200ms": 0.2, "500ms": 0.5, "1000ms": 1.0, "5000ms": 5.0, "60000ms": 60.0}
-PRIVATE_CHANNELS = frozenset({
-    "session.orders", "account.orders", "account.portfolio", "account.trade_history", "account.summary",
-    "session.mm_protection",
-})
 #: Kinds whose notifications count as market data for the latency probe (latency.py).
 MARKET_DATA_KINDS = frozenset({"ticker", "lwt", "book", "price_index", "recent_trades"})
-#: Channels whose first message carries ``snapshot: true`` (§1.4).
-SNAPSHOT_PRIVATE = frozenset({"session.orders", "account.orders", "account.portfolio"})
 
 
 @dataclass(frozen=True)
@@ -113,15 +107,17 @@ def notification(channel: str, payload: object, snapshot: bool = False) -> bytes
 
 
 class Feed:
-    """One public channel and its subscribers."""
+    """One public channel and its subscribers; every notification sent is counted in ``sent``
+    per (session, channel)."""
 
     def __init__(self, spec: ChannelSpec, engine: Engine, loop: asyncio.AbstractEventLoop,
-                 on_emptied: Callable[["Feed"], None]) -> None:
+                 on_emptied: Callable[["Feed"], None], sent: Counter[tuple[int, str]]) -> None:
         self.spec = spec
         self.engine = engine
         self.loop = loop
         self.on_emptied = on_emptied
-        self.subscribers: set["Connection"] = set()
+        self.sent = sent
+        self.subscribers: set[Connection] = set()
         self.market_data = spec.kind in MARKET_DATA_KINDS
         self.last_sent = float("-inf")
         self.timer: Optional[asyncio.TimerHandle] = None
@@ -134,7 +130,7 @@ class Feed:
 
     # -- subscribers -----------------------------------------------------
 
-    def add(self, conn: "Connection") -> None:
+    def add(self, conn: Connection) -> None:
         first = not self.subscribers
         self.subscribers.add(conn)
         kind = self.spec.kind
@@ -162,7 +158,7 @@ class Feed:
                 self.last_sent = self.loop.time()
             self._send(conn, notification(self.spec.name, payload))
 
-    def remove(self, conn: "Connection") -> None:
+    def remove(self, conn: Connection) -> None:
         self.subscribers.discard(conn)
         if not self.subscribers:
             if self.timer is not None:
@@ -202,10 +198,10 @@ class Feed:
         for conn in list(self.subscribers):
             self._send(conn, data)
 
-    def _send(self, conn: "Connection", data: bytes) -> None:
+    def _send(self, conn: Connection, data: bytes) -> None:
         """Queue one notification for ``conn`` and count it (tests compare what arrived downstream)."""
         conn.enqueue(data, self.market_data)
-        conn.venue.notifications_sent[(conn.session, self.spec.name)] += 1
+        self.sent[(conn.session, self.spec.name)] += 1
 
     def _message(self) -> Optional[bytes]:
         kind = self.spec.kind

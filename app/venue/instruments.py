@@ -15,8 +15,9 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
+from app.exchange.protocol import INVALID_PRICE, INVALID_QUANTITY, PRICE_NOT_ALIGNED
 from app.trading.ticks import is_aligned
-from app.venue.errors import INVALID_PRICE, INVALID_QUANTITY, PRICE_NOT_ALIGNED, VenueError
+from app.venue.errors import VenueError
 
 
 @dataclass(frozen=True)

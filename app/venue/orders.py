@@ -1,12 +1,14 @@
-"""An order as the engine keeps it, and its OrderStatus as the wire shows it (thalex_api.md §4.10).
+"""An order as the engine keeps it, and its OrderStatus as the wire shows it (docs/thalex-protocol.md §4.10).
 
 Prices and amounts are integers here (ticks and volume units, see instruments.py);
-``status()`` turns them back into wire numbers.
+``status()`` turns them back into wire numbers. The status names are the protocol's
+(app/exchange/protocol.py).
 """
 from __future__ import annotations
 
 from typing import Optional
 
+from app.exchange.protocol import CANCELLED, CANCELLED_PARTIALLY_FILLED, FILLED, OPEN, PARTIALLY_FILLED
 from app.venue.instruments import Instrument
 
 BUY = 1
@@ -18,12 +20,6 @@ LIMIT = "limit"
 MARKET = "market"
 GTC = "good_till_cancelled"
 IOC = "immediate_or_cancel"
-
-OPEN = "open"
-PARTIALLY_FILLED = "partially_filled"
-FILLED = "filled"
-CANCELLED = "cancelled"
-CANCELLED_PARTIALLY_FILLED = "cancelled_partially_filled"
 
 
 class Fill:

@@ -445,7 +445,9 @@ async def test_insert_amend_cancel_and_order_feeds(trader: WsClient):
     for channel in ("session.orders", "account.orders", "account.portfolio"):
         snap = await trader.notification(channel)
         assert snap["snapshot"] is True and snap["notification"] == []
-    summary = (await trader.notification("account.summary"))["notification"]
+    summary_note = await trader.notification("account.summary")
+    assert "snapshot" not in summary_note  # the summary is sent whole every time: no snapshot flag
+    summary = summary_note["notification"]
     assert set(summary) == SUMMARY_FIELDS and summary["cash"][0]["currency"] == "USD"
 
     order = await trader.result("private/insert", {"direction": "buy", "instrument_name": BTC, "amount": 0.2,
@@ -678,7 +680,7 @@ def test_the_venues_frames_are_the_frames_aiohttp_writes(size):
     byte what aiohttp's own server-side writer produces for the same text message."""
     from aiohttp._websocket.writer import WebSocketWriter
 
-    from app.venue.server import _text_frame
+    from app.venue.transport import text_frame
 
     class Transport:
         def __init__(self) -> None:
@@ -696,7 +698,7 @@ def test_the_venues_frames_are_the_frames_aiohttp_writes(size):
     transport = Transport()
     message = bytes(i % 251 for i in range(size))
     WebSocketWriter(None, transport, use_mask=False)._write_websocket_frame(message, 0x1, 0)
-    assert _text_frame(message) == transport.data
+    assert text_frame(message) == transport.data
 
 
 async def test_a_client_that_stops_reading_is_closed_as_a_slow_consumer(tmp_path: Path):

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.venue import VenueError
-from app.venue.engine import AccountTradeEvent, OrderEvent
+from app.venue.events import AccountTradeEvent, OrderEvent
 from tests.unit.test_venue_engine import BTC, T0, make_engine
 
 ACCOUNTS = ("A000000001", "A000000002", "A000000003")
@@ -154,8 +154,8 @@ def test_long_busy_flows_keep_the_invariants(seed):
 def test_24h_low_and_high_follow_the_trades_of_the_last_day(trades):
     """The ticker's 24 h low/high come from monotonic queues; they must equal a scan of the
     day's trades after every trade and every expiry."""
-    from app.venue.engine import DAY, MarketState
     from app.venue.instruments import DEFAULT_INSTRUMENTS
+    from app.venue.marks import DAY, MarketState
 
     ins = DEFAULT_INSTRUMENTS[0]
     market = MarketState(100_000.0, 0.0)

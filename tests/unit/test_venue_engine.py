@@ -13,7 +13,8 @@ import dataclasses
 import pytest
 
 from app.venue import Engine, VenueConfig, VenueError
-from app.venue.engine import AccountTradeEvent, OrderEvent, ProtectionEvent, TradeEvent
+from app.venue.events import AccountTradeEvent, OrderEvent, ProtectionEvent, TradeEvent
+from app.venue.marks import fair_price
 from app.venue.orders import BUY
 
 T0 = 1_800_000_000.0
@@ -475,6 +476,21 @@ def test_funding_dampener():
     bob.buy(0.001, 100030)  # mid 100,035: 3.5 bp, counts as 1 bp
     engine.advance({"BTCUSD": 100000.0}, 1.0, T0 + 1)
     assert engine.markets[BTC].funding_rate == pytest.approx(0.0001)
+
+
+def test_the_premium_is_measured_from_the_mid_or_the_side_that_is_there(engine: Engine, bob: Trader):
+    """marks.fair_price: the mid price; one side only: the index, bounded by that side; no book: the index."""
+    ins, book = engine.instruments[BTC], engine.books[BTC]
+    assert fair_price(ins, book, 100000.0) == 100000.0
+    bob.buy(0.001, 100020)  # a bid above the index lifts it
+    assert fair_price(ins, book, 100000.0) == 100020.0
+    assert fair_price(ins, book, 100050.0) == 100050.0  # a bid below the index does not
+    bob.sell(0.001, 100060)
+    assert fair_price(ins, book, 100000.0) == 100040.0
+    engine.cancel_all(bob.account, T0)
+    bob.sell(0.001, 99990)
+    assert fair_price(ins, book, 100000.0) == 99990.0  # an ask below the index lowers it
+    assert fair_price(ins, book, 99900.0) == 99900.0
 
 
 def test_trade_history_filters_and_paging(engine: Engine, alice: Trader, bob: Trader):

@@ -12,7 +12,7 @@ import statistics
 import pytest
 
 from app.venue import Engine, Market, VenueConfig
-from app.venue.engine import AccountTradeEvent, TradeEvent
+from app.venue.events import AccountTradeEvent, TradeEvent
 
 T0 = 1_800_000_000.0
 BTC = "BTC-PERPETUAL"
