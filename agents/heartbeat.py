@@ -3,7 +3,8 @@
 Contract
 - consumes: ``cryptics.system.heartbeat.avro`` (models.heartbeat.Heartbeat), key = source.
 - produces: one Heartbeat per ``CRYPTICS_HEARTBEAT_INTERVAL`` seconds from this
-  worker (source = its worker id) to the same topic; off when the interval is 0.
+  worker (source = its worker id) to the same topic, with ``produce_later`` like every
+  record the worker publishes (app/faust_app.py); off when the interval is 0.
 - tables: ``heartbeat_counts`` (source -> heartbeats seen), changelog
   ``cryptics-heartbeat_counts-changelog`` with Avro ``long`` values.
 - web view: ``GET /heartbeat/`` -> ``{"counts": {source: n}, "total": n,
@@ -19,7 +20,7 @@ from typing import Optional
 import faust
 
 from app.clock import utc_now
-from app.faust_app import app, avro_value_codec, record_topic, settings
+from app.faust_app import app, avro_value_codec, produce_later, record_topic, settings
 from models.heartbeat import Heartbeat
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -60,9 +61,7 @@ if settings.heartbeat_interval > 0:
     async def send_heartbeat() -> None:
         global _sequence
         _sequence += 1
-        await heartbeat_topic.send(
-            key=WORKER_ID, value=Heartbeat(source=WORKER_ID, sequence=_sequence, sent_at=utc_now())
-        )
+        produce_later("heartbeat", WORKER_ID, Heartbeat(source=WORKER_ID, sequence=_sequence, sent_at=utc_now()))
 
 
 @app.page("/heartbeat/")

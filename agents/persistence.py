@@ -1,4 +1,5 @@
-"""Persistence: every pipeline record into its TimescaleDB/PostgreSQL table (design D8).
+"""Persistence: every pipeline record into its TimescaleDB/PostgreSQL table
+(docs/architecture.md#d8-persistence-semantics).
 
 Contract
 - consumes: the raw key and value bytes of the ``ticker``, ``book``, ``index``, ``trade``,
@@ -11,6 +12,8 @@ Contract
 - produces: ``cryptics.thalex.dead_letter.avro`` (models.dead_letter.DeadLetter, key =
   source topic): records that cannot be decoded, turned into a row, or written because
   the table refuses them, with their topic, partition, offset, key, raw value and error.
+  With ``produce_confirmed`` (app/faust_app.py): the worker's one producer, and a delivery
+  to wait for.
 - tables (PostgreSQL, timescale/0002–0005): tickers, book_tops, index_prices,
   public_trades, quote_decisions, order_acks (and, through its trigger, orders), fills,
   positions, latency_samples. No Faust tables.
@@ -20,16 +23,17 @@ Contract
 
 Why a consumer of its own rather than a Faust agent per topic: the agents spent ~240 µs
 of Faust and aiokafka work per event before the sink saw it, which capped persistence near
-2,600 events/s on 2 cores (benchmarks/bench_sink.py), while aiokafka's ``getmany`` alone
+2,600 events/s on 2 cores (benchmarks/bench_sink/), while aiokafka's ``getmany`` alone
 hands over batches at >100,000 records/s here. The sink needs none of what a Faust stream
 adds per event (records, acks, tables), only batches and commits, so it takes them straight
 from aiokafka, inside the Faust worker as a service like the market-data source.
 
 Commits. A batch's offsets are committed only after every topic's part of it has been
 written (and its dead letters delivered): an event counts as processed only once its rows
-are in (design D8). A worker that dies mid-batch (even kill -9) resumes at the first
-uncommitted record; the rows written twice are skipped by the tables' natural keys. A
-commit refused because a rebalance took the partition away is harmless for the same reason.
+are in (docs/architecture.md#d8-persistence-semantics). A worker that dies mid-batch (even
+kill -9) resumes at the first uncommitted record; the rows written twice are skipped by the
+tables' natural keys. A commit refused because a rebalance took the partition away is
+harmless for the same reason.
 
 Backpressure. While the database is away, the sinks retry with backoff and this service
 asks Kafka for nothing new; aiokafka stops fetching once its buffer is full. Its group
@@ -48,7 +52,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 
-from app.faust_app import app, record_topic, settings
+from app.faust_app import app, produce_confirmed, settings
 from app.pipeline.sink import SPECS, SourceRecord, TopicSink, for_record
 from app.pipeline.topics import bootstrap_servers
 from models.dead_letter import DeadLetter
@@ -56,17 +60,22 @@ from models.dead_letter import DeadLetter
 log = logging.getLogger(__name__)
 
 config = settings.sink
-dead_letter_topic = record_topic("dead_letter")
 
 #: The sink of each persisted record, by its topic (GET /sink/ reads their counters).
 SINKS: dict[str, TopicSink] = {}
 
 
 async def publish_dead_letters(letters: Sequence[DeadLetter]) -> None:
-    """Produce dead letters and wait until the broker has them all (before the batch is committed)."""
-    pending = [await dead_letter_topic.send(key=letter.source_topic, value=letter) for letter in letters]
-    for delivery in pending:
-        await delivery
+    """Produce dead letters and wait until the broker has them all (before the batch is committed).
+
+    Raises if any of them is not delivered: the sink then waits and publishes the batch's
+    letters again (app/pipeline/sink/sink.py), and the batch is not committed meanwhile."""
+    deliveries = [produce_confirmed("dead_letter", letter.source_topic, letter) for letter in letters]
+    # Every delivery is awaited, so that a second failure is not left unretrieved.
+    outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 class PersistenceService(Service):

@@ -2,9 +2,15 @@
 
 Agents live in agents/ and are imported by ``cryptics worker`` (app/worker.py),
 which is what registers them on this app.
+
+Everything the worker publishes itself goes onto Kafka one way: ``produce_later``
+(fire and forget, the hot path) or ``produce_confirmed`` (a future the broker's
+acknowledgement completes), both through one ``DeferredProducer``
+(app/pipeline/producer.py) on the aiokafka producer inside Faust's.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any, Callable, Optional
 
@@ -28,11 +34,13 @@ def create_app(s: settings_module.Settings) -> faust.App:
         s.app_id,
         broker=broker,
         store="memory://",
-        processing_guarantee="at_least_once",  # exactly_once does not work on Tansu (design D6)
+        # exactly_once does not work on Tansu (docs/architecture.md#d6-embedded-broker-tansu)
+        processing_guarantee="at_least_once",
         # Faust would otherwise wait, on shutdown and on every rebalance, until each event
         # taken is acked. A persistence agent acks only after its batch commits, so with the
         # database away a SIGTERM (or a rebalance) waited forever. Every consumer here is
-        # idempotent (design D8): an unacked event is simply delivered again.
+        # idempotent (docs/architecture.md#d8-persistence-semantics): an unacked event is
+        # simply delivered again.
         stream_wait_empty=False,
         topic_partitions=s.topic_partitions,
         topic_replication_factor=s.topic_replication,
@@ -54,14 +62,16 @@ app = create_app(settings)
 
 
 def avro_value_codec(topic: str, schema: Any) -> AvroCodec:
-    """The codec for values of ``topic``: subject ``<topic>-value`` (design D4)."""
+    """The codec for values of ``topic``: subject ``<topic>-value``
+    (docs/architecture.md#d4-avro-and-schemas)."""
     return AvroCodec(f"{topic}-value", schema, settings.schema_registry_url)
 
 
 @functools.lru_cache(maxsize=None)
 def record_topic(name: str) -> faust.TopicT:
     """The Faust topic of record ``name`` (models/registry.py): Avro values of the
-    newest schema, key = the record's key field as a plain string (design D3)."""
+    newest schema, key = the record's key field as a plain string
+    (docs/architecture.md#d3-kafka-topics)."""
     from models.registry import record
 
     r = record(name)
@@ -76,7 +86,8 @@ def record_topic(name: str) -> faust.TopicT:
 
 
 def _encode_record(name: str, value: Any) -> tuple[str, bytes]:
-    """Record ``name``'s topic and the Avro bytes of ``value`` (Confluent wire format, design D4)."""
+    """Record ``name``'s topic and the Avro bytes of ``value`` (Confluent wire format,
+    docs/architecture.md#d4-avro-and-schemas)."""
     topic = record_topic(name)
     payload = value.to_representation() if isinstance(value, faust.Record) else value
     return topic.get_topic_name(), topic.value_serializer.dumps(payload)
@@ -84,8 +95,8 @@ def _encode_record(name: str, value: Any) -> tuple[str, bytes]:
 
 async def _kafka_producer() -> Any:
     """The aiokafka producer inside Faust's: one set of broker connections for the worker."""
-    await app.pipeline.producer.maybe_start()  # started by the worker already; this only waits for it
-    return app.pipeline.producer._producer  # the driver keeps it there (faust/transport/drivers/aiokafka.py)
+    await app.producer.maybe_start()  # started by the worker already; this only waits for it
+    return app.producer._producer  # the driver keeps it there (faust/transport/drivers/aiokafka.py)
 
 
 deferred_producer = DeferredProducer(_encode_record, _kafka_producer)
@@ -93,7 +104,8 @@ deferred_producer = DeferredProducer(_encode_record, _kafka_producer)
 
 def produce_later(name: str, key: Any, value: Any, on_error: Optional[Callable[[Exception], None]] = None) -> None:
     """Produce record ``name`` (models/registry.py) with ``key`` to its topic, but only once the
-    event loop has finished what it is doing now (design D1: Kafka off the critical path).
+    event loop has finished what it is doing now (Kafka off the critical path:
+    docs/architecture.md#d1-the-hot-path-stays-in-one-process).
 
     ``value`` is the record, or a function that builds it: building a Faust record costs
     25-70 µs, which the hot path should not pay either. ``on_error`` is told if building or
@@ -104,6 +116,14 @@ def produce_later(name: str, key: Any, value: Any, on_error: Optional[Callable[[
     notification that follows a ticker is not kept waiting behind the ticker's records.
     Order is kept per topic-partition. How the records reach Kafka: app/pipeline/producer.py."""
     deferred_producer.produce(name, key, value, on_error)
+
+
+def produce_confirmed(name: str, key: Any, value: Any) -> asyncio.Future:
+    """Like ``produce_later``, for a caller that must know the broker has the record: the
+    returned future completes with the record's RecordMetadata once its batch is delivered,
+    or with the exception that kept it off Kafka (encoding included). The record is queued
+    when this is called, so records of one topic-partition keep the order of the calls."""
+    return deferred_producer.produce_confirmed(name, key, value)
 
 
 @app.on_before_shutdown.connect

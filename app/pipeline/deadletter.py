@@ -2,8 +2,8 @@
 
 The persistence sink (app/pipeline/sink/) sends every record it cannot write to the dead-letter
 topic (``models.registry.record("dead_letter").topic``) with its coordinates, key, raw
-value bytes and the error (design D8). Once the cause is fixed (a schema, a table
-constraint, a row builder), this module replays them:
+value bytes and the error (docs/architecture.md#d8-persistence-semantics). Once the cause
+is fixed (a schema, a table constraint, a row builder), this module replays them:
 
 - ``read_dead_letters``: every dead letter on the topic, decoded through the schema
   registry, each with its own partition and offset on the dead-letter topic (its id,
@@ -14,10 +14,12 @@ constraint, a row builder), this module replays them:
   original partition of its source topic (acks=all, waiting for each delivery), so the
   persistence agents consume it again. A dead letter without a value (stage ``decode``,
   "the record has no value") has nothing to replay and is skipped with that reason.
+  ``replay`` runs in its own process (the CLI's), with an aiokafka producer of its own
+  behind the same ``DeferredProducer`` the worker uses (app/pipeline/producer.py).
 
 Replaying is safe to repeat: the sink writes with ``ON CONFLICT DO NOTHING`` on natural
-keys (design D8), so a record replayed twice, or one that was written after all, gives
-no second row. A replayed record that still fails becomes a new dead letter; the old
+keys (docs/architecture.md#d8-persistence-semantics), so a record replayed twice, or one
+that was written after all, gives no second row. A replayed record that still fails becomes a new dead letter; the old
 ones stay on the topic (dead letters are never deleted, only read).
 
 ``cryptics deadletter list`` and ``cryptics deadletter replay`` (app/cli.py) are the
@@ -37,6 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schema_registry.client.errors import ClientError
 
 from app.pipeline.codec import AvroCodec
+from app.pipeline.producer import DeferredProducer
 from app.pipeline.tansu_compat import corrected_end_offsets
 from app.pipeline.topics import bootstrap_servers
 from models.dead_letter import DeadLetter
@@ -146,7 +149,8 @@ async def topic_partitions(broker_url: str, names: Iterable[str]) -> dict[str, s
     """The partitions of each of ``names`` that exists; missing topics are left out.
 
     Existence is checked with a topic listing first because asking a broker about a
-    topic by name can auto-create it (with Tansu's 4 partitions, design D3).
+    topic by name can auto-create it (with Tansu's 4 partitions,
+    docs/architecture.md#d3-kafka-topics).
     """
     wanted = list(dict.fromkeys(names))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-deadletter")
@@ -166,8 +170,9 @@ async def _end_offsets(broker_url: str, consumer: AIOKafkaConsumer,
                        partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
     reported = await consumer.end_offsets(list(partitions))
     if broker_url.startswith("tansu://"):
-        # Tansu under-reports ListOffsets(LATEST) after multi-record batches (design D6);
-        # the dead letters of one sink batch are produced together, so this is the usual case.
+        # Tansu under-reports ListOffsets(LATEST) after multi-record batches
+        # (docs/architecture.md#d6-embedded-broker-tansu); the dead letters of one sink
+        # batch are produced together, so this is the usual case.
         return await corrected_end_offsets(bootstrap_servers(broker_url), reported)
     return dict(reported)
 
@@ -272,7 +277,8 @@ async def replay(broker_url: str, chosen: Sequence[StoredLetter], *, dry_run: bo
     Each record is delivered (acks=all) before the next is sent, so on an error every
     outcome before it is a fact. Letters that cannot be replayed are skipped, not fatal:
     no value, or a source topic/partition that does not exist (producing to a missing
-    topic could auto-create it with the wrong partition count, design D3).
+    topic could auto-create it with the wrong partition count,
+    docs/architecture.md#d3-kafka-topics).
     """
     partitions = await topic_partitions(broker_url, {s.letter.source_topic for s in chosen})
     plan: list[ReplayOutcome] = []
@@ -293,11 +299,17 @@ async def replay(broker_url: str, chosen: Sequence[StoredLetter], *, dry_run: bo
     if dry_run or not any(o.status == "would replay" for o in plan):
         return plan
 
-    # Not idempotent: aiokafka's idempotent producer fails against Tansu (design D6), and
-    # a duplicate from a producer retry is absorbed by the tables' natural keys anyway.
+    # Not idempotent: aiokafka's idempotent producer fails against Tansu
+    # (docs/architecture.md#d6-embedded-broker-tansu), and a duplicate from a producer
+    # retry is absorbed by the tables' natural keys anyway.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker_url), acks="all",
                                 enable_idempotence=False, client_id="cryptics-deadletter-replay")
     await producer.start()
+
+    async def started() -> AIOKafkaProducer:
+        return producer
+
+    out = DeferredProducer(_as_they_are, started)
     done: list[ReplayOutcome] = []
     try:
         for outcome in plan:
@@ -307,7 +319,7 @@ async def replay(broker_url: str, chosen: Sequence[StoredLetter], *, dry_run: bo
             d = outcome.stored.letter
             try:
                 delivered = await asyncio.wait_for(
-                    producer.send_and_wait(d.source_topic, value=d.value, key=d.key, partition=d.source_partition),
+                    out.produce_confirmed(d.source_topic, d.key, d.value, partition=d.source_partition),
                     DELIVERY_TIMEOUT)
             except Exception as exc:
                 replayed = [str(o.stored.id) for o in done if o.status == "replayed"]
@@ -319,3 +331,8 @@ async def replay(broker_url: str, chosen: Sequence[StoredLetter], *, dry_run: bo
     finally:
         await producer.stop()
     return done
+
+
+def _as_they_are(topic: str, value: bytes) -> tuple[str, bytes]:
+    """The replay's encoder: a record is named by its topic and its value is bytes already."""
+    return topic, value

@@ -3,7 +3,8 @@
 Real parts: a Tansu broker and the schema registry (conftest fixtures), the CLI as a child
 process. The test writes the "poisoned" originals onto their source topics and the dead
 letters the sink would have made of them onto the dead-letter topic (several per batch,
-so the Tansu end-offset defect of design D6 is in play), then reads the topics back.
+so the Tansu end-offset defect of docs/architecture.md#d6-embedded-broker-tansu is in
+play), then reads the topics back.
 """
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ async def _read_sources(bootstrap: str) -> Records:
     try:
         consumer.assign([TopicPartition(topic, p) for topic, p in out])
         idle = 0
-        while idle < 3:  # not end_offsets(): Tansu under-reports them (design D6)
+        # not end_offsets(): Tansu under-reports them (docs/architecture.md#d6-embedded-broker-tansu)
+        while idle < 3:
             batch = await consumer.getmany(timeout_ms=300)
             idle = 0 if batch else idle + 1
             for tp, messages in batch.items():

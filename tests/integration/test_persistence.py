@@ -1,4 +1,5 @@
-"""The persistence agents end to end, with exact row accounting (design D8).
+"""The persistence agents end to end, with exact row accounting
+(docs/architecture.md#d8-persistence-semantics).
 
 Real parts throughout: Tansu, the schema registry, PostgreSQL and `cryptics worker` (or
 `cryptics up`) as child processes, Avro in the Confluent wire format.
@@ -378,8 +379,9 @@ async def _rows_equal(pg: EmbeddedPostgres, total: int) -> bool:
 async def test_worker_killed_mid_batch_and_restarted(broker, registry_url, sink_postgres, tmp_path):
     # Small batches, so that many are in flight and the kill lands inside one.
     pipeline = Pipeline(broker, registry_url, sink_postgres, tmp_path, CRYPTICS_SINK_BATCH_SIZE="200")
-    # The topics first, as `cryptics up` and the worker create them (design D3): a producer
-    # writing to a missing topic would have Tansu create it with 4 partitions.
+    # The topics first, as `cryptics up` and the worker create them
+    # (docs/architecture.md#d3-kafka-topics): a producer writing to a missing topic would
+    # have Tansu create it with 4 partitions.
     await ensure_topics(broker.url, PIPELINE_TOPICS, 3)
     producer = RecordProducer(broker.bootstrap, registry_url)
     await producer.start()

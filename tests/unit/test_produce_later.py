@@ -1,58 +1,20 @@
 """The deferred producer behind produce_later (app/pipeline/producer.py): records built and encoded only
 once the event loop is done with the current callback, sent in batches per topic-partition in
-order, one failure costing nothing else. Pure scheduling and batching logic: the aiokafka
+order, one failure costing nothing else; and produce_confirmed's deliveries, completed with where
+each record landed or with why it did not. Pure scheduling and batching logic: the aiokafka
 producer is replaced by a recorder (the real path to Kafka is in test_market_data,
-test_quoting and test_persistence)."""
+test_quoting, test_persistence and test_deadletter)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any
 
+import pytest
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from app.pipeline.producer import DeferredProducer
-
-PARTITIONS = {0, 1, 2}
-
-
-class Batch:
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.records: list[tuple[Optional[bytes], bytes]] = []
-
-    def append(self, *, key: Optional[bytes], value: bytes, timestamp: Optional[int]) -> Optional[object]:
-        if len(self.records) >= self.capacity:
-            return None
-        self.records.append((key, value))
-        return object()
-
-
-class Producer:
-    """Records what the deferred producer hands to aiokafka."""
-
-    def __init__(self, capacity: int = 100) -> None:
-        self.capacity = capacity
-        self.sent: list[tuple[str, int, list]] = []
-        self.fail_next_delivery = False
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return set(PARTITIONS)
-
-    def create_batch(self) -> Batch:
-        return Batch(self.capacity)
-
-    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future:
-        self.sent.append((topic, partition, batch.records))
-        delivered = asyncio.get_running_loop().create_future()
-        if self.fail_next_delivery:
-            self.fail_next_delivery = False
-            delivered.set_exception(ConnectionError("broker gone"))
-        else:
-            delivered.set_result(None)
-        return delivered
-
-    def values(self, topic: Optional[str] = None) -> list[bytes]:
-        return [value for t, _p, records in self.sent if topic in (None, t) for _k, value in records]
+from tests.unit.fake_kafka import PARTITIONS, Batch, Producer, deferred_on, settle
 
 
 def encode(name: str, value: Any) -> tuple[str, bytes]:
@@ -62,14 +24,7 @@ def encode(name: str, value: Any) -> tuple[str, bytes]:
 
 
 def deferred(producer: Producer) -> DeferredProducer:
-    async def get() -> Producer:
-        return producer
-    return DeferredProducer(encode, get)
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+    return deferred_on(producer, encode)
 
 
 async def test_records_wait_for_the_current_callback_then_go_out_in_order():
@@ -171,3 +126,114 @@ async def test_flush_hands_over_what_is_still_queued():
     out.produce("ticker", None, "no key")
     await out.flush()  # no event loop turn in between: flush itself encodes and sends
     assert sorted(producer.values()) == [b"a", b"no key"]
+
+
+async def test_a_confirmed_record_learns_where_it_landed_in_order_with_the_others():
+    producer = Producer()
+    out = deferred(producer)
+    out.produce("dead_letter", "k", "before")
+    first = out.produce_confirmed("dead_letter", "k", "first")
+    out.produce("dead_letter", "k", "between")
+    second = out.produce_confirmed("dead_letter", "k", "second")
+    assert not first.done() and producer.sent == []  # queued, not yet encoded: same order as produce
+    first_at, second_at = await first, await second
+    assert producer.values() == [b"before", b"first", b"between", b"second"] and len(producer.sent) == 1
+    topic, partition, _records = producer.sent[0]
+    # The batch starts at offset 100 of its partition: each record at the batch's base + its place in it.
+    assert (first_at.topic, first_at.partition, first_at.offset) == (topic, partition, 101)
+    assert (second_at.topic, second_at.partition, second_at.offset) == (topic, partition, 103)
+    assert out.stats["records"] == 4 and out.stats["batches"] == 1 and out.stats["delivery_errors"] == 0
+
+
+async def test_a_confirmed_record_can_name_its_partition_and_keep_its_key_bytes():
+    producer = Producer()
+    out = deferred(producer)
+    key = b"\xff\x00 not text"
+    delivered = await out.produce_confirmed("ticker", key, "replayed", partition=2)
+    assert producer.sent == [("topic.ticker", 2, [(key, b"replayed")])]
+    assert delivered.partition == 2 and delivered.offset == 100
+
+
+async def test_a_failed_delivery_is_reported_to_its_waiters_and_only_to_them():
+    producer = Producer()
+    out = deferred(producer)
+    producer.fail_next_delivery = True  # the first batch handed over: partition 0's
+    lost = [out.produce_confirmed("dead_letter", "k", f"lost{i}", partition=0) for i in range(2)]
+    elsewhere = out.produce_confirmed("dead_letter", "k", "elsewhere", partition=1)
+    for delivery in lost:
+        with pytest.raises(ConnectionError, match="broker gone"):
+            await delivery
+    assert (await elsewhere).offset == 100  # its own batch was delivered, and it is told so
+    assert out.stats["delivery_errors"] == 1 and out.stats["batches"] == 2
+    later = await out.produce_confirmed("dead_letter", "k", "later", partition=0)
+    assert later.offset == 100 and producer.values()[-1] == b"later"
+
+
+async def test_a_confirmed_record_that_cannot_be_encoded_fails_its_delivery_alone():
+    producer = Producer()
+    out = deferred(producer)
+    bad = out.produce_confirmed("dead_letter", "k", "unencodable")
+    good = out.produce_confirmed("dead_letter", "k", "fine")
+    with pytest.raises(ValueError, match="schema says no"):
+        await bad
+    assert (await good).offset == 100
+    assert out.stats["encode_errors"] == 1 and producer.values() == [b"fine"]
+
+
+async def test_a_producer_failure_fails_every_delivery_it_drops():
+    producer = Producer()
+    out = deferred(producer)
+
+    async def refuse(batch: Batch, topic: str, *, partition: int) -> asyncio.Future:
+        raise KafkaTimeoutError("buffer full for the whole request timeout")
+    producer.send_batch = refuse  # type: ignore[method-assign]
+    deliveries = [out.produce_confirmed("dead_letter", key, "v") for key in ("a", "b", "c")]
+    outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+    assert all(isinstance(outcome, KafkaTimeoutError) for outcome in outcomes)
+    assert out.stats["delivery_errors"] == 1
+
+
+async def test_a_partition_lookup_failure_fails_the_deliveries_of_its_round():
+    producer = Producer()
+    out = deferred(producer)
+
+    async def unknown_topic(topic: str) -> set[int]:
+        raise KafkaTimeoutError("no metadata for the topic")
+    producer.partitions_for = unknown_topic  # type: ignore[method-assign]
+    placed = out.produce_confirmed("dead_letter", "k", "placed", partition=0)
+    unplaced = out.produce_confirmed("dead_letter", "k", "unplaced")
+    for delivery in (placed, unplaced):
+        with pytest.raises(KafkaTimeoutError):
+            await delivery
+    assert producer.sent == [] and out.stats["delivery_errors"] == 1
+
+
+async def test_a_record_larger_than_a_batch_fails_its_delivery():
+    producer = Producer(capacity=0)
+    out = deferred(producer)
+    with pytest.raises(MessageSizeTooLargeError):
+        await out.produce_confirmed("dead_letter", "k", "huge")
+    assert out.stats["delivery_errors"] == 1
+
+
+async def test_a_waiter_that_gave_up_costs_the_others_nothing():
+    producer = Producer()
+    out = deferred(producer)
+    abandoned = out.produce_confirmed("dead_letter", "k", "abandoned")
+    kept = out.produce_confirmed("dead_letter", "k", "kept")
+    abandoned.cancel()  # e.g. asyncio.wait_for timed out
+    assert (await kept).offset == 101  # the abandoned record still went out first
+    assert producer.values() == [b"abandoned", b"kept"]
+
+
+async def test_a_batch_the_producer_cancels_is_a_failed_delivery_not_a_cancelled_waiter():
+    producer = Producer()
+    out = deferred(producer)
+
+    async def cancelled(batch: Batch, topic: str, *, partition: int) -> asyncio.Future:
+        sent = asyncio.get_running_loop().create_future()
+        sent.cancel()  # e.g. the producer stopping with the batch in its buffer
+        return sent
+    producer.send_batch = cancelled  # type: ignore[method-assign]
+    with pytest.raises(KafkaError, match="cancelled"):
+        await out.produce_confirmed("dead_letter", "k", "v", partition=1)
