@@ -1,4 +1,4 @@
-"""The naive persistence agent that benchmarks/bench_sink.py compares the product's against,
+"""The naive persistence agent that benchmarks/bench_sink (part 2) compares the product's against,
 and a consume-only agent: the ceiling that Faust itself sets.
 
     NAIVE_SINK_TOPIC=<topic> CRYPTICS_BROKER_URL=... CRYPTICS_SCHEMA_REGISTRY_URL=... \

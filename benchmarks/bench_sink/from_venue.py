@@ -1,0 +1,170 @@
+"""Part 3 of benchmarks.bench_sink: the whole pipeline, from the simulated venue to PostgreSQL.
+
+The simulated venue in this process (its market stepped by the benchmark, its two perpetuals
+publishing ticker, book and index notifications) → a real `cryptics worker` with the venue URL
+and the database (no credentials: market data only; the source produces to a Tansu broker of
+its own, the persistence consumer of the same worker writes to PostgreSQL). After a warm-up,
+the market is stepped as fast as the pipeline persists, never more than VENUE_WINDOW
+notifications ahead, until --venue-events notifications were sent; timed until the market
+tables hold one row per notification the venue ever sent (the venue's own counters), then each
+table is checked against its topic read back from Kafka, and nothing may have gone to dead
+letters. Skipped with --venue-events 0; it runs inside part 2 (benchmarks/bench_sink/pipeline.py),
+whose schema registry it shares.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+from benchmarks.bench_sink.common import ROOT, BenchmarkError, CpuMeter, PipelineResult, get_json, start_spy, stop_spy
+
+#: The simulated venue's perpetuals: each market step publishes a ticker, a book update and an
+#: index price for each (its public channels); their rows are what part 3 counts.
+VENUE_INSTRUMENTS = ("BTC-PERPETUAL", "ETH-PERPETUAL")
+MARKET_TABLES = {"ticker": "tickers", "book": "book_tops", "index": "index_prices"}
+MARKET_CHANNELS = {"ticker": "ticker.", "book": "book.", "index": "price_index."}
+#: Part 3 keeps at most this many notifications sent but not yet persisted (a bounded backlog:
+#: the venue runs as fast as the pipeline takes it, never further ahead).
+VENUE_WINDOW = 20_000
+
+
+def _market_sent(venue) -> dict[str, int]:
+    """Notifications the venue wrote, per market-data kind (its own counter, independent of the worker)."""
+    sent = dict.fromkeys(MARKET_CHANNELS, 0)
+    for (_session, channel), n in venue.notifications_sent.items():
+        for kind, prefix in MARKET_CHANNELS.items():
+            if channel.startswith(prefix):
+                sent[kind] += n
+    return sent
+
+
+async def _market_rows(conn) -> dict[str, int]:
+    return {kind: await conn.fetchval(f"SELECT count(*) FROM {table}") for kind, table in MARKET_TABLES.items()}
+
+
+async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, events: int, root: Path, web_port: int,
+                             services: dict[str, int], profile_dir: Optional[Path] = None) -> PipelineResult:
+    """Part 3: the simulated venue (this process) → `cryptics worker` (market-data source → Kafka →
+    persistence) → PostgreSQL. The venue's market is stepped as fast as the pipeline persists, never
+    more than VENUE_WINDOW notifications ahead, until ``events`` notifications were sent after the
+    warm-up; timed until the market tables hold a row for every notification the venue ever sent."""
+    import asyncpg
+
+    from app.pipeline.topics import read_until_quiet
+    from app.stack.process import spawn
+    from app.venue import Venue, VenueConfig
+    from models.registry import record
+
+    name = "venue → worker → PostgreSQL"
+    venue = Venue(replace(VenueConfig(), port=0, trusted_keys_dir=root / "venue-keys", market_running=False))
+    await venue.start()
+    worker = spawn("venue-worker", [sys.executable, "-m", "app.cli", "worker"], log_path=root / "logs" / "venue-worker.log",
+                   env={**env, "CRYPTICS_VENUE_URL": venue.url, "CRYPTICS_INSTRUMENTS": ",".join(VENUE_INSTRUMENTS)},
+                   cwd=ROOT)
+    conn = await asyncpg.connect(dsn)
+    loop = asyncio.get_running_loop()
+    persisted = 0  # market rows the worker reports written (its /sink/ view), read by the poller below
+
+    def alive() -> None:
+        if not worker.alive():
+            raise BenchmarkError(f"{name}: the worker exited with code {worker.popen.returncode}:\n"
+                                 f"{worker.log_tail(40)}")
+
+    async def poll_sink() -> None:
+        nonlocal persisted
+        topics = [record(kind).topic for kind in MARKET_TABLES]
+        while True:
+            try:
+                view = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{web_port}/sink/")
+                persisted = sum(view["topics"].get(t, {}).get("rows_written", 0)
+                                + view["topics"].get(t, {}).get("duplicates", 0) for t in topics)
+            except OSError:
+                pass  # not serving yet
+            await asyncio.sleep(0.05)
+
+    poller = asyncio.ensure_future(poll_sink())
+    try:
+        # Warm-up: a slow market until rows arrive (the group join takes ~3 s on Tansu), then caught up.
+        launched = time.perf_counter()
+        while persisted == 0:
+            alive()
+            if time.perf_counter() - launched > 180:
+                raise BenchmarkError(f"{name}: no row after 180 s:\n{worker.log_tail(40)}")
+            venue.step_market()
+            await asyncio.sleep(0.05)
+        caught_up_by = time.perf_counter() + 120
+        while sum(_market_sent(venue).values()) - persisted > 0:
+            alive()
+            if time.perf_counter() > caught_up_by:
+                raise BenchmarkError(f"{name}: the warm-up's {sum(_market_sent(venue).values()):,} notifications "
+                                     f"never all persisted ({persisted:,} rows):\n{worker.log_tail(40)}")
+            await asyncio.sleep(0.05)
+        rows_before = await _market_rows(conn)
+        sent_before = sum(_market_sent(venue).values())
+        meter = CpuMeter({"worker": worker.pid, **services}, "venue (this benchmark)")
+        spies = [] if profile_dir is None else [start_spy(worker.pid, profile_dir / "venue-worker.txt"),
+                                                 start_spy(os.getpid(), profile_dir / "venue.txt")]
+        first = time.perf_counter()
+        steps = 0
+        stalled_since = None
+        while (sent := sum(_market_sent(venue).values())) - sent_before < events:
+            if sent - persisted >= VENUE_WINDOW:
+                alive()
+                stalled_since = stalled_since or time.perf_counter()
+                if time.perf_counter() - stalled_since > 120:
+                    raise BenchmarkError(f"{name}: nothing persisted for 120 s ({persisted:,} rows, "
+                                         f"{sent:,} notifications sent):\n{worker.log_tail(40)}")
+                await asyncio.sleep(0.002)
+                continue
+            stalled_since = None
+            venue.step_market()
+            steps += 1
+            if steps % 8 == 0:
+                await asyncio.sleep(0)  # let the venue's writers and the poller run
+        expected = _market_sent(venue)
+        deadline = time.perf_counter() + 120
+        while (rows := await _market_rows(conn)) != expected:
+            alive()
+            if any(rows[k] > expected[k] for k in expected) or time.perf_counter() > deadline:
+                raise BenchmarkError(f"{name}: the venue sent {expected}, the tables hold {rows}")
+            await asyncio.sleep(0.05)
+        done = time.perf_counter()
+        cpu = meter.stop()
+        for spy in spies:
+            await stop_spy(spy)
+        # A moment more, so a late duplicate or an extra row would show; then count every market
+        # table against its topic, read back independently of the worker.
+        await asyncio.sleep(1.0)
+        rows = await _market_rows(conn)
+        if rows != expected:
+            raise BenchmarkError(f"{name}: the venue sent {expected}, the tables hold {rows}")
+        view = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{web_port}/sink/")
+        if view["totals"]["dead_letters"]:
+            raise BenchmarkError(f"{name}: {view['totals']['dead_letters']} dead letters")
+        for kind, table in {**MARKET_TABLES, "trade": "public_trades"}.items():
+            on_topic = len(await read_until_quiet(bootstrap, record(kind).topic))
+            in_table = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            # Public trades have no id: two prints alike in all of their natural key are one row
+            # (timescale/0002), which the sink counts as a duplicate.
+            duplicates = view["topics"].get(record(kind).topic, {}).get("duplicates", 0) if kind == "trade" else 0
+            if on_topic != in_table + duplicates:
+                raise BenchmarkError(f"{name}: {on_topic:,} records on the {kind} topic, {in_table:,} rows in "
+                                     f"{table} (+ {duplicates:,} identical prints)")
+        moved = sum(rows.values()) - sum(rows_before.values())
+        print(f"  {name}: {moved:,} market-data notifications ({events:,} sent after the warm-up, "
+              f"{sent_before - sum(rows_before.values()):,} in flight at the start) in {done - first:.2f} s, "
+              f"{steps:,} market steps; per table {rows}", flush=True)
+        return PipelineResult(name, sum(rows.values()), done - first, first - launched, sum(rows_before.values()),
+                              0.0, view, cpu)
+    finally:
+        poller.cancel()
+        code = worker.stop(timeout=30)
+        if code not in (0, None):
+            print(f"  note: {name}: the worker exited with code {code} on SIGTERM", flush=True)
+        await conn.close()
+        await venue.stop()
