@@ -1,4 +1,8 @@
-"""Quote agent: market events in, a risk-checked ladder out to the order gateway (design D1, D2, D9).
+"""Quote agent: market events in, a risk-checked ladder out to the order gateway.
+
+Decisions it follows: docs/architecture.md#d1-the-hot-path-stays-in-one-process (D1),
+docs/architecture.md#d2-one-active-quoter-per-venue-account (D2) and
+docs/architecture.md#d9-latency-stamps (D9).
 
 Contract
 - consumes: the in-process channel of ticker, book and index events (``MarketEvent``), in
@@ -7,10 +11,16 @@ Contract
   are on the socket before anything else runs (D1); and the venue session itself, as a
   session listener of the source: quoting runs only while this worker holds the session
   (the quoting lease, D2).
+- per quoting session (``session_opened``): one PositionKeeper (app/trading/position.py),
+  handed to the order gateway, which sets it from private/portfolio on every venue session
+  and adds every fill; everything below reads the position and the PnL from it.
 - per market event of an instrument in CRYPTICS_INSTRUMENTS, once it has an index price:
   fair-value inputs (index, mark, best bid/ask of the local book), the EWMA volatility
-  estimate and the gateway's position go through the quote core (app/trading/quote.py, Cython),
-  then the risk gate (app/trading/risk.py), then ``OrderGateway.reconcile`` (app/gateway/).
+  estimate and the position go through the quote core (app/trading/quote.py, Cython), then
+  the risk gate (app/trading/risk.py), then ``OrderGateway.reconcile`` (app/gateway/). One
+  position limit for all three: the risk gate's CRYPTICS_RISK_MAX_POSITION (the core sizes
+  the ladder against it, the gate checks it, the gateway's pre-trade check holds it on the
+  way there).
   Recomputation is throttled by CRYPTICS_QUOTE_MIN_INTERVAL_SECONDS (default 0: every event);
   a fill re-quotes its instrument at once (the position moved).
   A timer re-checks every instrument twice a second, so stale data or a halt pulls the quotes
@@ -28,8 +38,9 @@ Contract
   "reducing" | "halted", "reason": "..."}`` switches the trading state (and releases a tripped
   kill switch).
 
-PnL for the kill switch is marked to market from this session's fills: cash flows of the
-fills plus the position at the mark (fees left out); it starts at zero with each session.
+PnL for the kill switch is marked to market from this quoting session's fills: cash flows
+of the fills plus the position they add up to at the mark (fees left out); it starts at zero
+with each quoting session and carries on across reconnects of the venue session.
 """
 from __future__ import annotations
 
@@ -49,6 +60,7 @@ from app.clock import micros, utc_now
 from app.exchange.client import ThalexClient
 from app.faust_app import app, produce_later, settings
 from app.gateway import OrderGateway, QuoteStamps
+from app.trading.position import PositionKeeper
 from app.trading.quote import IMPLEMENTATION, Quoter, volatility_estimator
 from app.trading.risk import RiskGate, TradingState
 from models.latency import LatencySample
@@ -81,17 +93,9 @@ class InstrumentState:
     last_data_at: Optional[float] = None  # time.time() of the last market event
     last_quoted_at: float = 0.0  # time.monotonic() of the last computation
     sigma: float = NAN
-    #: Cash flow of this session's fills (sells +, buys −), for the mark-to-market PnL.
-    cash: float = 0.0
-    fill_position: float = 0.0
     decisions: int = 0
     last_ladder: tuple = ((), ())
     requote_pending: bool = False
-
-    def pnl(self) -> Optional[float]:
-        if math.isnan(self.mark):
-            return None
-        return self.cash + self.fill_position * self.mark
 
 
 @dataclass
@@ -102,6 +106,8 @@ class Quoting:
     risk: RiskGate = field(default_factory=lambda: RiskGate(
         settings.risk, TradingState(settings.trading_state)))
     gateway: Optional[OrderGateway] = None
+    #: Positions and the fills' PnL of the current quoting session (a new one per session_opened).
+    positions: PositionKeeper = field(default_factory=PositionKeeper)
     instruments: dict[str, InstrumentState] = field(default_factory=dict)
     errors: int = 0
     #: client_order_id (or ("quotes", instrument)) → order_sent_at of the last request already
@@ -117,16 +123,19 @@ class Quoting:
             log.warning("quoting off: no Thalex credentials (CRYPTICS_THALEX_KEY_ID), market data only")
             return
         self.instruments = {}
+        # The core sizes its ladder against the risk gate's limit: one position limit.
+        limit = self.risk.limits.max_position
         for name in settings.instrument_names:
             info = instruments[name]
             tick, step = float(info["tick_size"]), float(info["volume_tick_size"])
             self.instruments[name] = InstrumentState(
                 name=name, underlying=info["underlying"], tick_size=tick, size_step=step,
-                quoter=Quoter(self.params, tick, step), volatility=volatility_estimator(self.params))
+                quoter=Quoter(self.params, tick, step, limit), volatility=volatility_estimator(self.params))
+        self.positions = PositionKeeper()
         gateway = OrderGateway(client, settings.gateway, on_ack=self._on_ack, on_fill=self._on_fill,
                                products={name: instruments[name]["product"] for name in self.instruments},
-                               on_requote=self._on_requote)
-        await gateway.start()  # cancel-on-disconnect before the first order (D2: no orphans)
+                               on_requote=self._on_requote, positions=self.positions)
+        await gateway.start()  # cancel-on-disconnect before the first order (no orphans)
         self.gateway = gateway
         log.info("quoting %s on %s (%s core, state %s)", ", ".join(self.instruments), client.account,
                  IMPLEMENTATION, self.risk.state.value)
@@ -169,12 +178,13 @@ class Quoting:
         state.last_quoted_at = time.monotonic()
         if not math.isnan(state.mark) and state.mark_timestamp is not None:
             state.sigma = state.volatility.update(state.mark, state.mark_timestamp)
-        position = gateway.position(state.name)
+        position = self.positions.position(state.name)
         bid_prices, bid_sizes, ask_prices, ask_sizes = state.quoter.ladder(
             state.index, state.mark, state.best_bid, state.best_ask, position, state.sigma)
+        pnl = self.positions.pnl(state.name, state.mark)
         bids, asks, _denials = self.risk.filter(
             state.name, position, list(zip(bid_prices, bid_sizes)), list(zip(ask_prices, ask_sizes)),
-            time.time(), state.last_data_at, state.pnl(), volume_tick=state.size_step)
+            time.time(), state.last_data_at, pnl, volume_tick=state.size_step)
         quoted_at = utc_now()
         gateway.reconcile(state.name, state.tick_size, bids, asks, QuoteStamps(received_at, quoted_at),
                           max_position=self.risk.limits.max_position)
@@ -222,7 +232,8 @@ class Quoting:
         """Timer: a halt or stale data takes effect without waiting for the next event."""
         gateway = self.gateway
         for state in self.instruments.values():
-            mode, _why = self.risk.evaluate(state.name, time.time(), state.last_data_at, state.pnl())
+            mode, _why = self.risk.evaluate(state.name, time.time(), state.last_data_at,
+                                            self.positions.pnl(state.name, state.mark))
             # Until every order is gone: a cancel skipped because the order's previous request
             # was still in flight is sent on a later pass.
             if mode == TradingState.HALTED and gateway is not None and (
@@ -254,11 +265,9 @@ class Quoting:
 
     def _on_fill(self, fill: Fill) -> None:
         produce_later("fill", fill.instrument_name, fill)
+        # The gateway has added the fill to the position keeper already.
         state = self.instruments.get(fill.instrument_name)
         if state is not None:
-            sign = 1.0 if fill.direction == "buy" else -1.0
-            state.fill_position += sign * fill.amount
-            state.cash -= sign * fill.amount * fill.price
             # The position changed: re-quote now (skew, size cuts, limits), not at the next
             # market event.
             self._schedule_requote(state, "fill")
@@ -295,7 +304,8 @@ class Quoting:
                 "index": _json_number(s.index), "mark": _json_number(s.mark),
                 "best_bid": _json_number(s.best_bid), "best_ask": _json_number(s.best_ask),
                 "sigma": _json_number(s.sigma), "tick_size": s.tick_size, "size_step": s.size_step,
-                "position": gateway.position(name) if gateway else None, "pnl": s.pnl(),
+                "position": self.positions.position(name) if gateway else None,
+                "pnl": self.positions.pnl(name, s.mark),
                 "decisions": s.decisions, "bids": s.last_ladder[0], "asks": s.last_ladder[1],
                 "open_orders": [{"client_order_id": o.client_order_id, "direction": o.direction, "level": o.level,
                                  "price": o.price, "amount": o.amount, "status": o.status}

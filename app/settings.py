@@ -185,9 +185,6 @@ class Settings:
             component = fields_from_env(config_class, environ, infix)
             if config_class is VenueConfig:
                 component.setdefault("trusted_keys_dir", state_dir / "venue" / "trusted_keys")
-            if config_class is GatewayParams:
-                # The strategy's amend threshold, until the gateway owns it.
-                component["amend_threshold_ticks"] = values["quote"].amend_threshold_ticks
             values[name] = config_class(**component)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
@@ -211,6 +208,14 @@ class Settings:
             raise ValueError(
                 f"{PREFIX}BROKER_URL must be a URL such as kafka://host:9092, got {self.broker_url!r}"
             )
+        # One position limit, the risk gate's: the quote core sizes its ladder against it too,
+        # so it must be a limit the core can size against, and hold the target position.
+        if not 0 < self.risk.max_position < float("inf"):
+            raise ValueError(f"{PREFIX}RISK_MAX_POSITION must be > 0 and finite (the quote core sizes against "
+                             f"it), got {self.risk.max_position}")
+        if abs(self.quote.target_position) > self.risk.max_position:
+            raise ValueError(f"{PREFIX}QUOTE_TARGET_POSITION {self.quote.target_position} is outside "
+                             f"±{PREFIX}RISK_MAX_POSITION {self.risk.max_position}")
         self.sink.validate()
         self.simulated_venue.validate()
 

@@ -23,6 +23,7 @@ import orjson
 from app.exchange import messages
 from app.trading import quote as quote_core
 from app.trading.quote_params import QuoteParams
+from app.trading.risk import RiskLimits
 
 TICKER = orjson.dumps({"channel_name": "ticker.BTC-PERPETUAL.raw", "notification": {
     "best_bid_price": 99_990.0, "best_bid_amount": 0.4, "best_ask_price": 100_010.0, "best_ask_amount": 0.2,
@@ -61,7 +62,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=300, help="decisions per case (default 300)")
     args = parser.parse_args()
-    quoter = quote_core.Quoter(QuoteParams(), 1.0, 0.001)  # as the quote agent holds one per instrument
+    # As the quote agent holds one per instrument, with the risk gate's position limit.
+    quoter = quote_core.Quoter(QuoteParams(), 1.0, 0.001, RiskLimits().max_position)
     measure(quoter, 1000, 0.0, False)  # warm up: imports, first-call costs
     print(f"one decision's code (parse ticker, 2x2 ladder, build amend), µs over {args.runs} runs; "
           f"core: {quote_core.IMPLEMENTATION}")

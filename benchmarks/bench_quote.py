@@ -55,10 +55,10 @@ def main() -> None:
     for mode in ("linear", "avellaneda_stoikov"):
         for levels in (2, 5):
             sizes = tuple(0.1 * (k + 1) for k in range(levels))
-            params = QuoteParams(mode=mode, bid_sizes=sizes, ask_sizes=sizes, position_limit=10.0)
-            bound = core_arguments(params, 1.0, 0.001)
+            params = QuoteParams(mode=mode, bid_sizes=sizes, ask_sizes=sizes)
+            bound = core_arguments(params, 1.0, 0.001, 10.0)  # position limit 10
             args = [row + bound for row in rows]
-            quoter = Quoter(params, 1.0, 0.001)
+            quoter = Quoter(params, 1.0, 0.001, 10.0)
             us = us_per_call({"cython": (compiled.compute_ladder, args), "python": (twin.compute_ladder, args),
                               "quoter": (quoter.ladder, rows)})
             print(f"{mode:18} 2x{levels}  cython {us['cython']:5.2f} us  python {us['python']:5.2f} us"

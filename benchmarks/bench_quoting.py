@@ -29,7 +29,7 @@ method (insert, amend) and over all probed methods. The worker's GET /quoting/ g
 decisions and the gateway's counters (deltas over the measured window); the venue counts
 order requests per session, to show that exactly one session (one path) quotes.
 
-CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS is set to 0 for every case by default (--amend-threshold),
+CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS is set to 0 for every case by default (--amend-threshold),
 so that every target move becomes an amend: hundreds of samples in ~20 s. The gateway's
 local token buckets (80 % of the venue's 10/s before cancel-on-disconnect, 50/s after)
 cap what goes out; skipped actions show as throttled_local. That is expected.
@@ -81,7 +81,8 @@ CASES = (
     # The in-process path again, quoting with private/mass_quote: one request per decision.
     # Its gateway counts the side being replaced as fillable until the venue has read the new
     # one, so with every level moving (threshold 0) a 1.0 limit would hold back half of each
-    # ladder; 2.0 leaves room for both (the core's own position limit stays 1.0).
+    # ladder; 2.0 leaves room for both (it is the one position limit: the core sizes against
+    # it too, which cuts the 2 x 0.6 ladder only past a position of 1.4).
     ("mass-quote", "in-process, mass quotes (cryptics worker)", [sys.executable, "-m", "app.cli", "worker"],
      {"CRYPTICS_GATEWAY_MASS_QUOTE": "1", "CRYPTICS_RISK_MAX_POSITION": "2.0"}),
 )
@@ -336,7 +337,7 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
         if args.persist:  # as under `cryptics up`: the worker also holds the lease and runs the sink
             env["CRYPTICS_DATABASE_URL"] = stack.pg.dsn()
         if args.amend_threshold is not None:
-            env["CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS"] = str(args.amend_threshold)
+            env["CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS"] = str(args.amend_threshold)
         worker = spawn(f"worker-{key}", argv, log_path=root / "logs" / f"worker-{key}.log", cwd=ROOT,
                        env=environ_for_child(env))
 
@@ -517,7 +518,7 @@ def report(results: dict, args) -> None:
                       f"window: { {k: round(v) for k, v in r['lag_ms'].items()} } ms")
     print()
     print(f"settings: {args.rate:g} market steps/s, {args.seconds:g} s measured per case after {args.warmup:g} s "
-          f"warm-up, venue seed {SEED}, {INSTRUMENT}, CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS="
+          f"warm-up, venue seed {SEED}, {INSTRUMENT}, CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS="
           f"{'default (5)' if args.amend_threshold is None else f'{args.amend_threshold:g}'} for every case; other "
           f"quote/gateway settings at their defaults (2 levels per side; local order bucket 40/s after COD); "
           f"{'workers persist to PostgreSQL (--persist)' if args.persist else 'no database for the workers (no sink)'}.")
@@ -601,7 +602,8 @@ def main() -> None:
                         "before the probe is reset (default 3)")
     parser.add_argument("--rate", type=float, default=20.0, help="market steps per second (default 20)")
     parser.add_argument("--amend-threshold", type=float, default=0.0,
-                        help="CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS for every case (default 0; -1: the product's default)")
+                        help="CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS for every case (default 0; -1: the product's "
+                        "default)")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare-client floor measurement")
     parser.add_argument("--persist", action="store_true", help="give the workers the database, as `cryptics up` "
                         "does: they then take the quoting lease and run the persistence sink on the same event loop")

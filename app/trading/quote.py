@@ -5,10 +5,11 @@ compiler, or with ``CRYPTICS_PURE_PYTHON=1``, the twin (app/trading/_quote_py.py
 ``IMPLEMENTATION`` says which one is live. The twin's docstring gives the conventions
 (NaN = no data, bids round down and asks up, post-only limits, units of sigma).
 
-Hot path: build a ``Quoter`` once per instrument and parameter set, then call
-``quoter.ladder(index, mark, best_bid, best_ask, position, sigma)`` per tick; it passes the
-bound numbers straight to ``compute_ladder`` and returns its plain 4-tuple (the field order of
-``Ladder``).
+Hot path: build a ``Quoter`` once per instrument, parameter set and position limit (the risk
+gate's ``RiskLimits.max_position``: the core's sizes and the gate's check use the one limit),
+then call ``quoter.ladder(index, mark, best_bid, best_ask, position, sigma)`` per tick; it
+passes the bound numbers straight to ``compute_ladder`` and returns its plain 4-tuple (the
+field order of ``Ladder``).
 """
 from __future__ import annotations
 
@@ -91,28 +92,37 @@ class Ladder(NamedTuple):
     ask_sizes: Tuple[float, ...]
 
 
-def core_arguments(params: QuoteParams, tick_size: float, size_step: float) -> tuple:
-    """The arguments of ``compute_ladder`` after the six market inputs, from ``params``."""
+def core_arguments(params: QuoteParams, tick_size: float, size_step: float, position_limit: float) -> tuple:
+    """The arguments of ``compute_ladder`` after the six market inputs, from ``params`` and the
+    position limit (the risk gate's ``RiskLimits.max_position``: one limit for the core and the
+    gate). ValueError if the limit is not a positive number or the target lies outside it."""
+    if isinstance(position_limit, bool) or not isinstance(position_limit, (int, float)) or not (
+            position_limit > 0 and math.isfinite(position_limit)):
+        raise ValueError(f"position_limit must be a positive finite number, got {position_limit!r}")
+    if abs(params.target_position) > position_limit:
+        raise ValueError(f"target_position {params.target_position} is outside ±position_limit {position_limit}")
     return (
         float(tick_size), float(size_step), params.bid_sizes, params.ask_sizes,
         FAIR_VALUE_CODES[params.fair_value_source], MODE_CODES[params.mode], UNIT_CODES[params.spread_unit],
-        params.half_spread, params.level_step, params.target_position, params.position_limit,
+        params.half_spread, params.level_step, params.target_position, float(position_limit),
         params.price_skew, params.size_skew, params.as_gamma, params.as_kappa,
         params.as_horizon_seconds, params.as_inventory_lot, params.post_only,
     )
 
 
 class Quoter:
-    """``compute_ladder`` with one QuoteParams and one instrument's tick and size step bound."""
+    """``compute_ladder`` with one QuoteParams, one instrument's tick and size step, and the
+    position limit bound."""
 
-    __slots__ = ("params", "tick_size", "size_step", "_bound")
+    __slots__ = ("params", "tick_size", "size_step", "position_limit", "_bound")
 
-    def __init__(self, params: QuoteParams, tick_size: float, size_step: float) -> None:
+    def __init__(self, params: QuoteParams, tick_size: float, size_step: float, position_limit: float) -> None:
         params.validate()
         self.params = params
         self.tick_size = tick_size
         self.size_step = size_step
-        self._bound = core_arguments(params, tick_size, size_step)
+        self.position_limit = position_limit
+        self._bound = core_arguments(params, tick_size, size_step, position_limit)
 
     def ladder(self, index: float, mark: float = math.nan, best_bid: float = math.nan,
                best_ask: float = math.nan, position: float = 0.0, sigma: float = math.nan) -> tuple:
@@ -123,11 +133,12 @@ class Quoter:
         return compute_ladder(index, mark, best_bid, best_ask, position, sigma, *self._bound)
 
 
-def compute(params: QuoteParams, *, tick_size: float, size_step: float, index: float = math.nan,
-            mark: float = math.nan, best_bid: float = math.nan, best_ask: float = math.nan,
-            position: float = 0.0, sigma: float = math.nan) -> Ladder:
-    """One-off ladder from a QuoteParams, with field names (use Quoter per tick)."""
-    return Ladder._make(Quoter(params, tick_size, size_step).ladder(index, mark, best_bid, best_ask, position, sigma))
+def compute(params: QuoteParams, *, tick_size: float, size_step: float, position_limit: float,
+            index: float = math.nan, mark: float = math.nan, best_bid: float = math.nan,
+            best_ask: float = math.nan, position: float = 0.0, sigma: float = math.nan) -> Ladder:
+    """One-off ladder from a QuoteParams and a position limit, with field names (use Quoter per tick)."""
+    quoter = Quoter(params, tick_size, size_step, position_limit)
+    return Ladder._make(quoter.ladder(index, mark, best_bid, best_ask, position, sigma))
 
 
 def volatility_estimator(params: QuoteParams) -> VolatilityEstimator:

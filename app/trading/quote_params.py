@@ -1,13 +1,16 @@
 """Quote parameters: every knob of the quote core in one frozen dataclass, with defaults and docs.
 
-The defaults reproduce the reference quoter (thalex_api.md §7.1, ``perp_quoter.py``) exactly
-when the position is zero: fair value = index, two levels per side at 25 and 30 ticks from
-it, sizes 0.2 and 0.4, no skew. Each field's one-line doc is in its ``metadata["doc"]``
+The defaults reproduce the reference quoter (docs/thalex-protocol.md §7.1, ``perp_quoter.py``)
+exactly when the position is zero: fair value = index, two levels per side at 25 and 30 ticks
+from it, sizes 0.2 and 0.4, no skew. Each field's one-line doc is in its ``metadata["doc"]``
 (``dataclasses.fields(QuoteParams)``), so tables and settings can be generated from here.
 
 Fields are simple types (str, float, bool, tuple of floats); ``parse_sizes`` reads a
-comma-separated size list such as ``"0.2,0.4"``. The core (app/trading/quote.py) takes the numbers;
-the amend threshold is for the order gateway and is kept here so there is one place.
+comma-separated size list such as ``"0.2,0.4"``. The core (app/trading/quote.py) takes the numbers.
+Two numbers of quoting are not here, because another component owns them: the position limit
+is the risk gate's ``RiskLimits.max_position`` (``CRYPTICS_RISK_MAX_POSITION``; the core takes
+it as an argument, from whoever builds the ``Quoter``), and the amend threshold is the order
+gateway's ``GatewayParams.amend_threshold_ticks`` (``CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS``).
 """
 from __future__ import annotations
 
@@ -46,16 +49,14 @@ class QuoteParams:
     bid_sizes: Tuple[float, ...] = documented((0.2, 0.4), "nominal size of each bid level, best first; its length is the number of bid levels")
     ask_sizes: Tuple[float, ...] = documented((0.2, 0.4), "nominal size of each ask level, best first; its length is the number of ask levels")
     target_position: float = documented(0.0, "position the skews pull towards; inventory = position - target_position")
-    position_limit: float = documented(1.0, "hard limit on |position|: a side's sizes never take the position past it, and the side is empty at it")
-    price_skew: float = documented(0.0, "linear mode: centre shift against the inventory at a full limit's worth of it, in spread_unit (0 = off)")
-    size_skew: float = documented(0.0, "fraction in [0, 1]: sizes scale by 1 -/+ size_skew x inventory/limit (long: smaller bids, larger asks; 0 = off)")
+    price_skew: float = documented(0.0, "linear mode: centre shift against the inventory at a full position limit's worth of it (CRYPTICS_RISK_MAX_POSITION), in spread_unit (0 = off)")
+    size_skew: float = documented(0.0, "fraction in [0, 1]: sizes scale by 1 -/+ size_skew x inventory/position limit (long: smaller bids, larger asks; 0 = off)")
     post_only: bool = documented(True, "never cross the book: bids at most best_ask - 1 tick, asks at least best_bid + 1 tick")
     as_gamma: float = documented(0.03, "Avellaneda-Stoikov risk aversion gamma, per (price unit x inventory lot)")
     as_kappa: float = documented(0.1, "Avellaneda-Stoikov order-arrival decay kappa, per price unit")
     as_horizon_seconds: float = documented(60.0, "Avellaneda-Stoikov horizon tau, in seconds")
     as_inventory_lot: float = documented(1.0, "Avellaneda-Stoikov inventory unit: q = (position - target_position) / as_inventory_lot")
     volatility_half_life_seconds: float = documented(300.0, "half-life of the EWMA volatility estimator, in seconds")
-    amend_threshold_ticks: float = documented(5.0, "order gateway: amend a resting order only when its price is more than this many ticks off")
     min_interval_seconds: float = documented(0.0, "quote agent: least time between two quote computations of one instrument (0: on every market event)")
 
     def __post_init__(self) -> None:
@@ -84,10 +85,8 @@ class QuoteParams:
                     raise ValueError(f"{name} must hold positive finite sizes, got {sizes!r}")
         if not self.bid_sizes and not self.ask_sizes:
             raise ValueError("bid_sizes and ask_sizes are both empty: nothing to quote")
-        _number("position_limit", self.position_limit, minimum=0.0, strict=True)
+        # |target_position| <= the position limit is checked where both are known (the Quoter).
         _number("target_position", self.target_position)
-        if abs(self.target_position) > self.position_limit:
-            raise ValueError(f"target_position {self.target_position} is outside ±position_limit {self.position_limit}")
         _number("price_skew", self.price_skew, minimum=0.0)
         _number("size_skew", self.size_skew, minimum=0.0)
         if self.size_skew > 1.0:
@@ -99,7 +98,6 @@ class QuoteParams:
         _number("as_horizon_seconds", self.as_horizon_seconds, minimum=0.0)
         _number("as_inventory_lot", self.as_inventory_lot, minimum=0.0, strict=True)
         _number("volatility_half_life_seconds", self.volatility_half_life_seconds, minimum=0.0, strict=True)
-        _number("amend_threshold_ticks", self.amend_threshold_ticks, minimum=0.0)
         _number("min_interval_seconds", self.min_interval_seconds, minimum=0.0)
 
 

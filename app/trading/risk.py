@@ -50,7 +50,12 @@ _EPSILON = 1e-9
 
 @dataclass(frozen=True)
 class RiskLimits:
-    """The risk limits, with defaults (``metadata["doc"]`` says what each is)."""
+    """The risk limits, with defaults (``metadata["doc"]`` says what each is).
+
+    ``max_position`` is the one position limit: the quote core sizes its ladder against it
+    (the quote agent hands it to the ``Quoter``), this gate drops the levels past it, and the
+    order gateway's pre-trade check keeps the way there within it.
+    """
 
     max_position: float = documented(1.0, "largest |position| per instrument, in contracts (BTC for BTC-PERPETUAL), counting all resting orders of a side as filled")
     max_order_notional: float = documented(100_000.0, "largest price × amount of one order, in the quote currency (USD)")

@@ -24,6 +24,7 @@ from app.exchange.client import ThalexClient
 from app.exchange.rate_limit import TokenBucket
 from app.gateway import GatewayParams, OrderGateway, QuoteStamps
 from app.stack.process import free_port
+from app.trading.position import PositionKeeper
 from app.venue import Venue, VenueConfig, create_keypair
 from models.registry import record
 
@@ -86,10 +87,11 @@ async def open_client(venue: Venue, credentials: Credentials) -> ThalexClient:
 
 @pytest.fixture
 async def fresh_quoter(venue, keys):
-    """(client, gateway, recorder), just started."""
+    """(client, gateway, recorder), just started; the gateway keeps a PositionKeeper of the test's."""
     client = await open_client(venue, keys[0][QUOTER])
     recorder = Recorder()
-    gateway = OrderGateway(client, on_ack=recorder.acks.append, on_fill=recorder.fills.append)
+    gateway = OrderGateway(client, on_ack=recorder.acks.append, on_fill=recorder.fills.append,
+                           positions=PositionKeeper())
     await gateway.start()
     yield client, gateway, recorder
     await gateway.close()
@@ -257,6 +259,8 @@ async def test_fills_position_and_no_duplicates(venue, quoter, taker):
     assert len(recorder.fills) == 3 and recorder.fills[-1].direction == "sell"
     assert gateway.position(BTC) == pytest.approx(0.0)
     assert len({(f.trade_id, f.order_id) for f in recorder.fills}) == 3
+    # The keeper has each fill once: bought 0.2 at 99,900, sold 0.2 at 100,100: flat, +40 at any mark.
+    assert gateway.positions.position(BTC) == 0.0 and gateway.positions.pnl(BTC, 123.0) == pytest.approx(40.0)
     # What the agent produces to Kafka: every Ack and Fill must fit the newest Avro schemas.
     for name, items in (("ack", recorder.acks), ("fill", recorder.fills)):
         schema = fastavro.parse_schema(record(name).schema)

@@ -2,11 +2,12 @@
 
 Real parts: the venue in this process (its market stepped by the test, so the test knows
 when it is still), a Tansu broker, the schema registry, and `cryptics worker` as a child
-process with the default quoting parameters (Thalex's perp_quoter, thalex_api.md §7.1).
+process with the default quoting parameters (Thalex's perp_quoter, docs/thalex-protocol.md §7.1).
 
 - after each market step, our orders rest where the parameters put them: every level
   within the amend threshold of the ladder the core computes from the venue's index,
-  book and our position, at exactly the ladder's size; fills arrive, position and PnL move;
+  book and our position (under the position limit the worker was given), at exactly the
+  ladder's size; fills arrive, position and PnL move;
 - informed one-sided flow for several minutes of market time: the position never passes
   the risk limit, checked on every fill the venue booked for us; then REDUCING keeps only
   the side that reduces the position, and HALTED leaves nothing in the book;
@@ -24,9 +25,11 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+from app.gateway import GatewayParams
 from app.stack.process import Child, environ_for_child, free_port, spawn
 from app.trading import quote as quote_core
 from app.trading.quote_params import QuoteParams
+from app.trading.risk import RiskLimits
 from app.venue import Venue, VenueConfig, create_keypair
 
 from .conftest import ROOT, cryptics
@@ -64,6 +67,8 @@ class Market:
             "CRYPTICS_HEARTBEAT_INTERVAL": "0", "CRYPTICS_THALEX_KEY_ID": KID,
             "CRYPTICS_THALEX_PRIVATE_KEY_FILE": str(private_key), "CRYPTICS_INSTRUMENTS": INSTRUMENT, **env,
         }
+        #: The one position limit (the risk gate's, which the worker's quote core sizes against).
+        self.position_limit = float(env.get("CRYPTICS_RISK_MAX_POSITION", RiskLimits().max_position))
         self.log = tmp_path / "worker.log"
         self.worker: Optional[Child] = None
         self.clock = time.time()  # market time: the test advances it faster than the wall clock
@@ -125,8 +130,8 @@ class Market:
         engine = self.venue.engine
         best_bid, best_ask = _best(engine.public_book(INSTRUMENT))
         index = engine.index("BTCUSD")["price"]
-        return quote_core.compute(params, tick_size=TICK, size_step=SIZE_STEP, index=index,
-                                  best_bid=best_bid, best_ask=best_ask, position=self.position())
+        return quote_core.compute(params, tick_size=TICK, size_step=SIZE_STEP, position_limit=self.position_limit,
+                                  index=index, best_bid=best_bid, best_ask=best_ask, position=self.position())
 
     def view(self) -> dict:
         return _get(self.port, "/quoting/")
@@ -145,7 +150,7 @@ def _matches(market: Market, params: QuoteParams) -> Optional[tuple]:
     """Our resting ladder agrees with the parameters: prices within the amend threshold, sizes exact."""
     want = market.expected_ladder(params)
     bids, asks = market.sides()
-    threshold = params.amend_threshold_ticks * TICK
+    threshold = GatewayParams().amend_threshold_ticks * TICK  # the worker's gateway runs on the defaults
     for orders, prices, sizes in ((bids, want.bid_prices, want.bid_sizes), (asks, want.ask_prices, want.ask_sizes)):
         if len(orders) != len(prices):
             return None
@@ -157,9 +162,12 @@ def _matches(market: Market, params: QuoteParams) -> Optional[tuple]:
 
 @pytest.mark.parametrize("mass_quote", [False, True], ids=["orders", "mass_quote"])
 async def test_orders_rest_at_the_configured_prices_after_each_tick(broker, registry_url, tmp_path, mass_quote):
-    # With mass quoting the limit the gateway checks must leave room for the side being
-    # replaced as well as the new one (2 x 0.6 per side); the core's own limit stays 1.0.
-    env = {"CRYPTICS_GATEWAY_MASS_QUOTE": "1", "CRYPTICS_RISK_MAX_POSITION": "2.0"} if mass_quote else {}
+    # Both modes run on the default position limit (1.0), the one the core sizes the expected
+    # ladder against (Market.position_limit). With mass quotes the gateway's pre-trade check
+    # counts the side being replaced as fillable too (0.6 + 0.6 per side), so it often holds
+    # the new side's deeper levels back; they go out on the re-quote once the venue has read
+    # the new side, and the ladder must still end up exactly as the core wants it.
+    env = {"CRYPTICS_GATEWAY_MASS_QUOTE": "1"} if mass_quote else {}
     market = Market(broker, registry_url, tmp_path, venue={"seed": 5, "noise_rate": 30.0, "informed_rate": 0.0},
                     env=env)
     params = QuoteParams()  # the defaults: what `cryptics up` quotes out of the box
@@ -183,7 +191,7 @@ async def test_orders_rest_at_the_configured_prices_after_each_tick(broker, regi
         await market.stop()
     assert checked == 60
     # perp_quoter's ladder: 2 levels a side, 25 ticks from the index, 5 ticks apart, 0.2 then 0.4
-    reference = quote_core.compute(params, tick_size=TICK, size_step=SIZE_STEP, index=100_000.4)
+    reference = quote_core.compute(params, tick_size=TICK, size_step=SIZE_STEP, position_limit=1.0, index=100_000.4)
     assert reference.bid_prices == (99_975.0, 99_970.0) and reference.ask_prices == (100_026.0, 100_031.0)
     assert reference.bid_sizes == (0.2, 0.4) == reference.ask_sizes
     assert spreads and all(44 <= s <= 62 for s in spreads), spreads  # 2×25 ticks, ± rounding and threshold
@@ -234,7 +242,7 @@ async def test_informed_flow_reducing_and_halted(broker, registry_url, tmp_path,
     market = Market(broker, registry_url, tmp_path, venue={"seed": 9, **INFORMED_FLOW}, env=env)
     await market.start()
     try:
-        limit = 1.0
+        limit = market.position_limit  # the default risk limit: 1 BTC
         for _ in range(1800):  # 1,800 steps of 0.1 s: 3 minutes of market time
             market.step()
             await asyncio.sleep(0.01)

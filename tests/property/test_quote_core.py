@@ -127,7 +127,8 @@ def test_reference_defaults_give_the_perp_quoter_ladder(impl, cents):
     # A realistic book near the index does not move it, and neither do the mark or sigma.
     assert ladder(impl, index=index, mark=index + 3, best_bid=math.floor(index) - 1,
                   best_ask=math.floor(index) + 1, sigma=1e-4) == expected
-    assert quote.Quoter(QuoteParams(), tick_size=1.0, size_step=0.001).ladder(index) == expected  # the live one
+    assert quote.Quoter(QuoteParams(), tick_size=1.0, size_step=0.001, position_limit=1.0).ladder(index) \
+        == expected  # the live one
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)

@@ -68,7 +68,7 @@ def test_volatility_estimator_skips_returns_outside_the_double_range(impl):
     assert math.isnan(tiny.update(1e10, 1.0)) and tiny.count == 0  # ratio overflows to inf
 
 
-# --- the reference quoter (thalex_api.md §7.1) ---------------------------------------------
+# --- the reference quoter (docs/thalex-protocol.md §7.1) -------------------------------------
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_reference_ladder_literal(impl):
@@ -83,7 +83,7 @@ def test_reference_ladder_literal(impl):
 def test_wrapper_passes_every_parameter():
     params = QuoteParams(fair_value_source="mark", mode="avellaneda_stoikov", spread_unit="bps",
                          half_spread=3.0, level_step=1.5, bid_sizes=(0.1, 0.2, 0.3), ask_sizes=(0.4,),
-                         target_position=0.1, position_limit=2.0, price_skew=2.0, size_skew=0.5,
+                         target_position=0.1, price_skew=2.0, size_skew=0.5,
                          as_gamma=0.05, as_kappa=0.2, as_horizon_seconds=30.0, as_inventory_lot=0.5,
                          post_only=False)
     market = dict(index=50000.0, mark=50010.0, best_bid=49990.0, best_ask=50020.0, position=0.7, sigma=6e-5)
@@ -92,9 +92,10 @@ def test_wrapper_passes_every_parameter():
                       target_position=0.1, position_limit=2.0, price_skew=2.0, size_skew=0.5,
                       as_gamma=0.05, as_kappa=0.2, as_horizon=30.0, as_inventory_lot=0.5, post_only=False,
                       **market)
-    got = quote.compute(params, tick_size=0.5, size_step=0.01, **market)
+    got = quote.compute(params, tick_size=0.5, size_step=0.01, position_limit=2.0, **market)
     assert got == expected and got.bid_prices == expected[0] and got.ask_sizes == expected[3]
-    assert len(quote.core_arguments(params, 0.5, 0.01)) == len(PARAM_NAMES)
+    assert len(quote.core_arguments(params, 0.5, 0.01, 2.0)) == len(PARAM_NAMES)
+    assert quote.Quoter(params, 0.5, 0.01, 2.0).ladder(50000.0, 50010.0, 49990.0, 50020.0, 0.7, 6e-5) == expected
     assert set(quote.FAIR_VALUE_CODES) == {"index", "mark", "mid"}
     assert set(quote.MODE_CODES) == {"linear", "avellaneda_stoikov"} and set(quote.UNIT_CODES) == {"ticks", "bps"}
 
@@ -206,7 +207,9 @@ def test_volatility_estimator_edges(impl):
 def test_params_defaults_document_every_field():
     params = QuoteParams()
     assert (params.half_spread, params.level_step, params.bid_sizes, params.ask_sizes) == (25.0, 5.0, (0.2, 0.4), (0.2, 0.4))
-    assert params.fair_value_source == "index" and params.amend_threshold_ticks == 5.0
+    assert params.fair_value_source == "index"
+    # Owned elsewhere: the position limit by the risk limits, the amend threshold by the gateway.
+    assert {"position_limit", "amend_threshold_ticks"}.isdisjoint(f.name for f in dataclasses.fields(QuoteParams))
     assert params.price_skew == 0.0 and params.size_skew == 0.0
     for f in dataclasses.fields(QuoteParams):
         assert f.metadata.get("doc"), f"{f.name} has no doc"
@@ -228,8 +231,7 @@ def test_params_defaults_document_every_field():
     (dict(ask_sizes="0.2,0.4"), "ask_sizes"),
     (dict(bid_sizes=(), ask_sizes=()), "both empty"),
     (dict(bid_sizes=(0.1,) * 65), "at most 64"),
-    (dict(position_limit=0.0), "position_limit"),
-    (dict(target_position=2.0), "target_position"),
+    (dict(target_position=math.nan), "target_position"),
     (dict(price_skew=-1.0), "price_skew"),
     (dict(size_skew=1.5), "size_skew"),
     (dict(post_only=1), "post_only"),
@@ -238,8 +240,28 @@ def test_params_defaults_document_every_field():
     (dict(as_horizon_seconds=-1.0), "as_horizon_seconds"),
     (dict(as_inventory_lot=0.0), "as_inventory_lot"),
     (dict(volatility_half_life_seconds=0.0), "volatility_half_life_seconds"),
-    (dict(amend_threshold_ticks=-1.0), "amend_threshold_ticks"),
 ])
 def test_params_validation_names_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         QuoteParams(**overrides)
+
+
+@pytest.mark.parametrize("params,limit,message", [
+    (QuoteParams(), 0.0, "position_limit"),
+    (QuoteParams(), -1.0, "position_limit"),
+    (QuoteParams(), math.inf, "position_limit"),
+    (QuoteParams(), True, "position_limit"),
+    (QuoteParams(target_position=2.0), 1.0, "target_position"),
+    (QuoteParams(target_position=-1.5), 1.0, "target_position"),
+])
+def test_the_position_limit_is_checked_where_the_core_gets_it(params, limit, message):
+    # The limit is the risk gate's (RiskLimits.max_position), handed in by whoever builds the Quoter.
+    with pytest.raises(ValueError, match=message):
+        quote.Quoter(params, 1.0, 0.001, limit)
+    with pytest.raises(ValueError, match=message):
+        quote.compute(params, tick_size=1.0, size_step=0.001, position_limit=limit, index=1000.0)
+
+
+def test_a_target_on_the_limit_is_within_it():
+    quoter = quote.Quoter(QuoteParams(target_position=-1.0), 1.0, 0.001, 1.0)
+    assert quoter.position_limit == 1.0 and quoter.ladder(1000.0)[0]

@@ -72,12 +72,23 @@ def test_instruments_list():
 def test_quoting_parameters_come_from_the_environment():
     s = Settings.from_env({})
     assert s.quote.bid_sizes == (0.2, 0.4) and s.trading_state == "active"
-    params = Settings.from_env({"CRYPTICS_QUOTE_BID_SIZES": "0.1, 0.3,0.5", "CRYPTICS_QUOTE_HALF_SPREAD": "30",
-                             "CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS": "2"}).quote
+    params = Settings.from_env({"CRYPTICS_QUOTE_BID_SIZES": "0.1, 0.3,0.5", "CRYPTICS_QUOTE_HALF_SPREAD": "30"}).quote
     assert (params.bid_sizes, params.half_spread) == ((0.1, 0.3, 0.5), 30.0)
-    # one amend threshold: the strategy's, handed to the gateway
-    assert Settings.from_env({"CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS": "2"}).gateway.amend_threshold_ticks == 2.0
+    # one amend threshold: the gateway's own
+    assert s.gateway.amend_threshold_ticks == 5.0
+    assert Settings.from_env({"CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS": "2"}).gateway.amend_threshold_ticks == 2.0
+    with pytest.raises(ValueError, match="amend_threshold_ticks"):
+        Settings.from_env({"CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS": "-1"})
+    # one position limit: the risk gate's, which the quote core sizes against too
     assert Settings.from_env({"CRYPTICS_RISK_MAX_POSITION": "2.5"}).risk.max_position == 2.5
+    assert Settings.from_env({"CRYPTICS_QUOTE_TARGET_POSITION": "-2.5",
+                              "CRYPTICS_RISK_MAX_POSITION": "2.5"}).quote.target_position == -2.5
+    outside = "CRYPTICS_QUOTE_TARGET_POSITION 1.5 is outside ±CRYPTICS_RISK_MAX_POSITION 1.0"  # the default limit
+    with pytest.raises(ValueError, match=outside):
+        Settings.from_env({"CRYPTICS_QUOTE_TARGET_POSITION": "1.5"})
+    for unusable in ("0", "inf"):
+        with pytest.raises(ValueError, match="CRYPTICS_RISK_MAX_POSITION"):
+            Settings.from_env({"CRYPTICS_RISK_MAX_POSITION": unusable})
     with pytest.raises(ValueError, match="CRYPTICS_QUOTE_BID_SIZES"):
         Settings.from_env({"CRYPTICS_QUOTE_BID_SIZES": "0.1,lots"})
     with pytest.raises(ValueError, match="CRYPTICS_TRADING_STATE"):
