@@ -10,9 +10,9 @@ Contract
   the same session: it alone knows the stamps that go with each order.)
 - produces: records on the ``ticker``, ``book``, ``trade``, ``index`` and
   ``position`` topics (Avro, key = instrument or index name), every one stamped
-  ``received_at`` (design D9). Before that, each ticker, book and index notification goes
+  ``received_at`` (docs/architecture.md#d9-latency-stamps). Before that, each ticker, book and index notification goes
   to the in-process channel as a ``MarketEvent``: the ``market_listeners`` of the source
-  (the quote agent) are called with it as the notification is read (design D1).
+  (the quote agent) are called with it as the notification is read (docs/architecture.md#d1-the-hot-path-stays-in-one-process).
 - tables: none. It keeps a local L2 book per instrument (app/exchange/book.py);
   when a book stops adding up, the gap is counted and the channel resubscribed,
   and the book starts over from the next snapshot.
@@ -28,10 +28,8 @@ event loop's read callback. Each one builds a MarketEvent (a few numbers, about 
 and hands it to the market listeners, so the quote agent's orders are on the socket
 before its Kafka value is even built; the Kafka produce is deferred until the socket's
 burst is handled (``produce_later``) and never awaited. The in-process channel is a
-list of callables, not a Faust channel: a Faust channel and agent stream cost
-received → quoted p50 570 µs here, the direct call 43-46 µs
-(benchmarks/bench_quoting.py; design D1 asks for a Faust channel, this is the
-measurement that changed it).
+list of callables, not a Faust channel: a Faust channel and its agent stream cost a task
+switch per event (the measurement is in docs/architecture.md#d1-the-hot-path-stays-in-one-process).
 
 Bad input from the venue (missing fields, wrong types) raises in the handler;
 the client logs and counts it (``bad_notifications``) and nothing else is lost. A
@@ -270,7 +268,7 @@ class MarketDataSource(Service):
         if settings.database_url is None:
             await self.open_session()  # a lone worker with no database: nobody to share the account with
             return
-        # Design D2: of all workers, only the lease holder opens the venue session.
+        # Of all workers, only the lease holder opens the venue session (docs/architecture.md#d2-one-active-quoter-per-venue-account).
         self.lease = QuotingLease(settings.database_url, self.account_identity(), self.open_session,
                                   self.close_session)
         self.add_future(self.lease.run())

@@ -134,7 +134,7 @@ def deadletter() -> None:
     """Dead letters: list the records the persistence agents could not write, replay them after a fix.
 
     A dead letter keeps the record's source topic, partition, offset, key, value bytes
-    and the error (design D8). Its id is its PARTITION:OFFSET on the dead-letter topic.
+    and the error (docs/architecture.md#d8-persistence-semantics). Its id is its PARTITION:OFFSET on the dead-letter topic.
     Needs CRYPTICS_BROKER_URL and CRYPTICS_SCHEMA_REGISTRY_URL.
     """
     # Progress lines of the Kafka client (and the Tansu end-offset correction) would
@@ -265,7 +265,7 @@ def deadletter_replay(ids, source_topics: tuple[str, ...], stages: tuple[str, ..
     one at a time, each delivered (acks=all) before the next. A dead letter without a
     value has nothing to replay and is skipped with a message.
 
-    Safe to repeat: the tables have natural keys (ON CONFLICT DO NOTHING, design D8),
+    Safe to repeat: the tables have natural keys (ON CONFLICT DO NOTHING, docs/architecture.md#d8-persistence-semantics),
     so a record replayed twice is written once. A record that still fails becomes a new
     dead letter; replayed ones stay listed (dead letters are never deleted).
     """

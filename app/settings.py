@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -98,7 +100,7 @@ class Settings:
     registry_port: int = 0
     broker_session_timeout: Optional[float] = None
     heartbeat_interval: float = 1.0
-    #: Produces to Kafka are off the hot path (design D1), so a few ms of batching
+    #: Produces to Kafka are off the hot path (docs/architecture.md#d1-the-hot-path-stays-in-one-process), so a few ms of batching
     #: costs no order latency and saves per-record overhead.
     producer_linger: float = 0.005
     venue: str = "simulated"
@@ -141,7 +143,7 @@ class Settings:
     def session_timeout(self) -> float:
         if self.broker_session_timeout is not None:
             return self.broker_session_timeout
-        # Tansu completes a group join only after session_timeout/2 (design D6).
+        # Tansu completes a group join only after session_timeout/2 (docs/architecture.md#d6-embedded-broker-tansu).
         return 6.0 if self.broker_url is None or self.broker_is_embedded else 30.0
 
     @property
@@ -181,11 +183,16 @@ class Settings:
         process = {f.name for f in dataclasses.fields(cls)} - set(COMPONENTS)
         values = {k: v for k, v in fields_from_env(cls, environ, "").items() if k in process}
         state_dir = values.get("state_dir", cls.state_dir)
+        own = {PREFIX + name.upper() for name in process}
         for name, (infix, config_class) in COMPONENTS.items():
+            _refuse_unknown(environ, infix, config_class, own)
             component = fields_from_env(config_class, environ, infix)
             if config_class is VenueConfig:
                 component.setdefault("trusted_keys_dir", state_dir / "venue" / "trusted_keys")
-            values[name] = config_class(**component)
+            try:
+                values[name] = config_class(**component)
+            except ValueError as exc:  # the component names its field: say which variable that is
+                raise ValueError(_with_variable(str(exc), infix, config_class)) from None
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
@@ -218,6 +225,32 @@ class Settings:
                              f"±{PREFIX}RISK_MAX_POSITION {self.risk.max_position}")
         self.sink.validate()
         self.simulated_venue.validate()
+
+
+#: Variables that no longer exist, and where their setting went.
+RETIRED = {
+    "CRYPTICS_QUOTE_POSITION_LIMIT": "the one position limit is CRYPTICS_RISK_MAX_POSITION",
+    "CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS": "it is CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS now",
+}
+
+
+def _refuse_unknown(environ: Optional[Mapping[str, str]], infix: str, config_class: type, own: set[str]) -> None:
+    """A ``CRYPTICS_<INFIX>*`` variable that is no field of the component is a typo or a retired
+    name: refused, rather than silently ignored (the user would run with the default)."""
+    environ = os.environ if environ is None else environ
+    known = {PREFIX + infix + f.name.upper() for f in dataclasses.fields(config_class)} | own
+    for variable in sorted(environ):
+        if variable.startswith(PREFIX + infix) and variable not in known:
+            hint = RETIRED.get(variable, f"no {config_class.__name__} field is called that")
+            raise ValueError(f"{variable}: unknown setting ({hint})")
+
+
+def _with_variable(message: str, infix: str, config_class: type) -> str:
+    """``message`` led by the variable of the first field it names, as every other setting error."""
+    for f in dataclasses.fields(config_class):
+        if re.search(rf"\b{f.name}\b", message):
+            return f"{PREFIX}{infix}{f.name.upper()}: {message}"
+    return f"{PREFIX}{infix}*: {message}"
 
 
 @functools.lru_cache(maxsize=1)

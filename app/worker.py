@@ -27,7 +27,7 @@ def run(settings: Settings) -> None:
         )
     if not settings.schema_registry_url:
         raise SystemExit("cryptics worker needs CRYPTICS_SCHEMA_REGISTRY_URL (every topic is Avro).")
-    # Topics before the worker (design D3): idempotent, so harmless when `up` did it already.
+    # Topics before the worker (docs/architecture.md#d3-kafka-topics): idempotent, so harmless when `up` did it already.
     asyncio.run(topics.ensure_topics(
         settings.broker_url, topics.PIPELINE_TOPICS, settings.topic_partitions, settings.topic_replication
     ))
@@ -38,7 +38,7 @@ def run(settings: Settings) -> None:
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
 
     import_agents()
-    # uvloop: the venue's messages reach the hot path sooner (design D1; bench_quoting's floor
+    # uvloop: the venue's messages reach the hot path sooner (docs/architecture.md#d1-the-hot-path-stays-in-one-process; bench_quoting's floor
     # answered in p50 525 µs instead of 654 with uvloop in the client alone).
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

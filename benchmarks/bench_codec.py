@@ -18,7 +18,7 @@ Three tables:
 Decoding is timed on codecs that did not write the bytes, as in a consumer: they know
 the writer schema only by the id in the bytes, fetched from the registry once. It also
 counts registry HTTP requests made while timing: the codec caches ids and writer schemas
-(design D4), so there should be none.
+(docs/architecture.md#d4-avro-and-schemas), so there should be none.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ on a fresh Tansu broker (same PostgreSQL-backed schema registry):
   (a) in-process: `cryptics worker` as a child process, quoting out of the box: the
       source hands each notification to the quote agent as a MarketEvent (a direct call,
       inside the client's read callback), which decides, and the order gateway writes the
-      insert/amend on the same websocket session before anything else runs (design D1);
+      insert/amend on the same websocket session before anything else runs (docs/architecture.md#d1-the-hot-path-stays-in-one-process);
   (b) Kafka: `python -m benchmarks.kafka_quote_path`, the same worker except that the
       quote agent's input comes from the ticker/book/index Kafka topics the source
       already produces (Avro through the registry); the in-process channel only counts;

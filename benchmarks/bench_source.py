@@ -6,7 +6,7 @@ Frames are recorded from the simulated venue (ticker, book and index of BTC-PERP
 run through the client's router and the source's value builders (the ticker, book and index
 values the source produces, app/exchange/book.py's local book) with no I/O: the ceiling of
 the Python work per notification before Avro and Kafka. The whole path from the venue to
-Kafka and PostgreSQL, with exact accounting, is benchmarks/bench_sink.py part 3.
+Kafka and PostgreSQL, with exact accounting, is benchmarks/bench_sink/ part 3.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ So the decision, the risk gate and the order gateway are the product's code and 
 the product's venue session; the only difference is the hop tick → Kafka → quote agent.
 ``GET /kafka-quote-path/`` counts what each path saw, and how far behind the source the
 Kafka agents are (``lag_ms``: now − received_at of the last record each consumed). This is a benchmark rig only: it is
-never part of the product (design D1 keeps the hot path in-process).
+never part of the product (docs/architecture.md#d1-the-hot-path-stays-in-one-process keeps the hot path in-process).
 """
 from __future__ import annotations
 

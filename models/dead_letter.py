@@ -1,4 +1,4 @@
-"""Dead letters: pipeline records the persistence agents could not write (design D8).
+"""Dead letters: pipeline records the persistence agents could not write (docs/architecture.md#d8-persistence-semantics).
 
 Mirrors ``schemas/dead_letter/v1.avsc``. Produced by the sink (app/pipeline/sink/), listed and
 replayed onto their source topic by ``cryptics deadletter`` (app/pipeline/deadletter.py).

@@ -1,9 +1,9 @@
-"""Realistic example values of every record, built from the examples in thalex_api.md.
+"""Realistic example values of every record, built from the examples in docs/thalex-protocol.md.
 
 For tests, benchmarks and documentation. ``example(name)`` is a fresh value (a
 plain dictionary, as fastavro reads and writes it) of the newest schema;
 ``example(name, version)`` is the same event as an older version's producer would
-have written it (only that version's fields). Local stage stamps (design D9) sit a
+have written it (only that version's fields). Local stage stamps (docs/architecture.md#d9-latency-stamps) sit a
 few milliseconds after the exchange times they follow, as they would in a run.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _at(unix_seconds: float, after_ms: float = 0.0) -> datetime:
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
 
 
-# thalex_api.md §3.1: a BTC-PERPETUAL ticker (values CLB recorded from the venue).
+# docs/thalex-protocol.md §3.1: a BTC-PERPETUAL ticker (values CLB recorded from the venue).
 _TICKER = {
     "instrument_name": "BTC-PERPETUAL",
     "mark_price": 104904.59553398524, "mark_timestamp": 1747578855.2247293, "delta": 1.0,
@@ -34,7 +34,7 @@ _TICKER = {
     "received_at": _at(1747578855.2247293, 3.1),
 }
 
-# thalex_api.md §3.3: the book snapshot example; top of book as the local book shows it after applying it.
+# docs/thalex-protocol.md §3.3: the book snapshot example; top of book as the local book shows it after applying it.
 _BOOK = {
     "instrument_name": "BTC-PERPETUAL", "time": 1683901254.785744, "snapshot": True,
     "bid_changes": [{"price": 9120.5, "amount": 0.0, "outright_amount": 0.0},
@@ -46,7 +46,7 @@ _BOOK = {
     "received_at": _at(1683901254.785744, 2.4),
 }
 
-# thalex_api.md §3.5.
+# docs/thalex-protocol.md §3.5.
 _INDEX = {
     "index_name": "BTCUSD", "price": 47389.10833333334, "timestamp": 946684800.0,
     "expiration_print_average": None, "expiration_progress": None, "expected_expiration_price": None,
@@ -54,14 +54,14 @@ _INDEX = {
     "received_at": _at(946684800.0, 1.7),
 }
 
-# thalex_api.md §3.4: the recent_trades item [400, 1, "buy", 1652187265.515, "BTC-11MAY22-32400-C", false].
+# docs/thalex-protocol.md §3.4: the recent_trades item [400, 1, "buy", 1652187265.515, "BTC-11MAY22-32400-C", false].
 _TRADE = {
     "instrument_name": "BTC-11MAY22-32400-C", "price": 400.0, "amount": 1.0, "direction": "buy",
     "timestamp": 1652187265.515, "implied_taker": False,
     "received_at": _at(1652187265.515, 2.0),
 }
 
-# perp_quoter's ladder (thalex_api.md §7.1) on the §3.1 ticker: index ± (25 + 5k) ticks, sizes 0.2 and 0.4.
+# perp_quoter's ladder (docs/thalex-protocol.md §7.1) on the docs/thalex-protocol.md §3.1 ticker: index ± (25 + 5k) ticks, sizes 0.2 and 0.4.
 _QUOTE = {
     "instrument_name": "BTC-PERPETUAL",
     "bids": [{"price": 104891.0, "amount": 0.2}, {"price": 104886.0, "amount": 0.4}],
@@ -73,7 +73,7 @@ _QUOTE = {
     "received_at": _at(1747578855.2247293, 3.1), "quoted_at": _at(1747578855.2247293, 3.2),
 }
 
-# thalex_api.md §4.10: the partial-fill session.orders item.
+# docs/thalex-protocol.md §4.10: the partial-fill session.orders item.
 _FILL_ITEM = {"trade_id": "0080000000000000169F22D05B785A2B", "price": 103855.0, "amount": 0.05,
               "maker_taker": "maker", "leg_index": 0, "time": 1747562215.2}
 _ACK = {
@@ -96,7 +96,7 @@ _FILL = {
     "order_sent_at": None, "ack_received_at": _at(1747562215.2, 1.9),
 }
 
-# thalex_api.md §4.11: the PortfolioEntry example.
+# docs/thalex-protocol.md §4.11: the PortfolioEntry example.
 _POSITION = {
     "instrument_name": "BTC-PERPETUAL", "position": 1.0, "mark_price": 47299.74,
     "iv": None, "index": None, "start_price": 47260.0, "average_price": 47260.0, "unrealised_pnl": 39.76,
@@ -105,7 +105,7 @@ _POSITION = {
     "received_at": _at(1630059868.4145653, 2.5),
 }
 
-# The quote stage of the §3.1 ticker: received 3.1 ms after the mark, quoted 100 µs later.
+# The quote stage of the docs/thalex-protocol.md §3.1 ticker: received 3.1 ms after the mark, quoted 100 µs later.
 _LATENCY = {
     "stage": "received_to_quoted", "instrument_name": "BTC-PERPETUAL",
     "start_at": _at(1747578855.2247293, 3.1), "end_at": _at(1747578855.2247293, 3.2), "duration_us": 100,

@@ -1,4 +1,4 @@
-"""Latency samples: one measured pipeline stage of one event (design D9).
+"""Latency samples: one measured pipeline stage of one event (docs/architecture.md#d9-latency-stamps).
 
 Mirrors the newest ``schemas/latency/vN.avsc``.
 """

@@ -1,9 +1,9 @@
 """Market data from the venue: ticker, book update, index price, public trade.
 
-Each class mirrors the newest ``schemas/<record>/vN.avsc`` (tests/test_schemas.py
-fails when they drift). Field names are Thalex's (thalex_api.md §3); exchange times
+Each class mirrors the newest ``schemas/<record>/vN.avsc`` (tests/unit/test_schemas.py
+fails when they drift). Field names are Thalex's (docs/thalex-protocol.md §3); exchange times
 are float unix seconds as the venue sends them; ``*_at`` fields are local wall-clock
-stage stamps (design D9), timezone-aware UTC datetimes.
+stage stamps (docs/architecture.md#d9-latency-stamps), timezone-aware UTC datetimes.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Our orders as the venue reports them: order status updates (acks) and fills.
 
 Mirror the newest ``schemas/ack/vN.avsc`` and ``schemas/fill/vN.avsc``. Field
-names are Thalex's OrderStatus / OrderFill (thalex_api.md §4.10). Enum-typed Avro
+names are Thalex's OrderStatus / OrderFill (docs/thalex-protocol.md §4.10). Enum-typed Avro
 fields (direction, maker_taker, order_type, time_in_force, status) are plain
 strings here, as fastavro reads and writes them.
 """

@@ -1,4 +1,4 @@
-"""Position snapshots: one Thalex PortfolioEntry per instrument (thalex_api.md §4.11).
+"""Position snapshots: one Thalex PortfolioEntry per instrument (docs/thalex-protocol.md §4.11).
 
 Mirrors the newest ``schemas/position/vN.avsc``.
 """

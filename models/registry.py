@@ -40,7 +40,7 @@ class RecordType:
     model: Type[faust.Record]
     #: The ``<venue>`` part of the topic name: thalex, or system for the wiring records.
     venue: str
-    #: The value field that is also the Kafka key (design D3: the instrument name).
+    #: The value field that is also the Kafka key (docs/architecture.md#d3-kafka-topics: the instrument name).
     key_field: str
 
     @property
@@ -63,7 +63,7 @@ class RecordType:
 
     @property
     def subject(self) -> str:
-        """The schema-registry subject of the topic's values (design D4)."""
+        """The schema-registry subject of the topic's values (docs/architecture.md#d4-avro-and-schemas)."""
         return f"{self.topic}-value"
 
 

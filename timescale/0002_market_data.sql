@@ -1,13 +1,13 @@
--- Market data from the venue, one row per Kafka record (design D8), written by the
+-- Market data from the venue, one row per Kafka record (docs/architecture.md#d8-persistence-semantics), written by the
 -- persistence agents (agents/persistence.py) with COPY + INSERT … ON CONFLICT DO NOTHING.
 --
 -- Conventions of every pipeline table (this migration and the next):
 -- - `time` is the row's time column and the first column: the exchange time of the event
 --   where the venue sends one (float unix seconds in the record, timestamptz here, µs),
 --   otherwise the local stage stamp that best dates the event. TimescaleDB partitions on it
---   (0005); every primary key includes it (a hypertable requirement, design D7).
+--   (0005); every primary key includes it (a hypertable requirement, docs/architecture.md#d7-database).
 -- - The primary key is the record's natural key: a record delivered twice (at-least-once,
---   design D6) hits the key and is skipped, so each event is one row.
+--   docs/architecture.md#d6-embedded-broker-tansu) hits the key and is skipped, so each event is one row.
 -- - `received_at` and the other `*_at` columns are the local D9 stage stamps the record
 --   carries; `persisted_at` is stamped by the sink for each flush (the worker's wall clock,
 --   like the other stamps, so stage latencies are free of clock skew between hosts).

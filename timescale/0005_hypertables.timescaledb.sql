@@ -1,4 +1,4 @@
--- TimescaleDB only (design D7; app/stack/migrate.py runs it only where the extension is
+-- TimescaleDB only (docs/architecture.md#d7-database; app/stack/migrate.py runs it only where the extension is
 -- available): the pipeline tables of 0002/0003 become hypertables on `time`, compressed
 -- segment by instrument and dropped after their retention; the candle and latency views of
 -- 0004 that read one table become continuous aggregates under the same names.

@@ -1,4 +1,4 @@
-"""Thalex credentials and login tokens (thalex_api.md §2).
+"""Thalex credentials and login tokens (docs/thalex-protocol.md §2).
 
 An API key is a key name (the JWT ``kid``) plus an RSA private key. Every login
 gets a fresh RS512 token whose only claim is a float ``iat``, strictly later than

@@ -2,7 +2,7 @@
 
 Thalex sends a snapshot (``snapshot: true``) and then deltas: each change
 ``[price, amount, outright_amount]`` replaces the level at that price, and an
-amount of 0 removes it (thalex_api.md §3.3). The feed has no sequence numbers, so
+amount of 0 removes it (docs/thalex-protocol.md §3.3). The feed has no sequence numbers, so
 a lost message cannot be seen directly; it shows up as a book that no longer
 adds up. Every notification carries the venue's ``total_bid_amount`` and
 ``total_ask_amount``: when the book holds all levels (``levels == all``) the local

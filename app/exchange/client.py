@@ -1,6 +1,6 @@
 """ThalexClient: one websocket session to Thalex or the simulated venue.
 
-What it does, in the protocol's terms (thalex_api.md §1–2, §6):
+What it does, in the protocol's terms (docs/thalex-protocol.md §1–2, §6):
 - requests are JSON-RPC ``{method, params, id}``; replies are matched by id, in
   whatever order they come back;
 - notifications are dispatched to the handler registered for their channel;
@@ -24,7 +24,7 @@ channels and notifications a handler cannot digest are logged and counted in
 The same code talks to the simulated venue, Thalex testnet and production: only
 the URL and the credentials differ (app/settings.py).
 
-The websocket is picows, for the tick → order hot path (design D1): each frame is
+The websocket is picows, for the tick → order hot path (docs/architecture.md#d1-the-hot-path-stays-in-one-process): each frame is
 handled inside the event loop's read callback, so a notification handler runs
 (and may answer with ``send_request``, which writes at once) before the loop does
 anything else, with no task in between. Measured on loopback with uvloop, one way
@@ -63,7 +63,7 @@ _LOG_FIRST = 5
 
 
 class ThalexError(Exception):
-    """The venue answered a request with an error (§6.1 codes)."""
+    """The venue answered a request with an error (docs/thalex-protocol.md §6.1 codes)."""
 
     def __init__(self, method: str, code: int, message: str) -> None:
         super().__init__(f"{method}: error {code}: {message}")
@@ -118,7 +118,7 @@ class ThalexClient:
         #: The error that stopped the client for good (a rejected login), if any.
         self.fatal: Optional[BaseException] = None
 
-        # `system` carries the reconnect notice before a planned shutdown (§3.7): every
+        # `system` carries the reconnect notice before a planned shutdown (docs/thalex-protocol.md §3.7): every
         # connection subscribes it; _on_system acts on it before any handler runs.
         self._handlers: dict[str, list[Handler]] = {"system": []}
         self._session_hooks: list[SessionHook] = []
@@ -145,7 +145,7 @@ class ThalexClient:
         self._supervisor = asyncio.create_task(self._supervise(), name="thalex-client")
 
     async def close(self, cancel_session: bool = False) -> None:
-        """Close for good; with ``cancel_session``, first delete this session's orders (§4.6)."""
+        """Close for good; with ``cancel_session``, first delete this session's orders (docs/thalex-protocol.md §4.6)."""
         if cancel_session and self.connected.is_set():
             try:
                 await self.call("private/cancel_session", timeout=2.0)
@@ -250,7 +250,7 @@ class ThalexClient:
         secure = ssl.create_default_context() if self.url.startswith("wss:") else None
         # Pings on the client's own clock, whatever is received: a session that only listens
         # (a halted quoter) must still look alive to the venue's cancel-on-disconnect timer,
-        # which counts pings as traffic (§4.1). picows waits the idle timeout, pings, then
+        # which counts pings as traffic (docs/thalex-protocol.md §4.1). picows waits the idle timeout, pings, then
         # waits the reply timeout: half the interval each makes one ping per interval, and
         # a pong missing for half an interval means a dead peer.
         half = self.ping_interval / 2

@@ -1,6 +1,6 @@
 """One websocket message from Thalex → a typed message, or a ProtocolError saying why not.
 
-Thalex frames three kinds of message (thalex_api.md §1.3–1.4):
+Thalex frames three kinds of message (docs/thalex-protocol.md §1.3–1.4):
 - notification: ``{"channel_name": str, "notification": any, "snapshot": true?}``
 - result:       ``{"id": id, "result": any}``
 - error:        ``{"id": id|null, "error": {"code": int, "message": str}}``
@@ -64,7 +64,7 @@ def parse(raw: Union[str, bytes]) -> Message:
             raise ProtocolError(f"channel_name must be a non-empty string: {_preview(raw)!r}")
         if "notification" not in msg:
             raise ProtocolError(f"notification on {channel} has no 'notification' field")
-        # `snapshot` is present only when true (§1.4); anything else is not a snapshot.
+        # `snapshot` is present only when true (docs/thalex-protocol.md §1.4); anything else is not a snapshot.
         return Notification(channel, msg["notification"], msg.get("snapshot") is True)
 
     if "result" in msg:
@@ -84,5 +84,5 @@ def parse(raw: Union[str, bytes]) -> Message:
 
 
 def request(method: str, params: Optional[dict], request_id: int) -> bytes:
-    """A request frame. ``params`` is mandatory on the wire: ``{}`` when there are none (§1.2)."""
+    """A request frame. ``params`` is mandatory on the wire: ``{}`` when there are none (docs/thalex-protocol.md §1.2)."""
     return orjson.dumps({"method": method, "params": params if params is not None else {}, "id": request_id})

@@ -4,17 +4,17 @@ The Thalex client and the order gateway read these; the simulated venue (app/ven
 answers with them. Nothing here is configuration: each name is a fact of the exchange's
 API, with its section of docs/thalex-protocol.md.
 
-- error codes (§6.1) and the groups the gateway acts on;
-- order statuses (§4.10);
-- label and client_order_id rules (§5.5);
-- the channel grammar (§1.5, §3, §4.9): delays, private channels, and the names of the
+- error codes (docs/thalex-protocol.md §6.1) and the groups the gateway acts on;
+- order statuses (docs/thalex-protocol.md §4.10);
+- label and client_order_id rules (docs/thalex-protocol.md §5.5);
+- the channel grammar (docs/thalex-protocol.md §1.5, §3, §4.9): delays, private channels, and the names of the
   market-data channels the source subscribes.
 """
 from __future__ import annotations
 
 import re
 
-# -- error codes (§6.1: codes 1 and 4 are confirmed by Thalex's own examples, the names of
+# -- error codes (docs/thalex-protocol.md §6.1: codes 1 and 4 are confirmed by Thalex's own examples, the names of
 #    the rest come from a community table, the best description there is) ---------------------
 
 ORDER_NOT_FOUND = 1
@@ -30,7 +30,7 @@ PRICE_NOT_ALIGNED = 15
 UNKNOWN_PRODUCT = 17
 AUTHENTICATION_FAILED = 19
 #: A mass quote on a product whose MM protection is used up (INVALID_PROT_GROUP), or was
-#: never set (PROT_NOT_SET) (§4.7).
+#: never set (PROT_NOT_SET) (docs/thalex-protocol.md §4.7).
 INVALID_PROT_GROUP = 22
 PROT_NOT_SET = 23
 INSUFFICIENT_MARGIN = 24
@@ -57,7 +57,7 @@ REQUEST_CONTENT_CODES = frozenset({
     TOTAL_ORDER_SIZE_TOO_LARGE, REDUCE_ONLY_MODE, REJECTED_ON_VOLUME_QUOTA,
 })
 
-# -- order statuses (§4.10) ---------------------------------------------------------------
+# -- order statuses (docs/thalex-protocol.md §4.10) -----------------------------------------------
 
 OPEN = "open"
 PARTIALLY_FILLED = "partially_filled"
@@ -67,10 +67,10 @@ CANCELLED_PARTIALLY_FILLED = "cancelled_partially_filled"
 LIVE_STATUSES = frozenset({OPEN, PARTIALLY_FILLED})
 FINAL_STATUSES = frozenset({FILLED, CANCELLED, CANCELLED_PARTIALLY_FILLED})
 #: The delete_reason of a post-only order the venue cancels instead of resting it
-#: (reject_post_only, or a reprice to a price <= 0, §4.2).
+#: (reject_post_only, or a reprice to a price <= 0, docs/thalex-protocol.md §4.2).
 POST_ONLY_CANCEL = "immediate_cancel"
 
-# -- labels and ids (§5.5) ----------------------------------------------------------------
+# -- labels and ids (docs/thalex-protocol.md §5.5) ------------------------------------------------
 
 #: What the venue accepts: up to 64 characters from this set (the documented rule).
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9<>|_-]{1,64}$")
@@ -80,18 +80,18 @@ SAFE_LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MAX_CLIENT_ORDER_ID = 2**64 - 1
 SAFE_MAX_CLIENT_ORDER_ID = 2**32 - 1
 
-# -- channels (§1.5, §3, §4.9) ------------------------------------------------------------
+# -- channels (docs/thalex-protocol.md §1.5, §3, §4.9) --------------------------------------------
 
-#: Allowed ``<delay>`` values of public channels and their minimum interval in seconds (§3).
+#: Allowed ``<delay>`` values of public channels and their minimum interval in seconds (docs/thalex-protocol.md §3).
 DELAYS = {"raw": 0.0, "100ms": 0.1, "200ms": 0.2, "500ms": 0.5, "1000ms": 1.0, "5000ms": 5.0, "60000ms": 60.0}
-#: Channel names that need a login and go through private/subscribe start with these (§4.9).
+#: Channel names that need a login and go through private/subscribe start with these (docs/thalex-protocol.md §4.9).
 PRIVATE_PREFIXES = ("session.", "account.", "mm.", "user.")
 #: The private channels the simulated venue serves.
 PRIVATE_CHANNELS = frozenset({
     "session.orders", "account.orders", "account.portfolio", "account.trade_history", "account.summary",
     "session.mm_protection",
 })
-#: Private channels whose first message carries ``snapshot: true`` (§1.4).
+#: Private channels whose first message carries ``snapshot: true`` (docs/thalex-protocol.md §1.4).
 SNAPSHOT_CHANNELS = frozenset({"session.orders", "account.orders", "account.portfolio"})
 
 
@@ -101,15 +101,15 @@ def is_private(channel: str) -> bool:
 
 
 def ticker_channel(instrument: str, delay: str = "raw") -> str:
-    """``ticker.<instrument>.<delay>`` (§3.1)."""
+    """``ticker.<instrument>.<delay>`` (docs/thalex-protocol.md §3.1)."""
     return f"ticker.{instrument}.{delay}"
 
 
 def book_channel(instrument: str, grouping: str = "none", levels: str = "all", delay: str = "raw") -> str:
-    """``book.<instrument>.<grouping>.<nlevels>.<delay>`` (§3.3); the defaults are the full book, unthrottled."""
+    """``book.<instrument>.<grouping>.<nlevels>.<delay>`` (docs/thalex-protocol.md §3.3); the defaults are the full book, unthrottled."""
     return f"book.{instrument}.{grouping}.{levels}.{delay}"
 
 
 def price_index_channel(underlying: str) -> str:
-    """``price_index.<underlying>`` (§3.5)."""
+    """``price_index.<underlying>`` (docs/thalex-protocol.md §3.5)."""
     return f"price_index.{underlying}"

@@ -2,7 +2,7 @@
 
 ``compile_writer(schema)`` turns an Avro schema (the JSON of schemas/<record>/vN.avsc) into a
 function ``value -> bytes`` that writes exactly what ``fastavro.schemaless_writer`` writes
-(tests/test_avro_writer.py holds the two equal on random records of every schema in the
+(tests/property/test_avro_writer.py holds the two equal on random records of every schema in the
 project). Why: fastavro resolves every union at run time by validating the value against
 each branch, about 1 µs per optional field; a ticker (19 optional doubles) took 15.5 µs
 through the codec, the largest single cost of the worker on the whole pipeline from the

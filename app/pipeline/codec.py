@@ -1,4 +1,4 @@
-"""Avro values in the Confluent wire format, through the schema registry (design D4).
+"""Avro values in the Confluent wire format, through the schema registry (docs/architecture.md#d4-avro-and-schemas).
 
 Wire format: one magic byte 0, the schema id as a 4-byte big-endian integer, then
 the Avro binary encoding. The writer schema is registered once under the subject

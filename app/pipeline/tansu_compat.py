@@ -1,4 +1,4 @@
-"""Compatibility layer for the embedded Tansu broker (design D6).
+"""Compatibility layer for the embedded Tansu broker (docs/architecture.md#d6-embedded-broker-tansu).
 
 The defect: Tansu 0.6.0 answers ListOffsets(LATEST) with the base offset of the
 last record batch plus one, not the real end offset, whenever that batch holds
@@ -6,7 +6,7 @@ more than one record. Fetch responses carry the right high watermark.
 
 Why it matters: Faust recovers a table by reading its changelog up to the end
 offsets it gets from ListOffsets. Against Tansu a restarted worker stopped short
-and came back with missing table entries (tests/test_table_recovery.py shows it).
+and came back with missing table entries (tests/integration/test_table_recovery.py shows it).
 
 The fix: a Faust transport whose consumer corrects those end offsets with one
 fetch per partition, starting one record before the reported end and taking the

@@ -1,4 +1,4 @@
-"""Kafka topic names and their creation (design D3).
+"""Kafka topic names and their creation (docs/architecture.md#d3-kafka-topics).
 
 Topics are created by the project, before workers start, with the configured
 partition count; the project never relies on broker auto-creation (Tansu would
@@ -66,7 +66,7 @@ async def ensure_topics(
             if wrong:
                 raise TopicMismatch(
                     f"topics exist with a partition count other than {partitions}: {wrong}. "
-                    "Tables need co-partitioned topics (design D3): recreate them or set "
+                    "Tables need co-partitioned topics (docs/architecture.md#d3-kafka-topics): recreate them or set "
                     "CRYPTICS_TOPIC_PARTITIONS to match."
                 )
         for name in missing:
@@ -80,7 +80,7 @@ async def read_until_quiet(bootstrap: str, topic: str) -> list:
     """Every record on ``topic`` (raw aiokafka records), read from the start until the broker
     has had nothing more for three polls: for tests and benchmarks that count a topic.
 
-    Quiet, not the end offset: Tansu under-reports end offsets (design D6)."""
+    Quiet, not the end offset: Tansu under-reports end offsets (docs/architecture.md#d6-embedded-broker-tansu)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",

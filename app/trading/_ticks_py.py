@@ -1,6 +1,6 @@
 """Pure-Python twin of app/trading/_ticks.pyx: same arithmetic, same results, bit for bit.
 
-tests/test_ticks.py holds the two equal on random inputs (hypothesis).
+tests/property/test_ticks.py holds the two equal on random inputs (hypothesis).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A position keeps its size (signed volume units), its average entry price and its
 average entry *funding mark*. The funding mark F of a perpetual is the cumulative
-funding paid by one long contract since the venue started (thalex_api.md §5.3,
+funding paid by one long contract since the venue started (docs/thalex-protocol.md §5.3,
 engine.py advances it every market step). Funding then needs no per-step loop
 over accounts: a position of q contracts entered at F0 has paid q·(F − F0) so far,
 and closing c contracts realises c·(F − F0) of it. The same average-cost rule
@@ -10,7 +10,7 @@ realises position P&L: closing c contracts of a long entered at A at price P
 realises c·(P − A).
 
 PnL sign conventions: positive is money to the account. Funding: positive F
-means longs pay (§5.3), so a long's funding P&L is −q·(F − F0).
+means longs pay (docs/thalex-protocol.md §5.3), so a long's funding P&L is −q·(F − F0).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class Position:
         self.realised_funding = 0.0
         #: Fees paid on this instrument (USD).
         self.fees = 0.0
-        #: Mark at the last account.portfolio line sent, to resend on a >1 % move (§4.9).
+        #: Mark at the last account.portfolio line sent, to resend on a >1 % move (docs/thalex-protocol.md §4.9).
         self.last_portfolio_mark: Optional[float] = None
 
     @property

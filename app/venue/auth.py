@@ -1,4 +1,4 @@
-"""API-key authentication as Thalex does it (thalex_api.md §2): an RS256/384/512 JWT per login.
+"""API-key authentication as Thalex does it (docs/thalex-protocol.md §2): an RS256/384/512 JWT per login.
 
 A key is a key id (``kid``, e.g. ``K123456789``) plus an RSA key pair. The venue
 trusts the public keys in a folder, one PEM file per key named ``<kid>.pem``, and

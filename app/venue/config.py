@@ -3,9 +3,9 @@
 The venue (server, engine, market) reads nothing else: the CLI builds a
 ``VenueConfig`` from ``CRYPTICS_VENUE_*`` settings, tests and benchmarks build one
 directly (usually with ``dataclasses.replace`` on the defaults). Defaults follow
-/work/shared/thalex_api.md where it gives a number (§5.4 fees, §6.2 message rates,
-§6.3 ten seconds' reconnect notice); the market parameters are chosen so that a
-quoter a few ticks off the index sees a fill every few seconds.
+docs/thalex-protocol.md where it gives a number (§5.4 fees, §6.2 message rates, §6.3 ten
+seconds' reconnect notice); the market parameters are chosen so that a quoter a few ticks
+off the index sees a fill every few seconds.
 """
 from __future__ import annotations
 
@@ -52,25 +52,25 @@ class VenueConfig:
             ``Venue.step_market()`` (tests that want a still market).
 
     Exchange rules
-        maker_fee_rate, taker_fee_rate: fee rates (1 bp / 5 bp, §5.4).
+        maker_fee_rate, taker_fee_rate: fee rates (1 bp / 5 bp, docs/thalex-protocol.md §5.4).
         order_rate, order_rate_cod: matching-engine messages per second per
-            connection, before and after ``set_cancel_on_disconnect`` (§6.2).
-        cancel_rate: cancel requests per second per connection (§6.2).
+            connection, before and after ``set_cancel_on_disconnect`` (docs/thalex-protocol.md §6.2).
+        cancel_rate: cancel requests per second per connection (docs/thalex-protocol.md §6.2).
         collar_fraction: price collars at mark × (1 ± this) (checks limit prices;
             bounds market orders).
-        mark_ema_seconds: time constant of the premium EMA in the mark price (§5.3).
+        mark_ema_seconds: time constant of the premium EMA in the mark price (docs/thalex-protocol.md §5.3).
         funding_dampener_bps: premium band counted as zero in the funding rate;
-            0 is the documented 24 h basis with no dampener (§5.3, §10).
+            0 is the documented 24 h basis with no dampener (docs/thalex-protocol.md §5.3, §10).
         margin_rate: required margin as a fraction of position notional (reported,
             not enforced).
         initial_balance: USD cash every new account starts with.
         stp_enabled: honour ``stp_level``/``stp_action`` (off, as for a customer
-            without STP configuration, §4.2).
+            without STP configuration, docs/thalex-protocol.md §4.2).
 
     Sessions and shutdown
         announce_shutdown: on SIGTERM/SIGINT (and ``Venue.stop()``), send the
             ``system`` reconnect notice and wait ``reconnect_lead`` before closing.
-        reconnect_lead: seconds between the reconnect notice and the close (§3.7).
+        reconnect_lead: seconds between the reconnect notice and the close (docs/thalex-protocol.md §3.7).
         summary_interval: period of ``account.summary`` notifications (s).
         max_outbox: notifications queued for one connection before the venue
             closes it as a slow consumer.

@@ -27,7 +27,7 @@ class TradeEvent(NamedTuple):
 
 
 class AccountTradeEvent(NamedTuple):
-    """A Trade record (§4.11) for one account's side of a print."""
+    """A Trade record (docs/thalex-protocol.md §4.11) for one account's side of a print."""
     account: str
     trade: dict
 
@@ -39,7 +39,7 @@ class PositionEvent(NamedTuple):
 
 
 class ProtectionEvent(NamedTuple):
-    """A session.mm_protection item (§4.7)."""
+    """A session.mm_protection item (docs/thalex-protocol.md §4.7)."""
     account: str
     session: int
     product: str

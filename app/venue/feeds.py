@@ -7,7 +7,7 @@ once and hands the same serialised bytes to every subscriber. A feed with a dela
 The channel grammar (delays, private channel names) is the protocol's, in
 app/exchange/protocol.py; which instruments and underlyings exist is the venue's.
 
-Book feeds send a snapshot, then deltas (§3.3). Deltas are computed by diffing the
+Book feeds send a snapshot, then deltas (docs/thalex-protocol.md §3.3). Deltas are computed by diffing the
 grouped, depth-limited view against the state last sent on that channel, which
 makes ``grouping`` and ``nlevels`` the same code as the plain book. A subscriber
 joining a running book channel gets that last-sent state as its snapshot, so the

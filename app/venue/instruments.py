@@ -1,13 +1,13 @@
 """The instruments the venue lists, and the conversion between wire numbers and book integers.
 
-Prices and amounts travel as plain JSON numbers (thalex_api.md §5.5). Inside the
+Prices and amounts travel as plain JSON numbers (docs/thalex-protocol.md §5.5). Inside the
 engine they are integers: a price is a whole number of ``tick_size`` ("ticks") and an
 amount a whole number of ``volume_tick_size`` ("units"). Integers make matching exact:
 0.1 + 0.2 never leaves a 0.30000000000000004 BTC order resting in the book, and the
 property tests can check conservation with ``==``.
 
 Alignment is checked with app.trading.ticks (after the 8-decimal rounding the exchange
-applies first, §5.5).
+applies first, docs/thalex-protocol.md §5.5).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from app.venue.errors import VenueError
 
 @dataclass(frozen=True)
 class Instrument:
-    """One listed instrument (fields as in thalex_api.md §3.6) plus its simulated start price."""
+    """One listed instrument (fields as in docs/thalex-protocol.md §3.6) plus its simulated start price."""
 
     instrument_name: str
     product: str
@@ -94,7 +94,7 @@ class Instrument:
 #: Listing time of the simulated perpetuals (an arbitrary fixed moment, 2021-09-10).
 LISTED_AT = 1631250800.1
 
-#: The perpetuals of thalex_api.md §5.2.
+#: The perpetuals of docs/thalex-protocol.md §5.2.
 DEFAULT_INSTRUMENTS: tuple[Instrument, ...] = (
     Instrument("BTC-PERPETUAL", "FBTCUSD", 1.0, 0.001, 0.001, "BTCUSD", "perpetual", "USD", LISTED_AT, 100_000.0),
     Instrument("ETH-PERPETUAL", "FETHUSD", 0.1, 0.01, 0.01, "ETHUSD", "perpetual", "USD", LISTED_AT, 3_500.0),

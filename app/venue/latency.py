@@ -6,7 +6,7 @@ to that connection (ticker, lwt, book, price_index, recent_trades), stamped as t
 bytes are handed to the socket, to the arrival of the order, stamped at the socket read
 that brings it in (before aiohttp parses it, and before the venue handles anything else
 that came with it). That is the tick-to-order time of the client, plus loopback
-transport, which design D1 asks the venue to measure end to end. Orders sent
+transport, which docs/architecture.md#d1-the-hot-path-stays-in-one-process asks the venue to measure end to end. Orders sent
 before any market data was written to the connection are not recorded.
 
 Read it with ``Venue.latency_stats()``, the JSON-RPC method ``venue/latency``

@@ -97,7 +97,7 @@ class MarketState:
         self.expire_trades(now, ins)
 
     def collars(self, fraction: float) -> tuple[float, float]:
-        """(collar_low, collar_high): ``fraction`` of the mark either side of it (§4.2)."""
+        """(collar_low, collar_high): ``fraction`` of the mark either side of it (docs/thalex-protocol.md §4.2)."""
         return self.mark * (1 - fraction), self.mark * (1 + fraction)
 
     def funding_24h(self) -> tuple[float, float]:

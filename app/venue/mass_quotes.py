@@ -42,7 +42,7 @@ class MassQuotes(Matching):
 
     def set_mm_protection(self, account: str, session: int, *, product: Any, now: float,
                           trade_amount: Any = None, quote_amount: Any = None, amount: Any = None) -> None:
-        """Set (refill) the protection group of ``session`` for ``product`` (§4.7)."""
+        """Set (refill) the protection group of ``session`` for ``product`` (docs/thalex-protocol.md §4.7)."""
         if product not in self.products:
             raise VenueError(UNKNOWN_PRODUCT, f"unknown product {product!r}")
         if amount is not None:
@@ -62,7 +62,7 @@ class MassQuotes(Matching):
 
     def mass_quote(self, account: str, session: int, *, quotes: Any, now: float, label: Any = None,
                    post_only: Any = False, reject_post_only: Any = False) -> dict:
-        """Replace this session's quotes side by side (§4.7); returns {n_success, n_fail, errors}."""
+        """Replace this session's quotes side by side (docs/thalex-protocol.md §4.7); returns {n_success, n_fail, errors}."""
         if session not in self.cod_sessions:
             raise VenueError(PERSISTENT_SESSION, "mass_quote needs a non-persistent session (set_cancel_on_disconnect)")
         if not isinstance(quotes, list) or len(quotes) > MAX_QUOTE_ITEMS:
@@ -155,7 +155,7 @@ class MassQuotes(Matching):
 
         A quote already resting at the same price with the same remaining amount is
         kept, with its priority; every other old quote is deleted (``replaced``) and
-        every other level inserted as a new GTC limit order. Not volume-safe (§4.7).
+        every other level inserted as a new GTC limit order. Not volume-safe (docs/thalex-protocol.md §4.7).
         """
         wanted = dict(levels)
         name = ins.instrument_name

@@ -2,15 +2,15 @@
 
 ``Matching`` builds on the engine's shared state (state.py). Rules implemented, with their
 section of docs/thalex-protocol.md:
-- insert/buy/sell (§4.2): limit and market, GTC and IOC, post_only (repriced one tick
+- insert/buy/sell (docs/thalex-protocol.md §4.2): limit and market, GTC and IOC, post_only (repriced one tick
   inside the opposite best, or cancelled with reject_post_only), reduce_only (capped to
   the position and watched afterwards), price collars around the mark, labels,
   session-local client_order_id, optional self-trade prevention;
 - price-time matching: fills at the maker's price, best price first, oldest first;
-- fills booked: position, maker/taker fees on price × amount (§4.11, §5.4), open interest,
-  the Trade record, and the MM protection group a quote's fills count against (§4.7);
-- amend (§4.3, volume-safe), cancel, cancel_all, cancel_session and the session's end
-  under cancel-on-disconnect (§4.4–4.6, §6.3).
+- fills booked: position, maker/taker fees on price × amount (docs/thalex-protocol.md §4.11, §5.4), open interest,
+  the Trade record, and the MM protection group a quote's fills count against (docs/thalex-protocol.md §4.7);
+- amend (docs/thalex-protocol.md §4.3, volume-safe), cancel, cancel_all, cancel_session and the session's end
+  under cancel-on-disconnect (docs/thalex-protocol.md §4.4–4.6, §6.3).
 """
 from __future__ import annotations
 
@@ -415,7 +415,7 @@ class Matching(EngineState):
 
     def amend(self, account: str, session: int, *, price: Any, amount: Any, now: float,
               order_id: Any = None, client_order_id: Any = None, collar: Any = None) -> dict:
-        """Volume-safe amend (§4.3): ``amount`` is the new original amount; at or below filled it cancels."""
+        """Volume-safe amend (docs/thalex-protocol.md §4.3): ``amount`` is the new original amount; at or below filled it cancels."""
         order = self._find(account, session, order_id, client_order_id)
         ins = order.instrument
         if price is None or amount is None:
@@ -454,7 +454,7 @@ class Matching(EngineState):
         return self._emit(order, "cancel")
 
     def cancel_all(self, account: str, now: float) -> int:
-        """Cancel every live order of ``account``, from every session (§4.5)."""
+        """Cancel every live order of ``account``, from every session (docs/thalex-protocol.md §4.5)."""
         orders = [o for o in self.orders.values() if o.account == account]
         for order in orders:
             self._close(order, "client_bulk_cancel", now)
@@ -467,7 +467,7 @@ class Matching(EngineState):
         self.cod_sessions.add(session)
 
     def cancel_session(self, session: int, now: float, reason: str = "session_end") -> int:
-        """Delete the non-persistent orders of ``session`` and reset its MM protection (§4.6, §6.3)."""
+        """Delete the non-persistent orders of ``session`` and reset its MM protection (docs/thalex-protocol.md §4.6, §6.3)."""
         orders = [o for o in self.session_orders.get(session, {}).values() if not o.persistent]
         account = self.session_accounts.get(session)
         for order in orders:

@@ -134,7 +134,7 @@ class Publishing:
                 conn.enqueue(notification("account.summary", self.engine.account_summary(conn.account)))
 
     def publish_system_event(self, event: dict) -> None:
-        """One ``system`` notification to its subscribers (§3.7)."""
+        """One ``system`` notification to its subscribers (docs/thalex-protocol.md §3.7)."""
         feed = self.feeds.get(self.system_feed_name)
         if feed is not None:
             data = notification(self.system_feed_name, event)
@@ -173,7 +173,7 @@ class Publishing:
         for name in channels:
             spec = parse_channel(name, self.engine)
             if spec is None:
-                continue  # unknown channels are left out of the result (§1.5)
+                continue  # unknown channels are left out of the result (docs/thalex-protocol.md §1.5)
             if spec.private:
                 if not private_allowed or conn.account is None:
                     continue

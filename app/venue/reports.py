@@ -2,9 +2,9 @@
 
 ``Reports`` reads the engine's state (state.py) and changes nothing in it:
 - an account's open orders, portfolio and account summary (docs/thalex-protocol.md §4.8,
-  §4.9), and its trade history with filters and paging;
+  docs/thalex-protocol.md §4.9), and its trade history with filters and paging;
 - an instrument's ticker, lwt (lightweight ticker) and top of book, and an underlying's
-  index (§3.1–3.5); the 24 h figures come from marks.py.
+  index (docs/thalex-protocol.md §3.1–3.5); the 24 h figures come from marks.py.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class Reports(EngineState):
         }
 
     def trade_history(self, account: str, params: dict) -> dict:
-        """private/trade_history: filters and paging as in §4.8; the bookmark is an opaque offset."""
+        """private/trade_history: filters and paging as in docs/thalex-protocol.md §4.8; the bookmark is an opaque offset."""
         trades = self.account(account).trades
         time_low = params.get("time_low")
         time_high = params.get("time_high")

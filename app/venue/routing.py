@@ -6,7 +6,7 @@ on it. ``_handle`` takes one request off a connection, in arrival order:
 2. private methods need a login (NOT_LOGGED_IN);
 3. orders and their cancels are timed by the latency probe (latency.py), from the read
    that brought them in, and take a token from the connection's order or cancel bucket
-   (THROTTLE_EXCEEDED, §6.2);
+   (THROTTLE_EXCEEDED, docs/thalex-protocol.md §6.2);
 4. the handler turns the params into an engine call; its result is the reply, a
    ``VenueError`` the error reply;
 5. work queued for after the reply (subscription snapshots) runs, then the venue
@@ -31,7 +31,7 @@ from app.venue.transport import Connection
 
 API_VERSION = "2.55.0"
 ACCOUNT_PATTERN = re.compile(r"^A[0-9]{9}$")
-#: Parameters an order entry passes on to the engine (§4.2); others are ignored.
+#: Parameters an order entry passes on to the engine (docs/thalex-protocol.md §4.2); others are ignored.
 INSERT_PARAMS = ("instrument_name", "direction", "amount", "price", "order_type", "time_in_force", "post_only",
                  "reject_post_only", "reduce_only", "collar", "label", "client_order_id", "stp_level", "stp_action")
 

@@ -13,7 +13,7 @@ Each websocket connection is one session (transport.py's ``Connection``):
   engine is synchronous, so nothing interleaves inside a request);
 - every reply and notification goes through the connection's outbox and one
   writer task, so a slow client never blocks the engine;
-- cancel-on-disconnect (§6.3): closing, going quiet for ``timeout_secs`` (pings
+- cancel-on-disconnect (docs/thalex-protocol.md §6.3): closing, going quiet for ``timeout_secs`` (pings
   count as traffic) or ``cancel_session`` deletes the session's non-persistent orders.
 
 ``GET /venue/latency`` and the JSON-RPC method ``venue/latency`` expose the latency probe.
@@ -92,7 +92,7 @@ class Venue(Routing):
         self.publish()
 
     async def stop(self, planned: Optional[bool] = None) -> None:
-        """Close every connection and the server; with ``planned``, announce it first (§3.7)."""
+        """Close every connection and the server; with ``planned``, announce it first (docs/thalex-protocol.md §3.7)."""
         planned = self.config.announce_shutdown if planned is None else planned
         if planned:
             await self.announce_shutdown()
@@ -144,7 +144,7 @@ class Venue(Routing):
             self.step_market()
 
     async def _watch_sessions(self) -> None:
-        """Cancel-on-disconnect timeouts: a COD session silent for ``timeout_secs`` is dead (§4.1)."""
+        """Cancel-on-disconnect timeouts: a COD session silent for ``timeout_secs`` is dead (docs/thalex-protocol.md §4.1)."""
         while True:
             await asyncio.sleep(0.05)
             now = time.perf_counter()
@@ -167,7 +167,7 @@ class Venue(Routing):
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         # autoping off: the venue answers pings itself, so that a ping counts as
-        # traffic for cancel-on-disconnect, as §1.1 says it does.
+        # traffic for cancel-on-disconnect, as docs/thalex-protocol.md §1.1 says it does.
         ws = web.WebSocketResponse(autoping=False, compress=False, decode_text=False, max_msg_size=1 << 20)
         await ws.prepare(request)
         self._session_seq += 1

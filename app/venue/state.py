@@ -34,7 +34,7 @@ def finite(value: Any, name: str) -> float:
 
 
 def check_label(label: Any) -> None:
-    """A label is optional; given, it follows the documented rule (§5.5), else INVALID_REQUEST."""
+    """A label is optional; given, it follows the documented rule (docs/thalex-protocol.md §5.5), else INVALID_REQUEST."""
     if label is not None and (not isinstance(label, str) or not LABEL_PATTERN.match(label)):
         raise VenueError(INVALID_REQUEST, "label must be 1-64 characters from [A-Za-z0-9<>|_-]")
 
@@ -77,7 +77,7 @@ class EngineState:
         self.orders: dict[str, Order] = {}
         self.session_orders: dict[int, dict[str, Order]] = {}
         self.by_client_id: dict[tuple[int, int], Order] = {}
-        #: Live reduce-only orders, watched after every fill of their account (§4.2).
+        #: Live reduce-only orders, watched after every fill of their account (docs/thalex-protocol.md §4.2).
         self.reduce_only_orders: dict[str, Order] = {}
         #: The account each session trades for (a session logs in once).
         self.session_accounts: dict[int, str] = {}
@@ -90,7 +90,7 @@ class EngineState:
         self._trade_seq = 0
         #: Fills of one matching pass whose side effects (MM protection, reduce-only
         #: watching) wait until the aggressor is done, as an aggressor sweeping
-        #: several levels may overshoot a protection group (§4.7). Dicts, not sets,
+        #: several levels may overshoot a protection group (docs/thalex-protocol.md §4.7). Dicts, not sets,
         #: so they are handled in the order they happened, whatever the hash seed.
         self._exhausted: dict[tuple[int, str], None] = {}
         self._touched_positions: dict[tuple[str, str], None] = {}

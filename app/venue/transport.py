@@ -102,7 +102,7 @@ class Connection:
         #: feeds sit above the transport).
         self.feeds: dict[str, Any] = {}
         self.private: set[str] = set()
-        #: Mark at the last account.portfolio line per instrument (resent on a >1 % move, §4.9).
+        #: Mark at the last account.portfolio line per instrument (resent on a >1 % move, docs/thalex-protocol.md §4.9).
         self.portfolio_marks: dict[str, float] = {}
         self.order_bucket = TokenBucket(config.order_rate, now)
         self.cancel_bucket = TokenBucket(config.cancel_rate, now)

@@ -38,9 +38,19 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Optional, Sequence
 
-from benchmarks.bench_sink.common import (ROOT, BenchmarkError, CpuMeter, PipelineResult, child_env,
-                                          create_database, get_json, profile_summary, start_spy, stop_spy,
-                                          ticker_values)
+from benchmarks.bench_sink.common import (
+    ROOT,
+    BenchmarkError,
+    CpuMeter,
+    PipelineResult,
+    child_env,
+    create_database,
+    get_json,
+    profile_summary,
+    start_spy,
+    stop_spy,
+    ticker_values,
+)
 from benchmarks.bench_sink.from_venue import measure_from_venue
 
 NAIVE_TOPIC = "cryptics.bench.naive_ticker.avro"

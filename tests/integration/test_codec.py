@@ -1,6 +1,6 @@
 """AvroCodec (app/pipeline/codec.py) against a real embedded schema registry process.
 
-Each test gets ``registry_url`` (tests/conftest.py): a ``cryptics registry`` process
+Each test gets ``registry_url`` (tests/integration/conftest.py): a ``cryptics registry`` process
 on a fresh database, spoken to by python-schema-registry-client exactly as in
 production. Nothing is mocked; registry traffic is counted by wrapping the client's
 ``request`` method, which every registry call goes through.
@@ -176,7 +176,7 @@ def test_schema_id_is_registered_once_and_cached(registry: str, monkeypatch: pyt
     assert 1 <= registration <= 2  # look up (not found), then register
     assert all(method == "POST" for method, _ in calls.calls)
 
-    # Steady state: no registry round trip per message, either way (design D4).
+    # Steady state: no registry round trip per message, either way (docs/architecture.md#d4-avro-and-schemas).
     for _ in range(200):
         assert codec.loads(codec.dumps(value)) == value
     assert len(calls) == registration

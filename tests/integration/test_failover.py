@@ -1,4 +1,4 @@
-"""One venue session per account across workers (design D2), with real processes.
+"""One venue session per account across workers (docs/architecture.md#d2-one-active-quoter-per-venue-account), with real processes.
 
 Two `cryptics worker` processes share a database: only the holder of the quoting
 lease opens a venue session, and quotes on it. Killing it with -9 hands the session to

@@ -85,7 +85,7 @@ class Scenario:
             "CRYPTICS_HEARTBEAT_INTERVAL": "0", "CRYPTICS_THALEX_KEY_ID": KID,
             "CRYPTICS_THALEX_PRIVATE_KEY_FILE": str(private_key), "CRYPTICS_INSTRUMENTS": INSTRUMENT,
             # Market data only: with quoting on, the cancel_session at shutdown changes the
-            # book once more while the worker stops (tests/test_quoting.py covers quoting).
+            # book once more while the worker stops (tests/integration/test_quoting.py covers quoting).
             # Halted, the session sends no orders: it lives on the client's keep-alive pings
             # alone under cancel-on-disconnect (a dropped session shows as a book gap).
             "CRYPTICS_TRADING_STATE": "halted",

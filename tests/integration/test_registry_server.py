@@ -52,13 +52,13 @@ TICK_PRICE_AS_STRING = {**TICK_V2, "fields": [TICK_V2["fields"][0], {"name": "pr
 
 @pytest.fixture
 def pg(postgres: EmbeddedPostgres) -> EmbeddedPostgres:
-    """The session's embedded PostgreSQL (tests/conftest.py)."""
+    """The session's embedded PostgreSQL (tests/integration/conftest.py)."""
     return postgres
 
 
 @pytest.fixture
 def dsn(database: str) -> str:
-    """A fresh database for one test (tests/conftest.py)."""
+    """A fresh database for one test (tests/integration/conftest.py)."""
     return database
 
 

@@ -5,7 +5,7 @@ The worker counts heartbeats per source in the ``heartbeat_counts`` table; we
 restart it and compare the recovered table with what we sent.
 
 The same run through Faust's stock transport (a ``kafka://`` URL to the same
-broker) comes back short: that is the Tansu end-offset defect (design D6) which
+broker) comes back short: that is the Tansu end-offset defect (docs/architecture.md#d6-embedded-broker-tansu) which
 app/pipeline/tansu_compat.py corrects.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Tansu end-offset defect (design D6), and the correction that fixes it, on a real broker."""
+"""The Tansu end-offset defect (docs/architecture.md#d6-embedded-broker-tansu), and the correction that fixes it, on a real broker."""
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition

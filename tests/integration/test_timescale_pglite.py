@@ -1,8 +1,8 @@
-"""The TimescaleDB migrations on real TimescaleDB: PGlite with TimescaleDB 2.23 (design D7).
+"""The TimescaleDB migrations on real TimescaleDB: PGlite with TimescaleDB 2.23 (docs/architecture.md#d7-database).
 
-PGlite is PostgreSQL 17.5 compiled to WebAssembly; the pinned build in tests/pglite
+PGlite is PostgreSQL 17.5 compiled to WebAssembly; the pinned build in tests/integration/pglite
 carries TimescaleDB 2.23 and is served on the PostgreSQL wire protocol by
-pglite-socket (tests/pglite/server.mjs). Its limits shape these tests: one shared
+pglite-socket (tests/integration/pglite/server.mjs). Its limits shape these tests: one shared
 session (one connection at a time, no statement cache, no SSL), no COPY over the socket
 (rows go in through the sink's unnest path), and no background workers, so policies
 are run by hand with ``CALL run_job(id)``, which executes the very job the policy
@@ -54,19 +54,19 @@ def _install() -> str | None:
         return None if shutil.which("node") else "node is not installed (PGlite runs on Node.js)"
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        return "node/npm are not installed: cannot install PGlite with TimescaleDB (tests/pglite)"
+        return "node/npm are not installed: cannot install PGlite with TimescaleDB (tests/integration/pglite)"
     try:
         result = subprocess.run([npm, "ci", "--prefix", str(PGLITE), "--no-audit", "--no-fund"],
                                 capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
-        return "npm ci --prefix tests/pglite did not finish in 300 s"
+        return "npm ci --prefix tests/integration/pglite did not finish in 300 s"
     if result.returncode != 0:
-        return f"npm ci --prefix tests/pglite failed: {(result.stderr or result.stdout).strip()[-400:]}"
+        return f"npm ci --prefix tests/integration/pglite failed: {(result.stderr or result.stdout).strip()[-400:]}"
     return None
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:
-    # PGlite serves one shared session: no prepared-statement cache, no SSL (design D7).
+    # PGlite serves one shared session: no prepared-statement cache, no SSL (docs/architecture.md#d7-database).
     # It takes one client at a time and refuses the next until it has seen the previous
     # one's socket close, so a connection right after another's close is retried briefly.
     for attempt in range(50):

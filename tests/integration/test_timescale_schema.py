@@ -1,7 +1,7 @@
 """The pipeline tables of timescale/ on plain PostgreSQL (the embedded server).
 
 - every table the sink writes exists, its primary key is the spec's natural key and
-  includes the time column (design D7), and so does every unique index;
+  includes the time column (docs/architecture.md#d7-database), and so does every unique index;
 - the query names dashboards use exist on plain PostgreSQL too (views);
 - the orders table, kept by a trigger, ends in the same state whatever the order in
   which the acks arrive, redeliveries included;

@@ -1,4 +1,4 @@
-"""Cancel-on-disconnect over the wire (thalex_api.md §4.1, §4.6, §6.3).
+"""Cancel-on-disconnect over the wire (docs/thalex-protocol.md §4.1, §4.6, §6.3).
 
 A COD session's orders die when it disconnects, when it sends nothing for
 ``timeout_secs`` (a websocket ping counts as traffic), and on ``cancel_session``;

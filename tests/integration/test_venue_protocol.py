@@ -1,7 +1,7 @@
 """The simulated venue over its websocket, with a plain aiohttp client: every method and channel.
 
 The client here is deliberately minimal (aiohttp's ws_connect and orjson), not the
-project's Thalex client, so the test checks the wire protocol of thalex_api.md and
+project's Thalex client, so the test checks the wire protocol of docs/thalex-protocol.md and
 nothing else. The market timer is off (``market_running=False``) and the takers
 are silent: each test moves the market itself with ``venue.step_market()``.
 
@@ -763,7 +763,7 @@ async def test_the_probe_times_each_order_from_the_read_that_brought_it(venue: V
 
 
 def _masked_text_frame(payload: bytes) -> bytes:
-    """A client's text frame (RFC 6455 §5.2), masked with a fixed key: fine for a test."""
+    """A client's text frame (RFC 6455 docs/thalex-protocol.md §5.2), masked with a fixed key: fine for a test."""
     key = b"\x12\x34\x56\x78"
     n = len(payload)
     header = bytes((0x81, 0x80 | n)) if n < 126 else b"\x81\xfe" + n.to_bytes(2, "big")

@@ -6,7 +6,7 @@ Property tests (hypothesis) run random order flow through the engine and check,
 after every step, that the book never crosses, fills conserve quantity, positions
 equal the sum of fills, and post-only orders never take. The examples pin down
 each order type and flag, amend, reduce-only, mass-quote replacement, MM
-protection, fees, P&L and funding against thalex_api.md.
+protection, fees, P&L and funding against docs/thalex-protocol.md.
 """
 from __future__ import annotations
 

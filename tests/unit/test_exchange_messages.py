@@ -22,7 +22,7 @@ def test_the_three_kinds_of_message():
 
 
 def test_routing_order_follows_the_examples():
-    # channel_name wins over result, result over error (thalex_api.md §1.4)
+    # channel_name wins over result, result over error (docs/thalex-protocol.md §1.4)
     assert isinstance(messages.parse('{"channel_name":"c","notification":1,"result":2}'), Notification)
     assert isinstance(messages.parse('{"id":1,"result":2,"error":{"code":1}}'), Result)
 

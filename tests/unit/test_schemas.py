@@ -5,9 +5,9 @@ For every record (models/registry.py lists them):
   validator (what the embedded registry accepts, Confluent accepts too);
 - the model mirrors the newest version field by field (names, order, optionality,
   Python types, nested records), so models cannot drift from schemas;
-- a realistic example (models/examples.py, from thalex_api.md) round-trips through
+- a realistic example (models/examples.py, from docs/thalex-protocol.md) round-trips through
   fastavro and through the model;
-- every older version's data is read by every newer version (BACKWARD, design D4),
+- every older version's data is read by every newer version (BACKWARD, docs/architecture.md#d4-avro-and-schemas),
   with the added fields None, and the registry's checker (app/stack/registry/compat.py)
   agrees, while it reports the changes that would break readers;
 - hypothesis-generated values of each schema round-trip, and older-version values

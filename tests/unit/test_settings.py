@@ -93,3 +93,27 @@ def test_quoting_parameters_come_from_the_environment():
         Settings.from_env({"CRYPTICS_QUOTE_BID_SIZES": "0.1,lots"})
     with pytest.raises(ValueError, match="CRYPTICS_TRADING_STATE"):
         Settings.from_env({"CRYPTICS_TRADING_STATE": "yolo"})
+
+
+@pytest.mark.parametrize("variable,hint", [
+    ("CRYPTICS_QUOTE_POSITION_LIMIT", "CRYPTICS_RISK_MAX_POSITION"),
+    ("CRYPTICS_QUOTE_AMEND_THRESHOLD_TICKS", "CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS"),
+    ("CRYPTICS_RISK_MAXPOSITION", "no RiskLimits field"),
+    ("CRYPTICS_GATEWAY_LABELS", "no GatewayParams field"),
+])
+def test_an_unknown_or_retired_component_variable_is_refused(variable, hint):
+    with pytest.raises(ValueError, match=rf"^{variable}: unknown setting \(.*{hint}"):
+        Settings.from_env({variable: "1"})
+
+
+def test_the_process_wide_variables_that_share_a_prefix_are_not_components():
+    s = Settings.from_env({"CRYPTICS_VENUE": "testnet", "CRYPTICS_VENUE_URL": "ws://127.0.0.1:9/ws/api/v2",
+                           "CRYPTICS_VENUE_SEED": "7"})
+    assert (s.venue, s.venue_url, s.simulated_venue.seed) == ("testnet", "ws://127.0.0.1:9/ws/api/v2", 7)
+
+
+def test_a_component_error_names_the_variable():
+    with pytest.raises(ValueError, match=r"^CRYPTICS_QUOTE_MODE: mode must be one of"):
+        Settings.from_env({"CRYPTICS_QUOTE_MODE": "yolo"})
+    with pytest.raises(ValueError, match=r"^CRYPTICS_RISK_MAX_ORDER_NOTIONAL: "):
+        Settings.from_env({"CRYPTICS_RISK_MAX_ORDER_NOTIONAL": "-1"})

@@ -4,7 +4,7 @@ Property tests (hypothesis) run random order flow through the engine and check,
 after every step, that the book never crosses, fills conserve quantity, positions
 equal the sum of fills, and post-only orders never take. The examples pin down
 each order type and flag, amend, reduce-only, mass-quote replacement, MM
-protection, fees, P&L and funding against thalex_api.md.
+protection, fees, P&L and funding against docs/thalex-protocol.md.
 """
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_validation_codes(alice: Trader):
     assert error_code(alice.buy, 0.1, 100000, client_order_id=-1) == 6
     alice.buy(0.1, 100000, client_order_id=7)
     assert error_code(alice.buy, 0.1, 100000, client_order_id=7) == 2
-    # 8-decimal rounding before the tick check (§5.5): 3.0999999999999999-style noise is fine.
+    # 8-decimal rounding before the tick check (docs/thalex-protocol.md §5.5): 3.0999999999999999-style noise is fine.
     assert alice.buy(0.30000000000000004, 3500.1000000000004, instrument=ETH)["amount"] == 0.3
 
 
@@ -438,7 +438,7 @@ def test_realised_and_unrealised_pnl(engine: Engine, alice: Trader, bob: Trader)
 
 
 def test_funding_accrues_on_the_24h_basis_and_longs_pay_a_positive_rate():
-    # §5.3's worked example: mark 50,100, index 50,000, long 4 for 3 h pays $50.
+    # docs/thalex-protocol.md §5.3's worked example: mark 50,100, index 50,000, long 4 for 3 h pays $50.
     engine = make_engine(mark_ema_seconds=1e-9)  # the mark follows the premium at once
     alice, bob = Trader(engine, "A000000001", 1), Trader(engine, "A000000002", 2)
     bob.sell(0.001, 50200, collar="ignore")

@@ -1,4 +1,4 @@
-"""Persistence: pipeline records from Kafka into TimescaleDB/PostgreSQL (design D7, D8).
+"""Persistence: pipeline records from Kafka into TimescaleDB/PostgreSQL (docs/architecture.md#d7-database, #d8-persistence-semantics).
 
 - ``tables``: which record goes into which table (timescale/0002, 0003), natural keys,
   and the row builders;

@@ -25,7 +25,7 @@ WRITE_MODES = ("copy", "unnest")
 @dataclass(frozen=True)
 class SinkConfig:
     #: Records per flush at most. At 5,000 a flush takes ~0.1 s and the per-transaction
-    #: cost is amortised (benchmarks/bench_sink.py: 46k rows/s; 10,000 gave 65k). At live
+    #: cost is amortised (benchmarks/bench_sink/, part 1; figures in docs/benchmarks.md). At live
     #: rates batches flush on age long before they fill.
     batch_size: int = 5000
     #: Seconds a batch may wait for more records: the upper bound that batching adds to

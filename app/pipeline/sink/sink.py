@@ -3,7 +3,7 @@
 ``TopicSink.persist(records)`` takes a batch of raw Kafka records and returns only when
 each of them is either in its table or on the dead-letter topic. The persistence consumer
 (agents/persistence.py) commits the batch's offsets to Kafka after that, and not before:
-an event counts as processed only once its batch has committed (design D8).
+an event counts as processed only once its batch has committed (docs/architecture.md#d8-persistence-semantics).
 
 What can go wrong, and what happens:
 

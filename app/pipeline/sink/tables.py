@@ -3,7 +3,7 @@
 One ``TableSpec`` per persisted record (timescale/0002, 0003 hold the tables). A spec
 names the table, its columns in the order the row builder fills them (``persisted_at``
 is not among them: the writer stamps it per flush), the PostgreSQL type of each column
-as the unnest write path passes it, and the natural key (design D8) that the table's
+as the unnest write path passes it, and the natural key (docs/architecture.md#d8-persistence-semantics) that the table's
 primary key enforces.
 
 Row builders take the record as fastavro decodes it (a dict with every field of the

