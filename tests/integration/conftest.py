@@ -22,12 +22,15 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+import aiohttp
 import asyncpg
 import pytest
 
 from app.stack.broker import EmbeddedBroker
 from app.stack.postgres import EmbeddedPostgres
 from app.stack.process import Child, environ_for_child, free_port, spawn
+from app.venue import Venue, create_keypair
+from tests.integration.venue_wire import KID, WsClient, connect, venue_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,3 +120,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.integration)
+
+
+# -- the venue's wire tests (test_venue_*.py): a still venue and the bare client of venue_wire.py --
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    """(private key of KID, trusted keys folder)."""
+    private, public = create_keypair(tmp_path / "keys", KID)
+    return private, public.parent
+
+
+@pytest.fixture
+def private_key(keys: tuple[Path, Path]) -> Path:
+    return keys[0]
+
+
+@pytest.fixture
+async def venue(keys: tuple[Path, Path]):
+    v = Venue(venue_config(keys[1]))
+    await v.start()
+    try:
+        yield v
+    finally:
+        await v.stop()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def client(http: aiohttp.ClientSession, venue: Venue) -> WsClient:
+    c = await connect(http, venue)
+    yield c
+    await c.ws.close()
+
+
+@pytest.fixture
+async def trader(client: WsClient, private_key: Path) -> WsClient:
+    await client.login(private_key)
+    return client

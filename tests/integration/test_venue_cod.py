@@ -14,19 +14,7 @@ import aiohttp
 import pytest
 
 from app.venue import Venue
-
-# Fixtures (http, keys, private_key, venue) and the bare client are shared with the protocol tests.
-from tests.integration.test_venue_protocol import (  # noqa: F401
-    BTC,
-    TIMEOUT,
-    WsClient,
-    connect,
-    http,
-    keys,
-    private_key,
-    venue,
-    venue_config,
-)
+from tests.integration.venue_wire import BTC, TIMEOUT, WsClient, connect
 
 ORDER = {"direction": "buy", "instrument_name": BTC, "amount": 0.01}
 

@@ -1,7 +1,7 @@
 """The gateway's order tracker (app/gateway/tracker.py): the venue's reports in, state, acks and fills out.
 
 No venue: the tracker is fed OrderStatus dicts as session.orders and request answers carry
-them (tests/integration/test_gateway.py runs the same rules against the simulated venue).
+them (tests/integration/gateway/ runs the same rules against the simulated venue).
 """
 from __future__ import annotations
 

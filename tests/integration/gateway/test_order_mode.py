@@ -1,146 +1,33 @@
-"""OrderGateway (app/gateway/) against the real simulated venue, over loopback websockets.
-
-No mocks: the venue runs in-process on a free port with Thalex's message rates (10/s,
-50/s after cancel-on-disconnect, 1000/s for cancels; the throttle test lowers the last),
-a still market (no timer, no takers) and no house liquidity, so the book holds exactly
-what the tests put there.
-What rests is read from the venue's own records (its engine and its connections);
-fills come from a second account trading against us over its own websocket.
-"""
+"""The order gateway's order mode (insert, amend, cancel per order) against the simulated venue."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import time
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import fastavro
 import pytest
 
-from app.exchange.auth import Credentials
-from app.exchange.client import ThalexClient
-from app.exchange.rate_limit import TokenBucket
-from app.gateway import GatewayParams, OrderGateway, QuoteStamps
-from app.stack.process import free_port
-from app.trading.position import PositionKeeper
-from app.venue import Venue, VenueConfig, create_keypair
+from app.gateway import OrderGateway
+from app.venue import Venue
 from models.registry import record
+from tests.integration.gateway.venue_setup import (
+    ASKS,
+    BIDS,
+    BTC,
+    QUOTER,
+    TICK,
+    config,
+    connection,
+    open_client,
+    resting,
+    settle,
+    shifted,
+    stamps,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-BTC = "BTC-PERPETUAL"
-TICK = 1.0
-QUOTER, TAKER = "K-gateway-quoter", "K-gateway-taker"
-BIDS = [(99_900.0, 0.2), (99_895.0, 0.4)]
-ASKS = [(100_100.0, 0.2), (100_105.0, 0.4)]
-
-
-def shifted(ladder, ticks: float):
-    return [(price + ticks * TICK, amount) for price, amount in ladder]
-
-
-def stamps(offset_ms: int = 0) -> QuoteStamps:
-    received = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=offset_ms)
-    return QuoteStamps(received_at=received, quoted_at=received + timedelta(microseconds=8))
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> tuple[dict[str, Credentials], Path]:
-    """Throwaway keys for the quoter's and the taker's accounts; the folder the venue trusts."""
-    folder = tmp_path_factory.mktemp("gateway-keys")
-    credentials = {}
-    for kid in (QUOTER, TAKER):
-        private, _ = create_keypair(folder, kid, folder / "trusted")
-        credentials[kid] = Credentials.from_file(kid, private)
-    return credentials, folder / "trusted"
-
-
-def config(trusted_keys_dir: Path, **changes) -> VenueConfig:
-    base = VenueConfig(port=free_port(), trusted_keys_dir=trusted_keys_dir, market_running=False, noise_rate=0.0,
-                       informed_rate=0.0, house_levels=0)
-    return dataclasses.replace(base, **changes)
-
-
-@pytest.fixture
-async def venue(keys):
-    v = Venue(config(keys[1]))
-    await v.start()
-    yield v
-    await v.stop()
-
-
-class Recorder:
-    """The agent's side of the callbacks: everything the gateway hands over, in order."""
-
-    def __init__(self) -> None:
-        self.acks = []
-        self.fills = []
-
-
-async def open_client(venue: Venue, credentials: Credentials) -> ThalexClient:
-    client = ThalexClient(venue.url, credentials, reconnect_min_delay=0.05, reconnect_max_delay=0.2)
-    await client.start()
-    return client
-
-
-@pytest.fixture
-async def fresh_quoter(venue, keys):
-    """(client, gateway, recorder), just started; the gateway keeps a PositionKeeper of the test's."""
-    client = await open_client(venue, keys[0][QUOTER])
-    recorder = Recorder()
-    gateway = OrderGateway(client, on_ack=recorder.acks.append, on_fill=recorder.fills.append,
-                           positions=PositionKeeper())
-    await gateway.start()
-    yield client, gateway, recorder
-    await gateway.close()
-    await client.close()
-
-
-@pytest.fixture
-async def quoter(fresh_quoter):
-    """The same, half a second later: a new session may send only 10 orders in its first
-    moments (the venue's bucket keeps its pre-COD tokens), and the tests below count on
-    every action going out at once."""
-    await asyncio.sleep(0.5)
-    return fresh_quoter
-
-
-@pytest.fixture
-async def taker(venue, keys):
-    client = await open_client(venue, keys[0][TAKER])
-    yield client
-    await client.close()
-
-
-def connection(venue: Venue, client: ThalexClient):
-    """The venue's record of the client's session (one connection per account here)."""
-    conns = list(venue.account_connections[client.account])
-    assert len(conns) == 1, conns
-    return conns[0]
-
-
-def resting(venue: Venue, client: ThalexClient) -> set[tuple]:
-    """(direction, price, amount) of every order the venue holds for the client's account."""
-    return {(o["direction"], o["price"], o["remaining_amount"]) for o in venue.engine.open_orders(client.account)}
-
-
-async def until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
-
-
-async def settle(client: ThalexClient, gateway: OrderGateway) -> None:
-    """Every answer in, and every notification the venue queued before now read (one ordered outbox)."""
-    await gateway.wait_idle(5.0)
-    await client.call("public/system_info")
-
-
-# -- tests -----------------------------------------------------------------------------------
 
 
 async def test_start_sets_cancel_on_disconnect_and_orders_are_non_persistent(venue, quoter):
@@ -344,20 +231,6 @@ async def test_venue_throttle_backs_off(keys):
         await venue.stop()
 
 
-def test_throttle_pauses_grow_while_the_venue_keeps_throttling():
-    bucket = TokenBucket(rate=40.0, now=0.0, backoff_s=0.1, backoff_max_s=2.0)
-    assert bucket.take(0.0)
-    assert bucket.pause(0.0) == 0.1
-    assert bucket.pause(0.05) == pytest.approx(0.05)  # a reply of the same burst: the same pause
-    assert not bucket.take(0.09) and bucket.paused(0.09)
-    bucket.recovered(0.15)  # accepted right after the pause ...
-    assert bucket.pause(0.2) == 0.2  # ... but throttled again: twice as long
-    assert [bucket.pause(t) for t in (1.0, 2.0, 3.0, 5.0)] == [0.4, 0.8, 1.6, 2.0]  # capped
-    bucket.recovered(5.0 + 2.0 + 2.0)  # nothing throttled for a longest pause's time
-    assert bucket.pause(10.0) == 0.1
-    assert not bucket.take(10.05) and bucket.take(10.2)  # refilled after the pause
-
-
 async def test_refused_price_is_not_retried_blindly(venue, quoter):
     client, gateway, _ = quoter
     off_tick = [(99_900.5, 0.2)]
@@ -461,182 +334,4 @@ async def test_reconcile_needs_start(venue, keys):
             OrderGateway(client).reconcile(BTC, TICK, BIDS, ASKS)
         assert resting(venue, client) == set()
     finally:
-        await client.close()
-
-
-def test_params_are_validated_and_overridable():
-    params = GatewayParams()
-    assert (params.label, params.amend_threshold_ticks, params.order_rate, params.order_rate_cod,
-            params.cancel_rate, params.cod_timeout_s) == ("P", 5.0, 10.0, 50.0, 1000.0, 6.0)
-    with pytest.raises(ValueError, match="label"):
-        GatewayParams(label="no spaces")
-    with pytest.raises(ValueError, match="rate_headroom"):
-        GatewayParams(rate_headroom=1.5)
-    assert params.mass_quote is False  # single orders unless the account may mass quote
-    with pytest.raises(ValueError, match="mm_trade_amount"):
-        GatewayParams(mm_trade_amount=2.0, mm_quote_amount=1.0)  # docs/thalex-protocol.md §4.7: quote_amount >= trade_amount
-    gateway = OrderGateway(ThalexClient("ws://127.0.0.1:1/ws/api/v2"), label="Q", amend_threshold_ticks=3)
-    assert (gateway.params.label, gateway.params.amend_threshold_ticks, gateway.params.order_rate_cod) \
-        == ("Q", 3, 50.0)
-    with pytest.raises(TypeError):
-        OrderGateway(ThalexClient("ws://127.0.0.1:1/ws/api/v2"), no_such_setting=1)
-
-
-# -- mass quoting (GatewayParams.mass_quote) ---------------------------------------------------
-
-PRODUCT = "FBTCUSD"
-
-
-@pytest.fixture
-async def mass_quoter(venue, keys):
-    """(client, gateway, recorder) of a mass-quoting gateway, half a second after start."""
-    client = await open_client(venue, keys[0][QUOTER])
-    recorder = Recorder()
-    gateway = OrderGateway(client, on_ack=recorder.acks.append, on_fill=recorder.fills.append, mass_quote=True,
-                           products={BTC: PRODUCT}, mm_trade_amount=0.5, mm_quote_amount=1.0, mm_refill_delay_s=0.3)
-    await gateway.start()
-    await asyncio.sleep(0.5)
-    yield client, gateway, recorder
-    await gateway.close()
-    await client.close()
-
-
-def quotes_by_price(venue: Venue, client: ThalexClient) -> dict[tuple[str, float], str]:
-    """(direction, price) → order_id of each order the venue holds for the client's account: all quotes."""
-    held = {o["order_id"]: o for o in venue.engine.open_orders(client.account)}
-    assert all(venue.engine.orders[order_id].is_quote and "client_order_id" not in o for order_id, o in held.items())
-    return {(o["direction"], o["price"]): order_id for order_id, o in held.items()}
-
-
-async def test_mass_quote_ladder_replaces_only_what_moved(venue, mass_quoter):
-    client, gateway, recorder = mass_quoter
-    conn = connection(venue, client)
-    sent = gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0))
-    assert (sent.quotes, sent.inserts, sent.amends, sent.cancels) == (1, 0, 0, 0)
-    await settle(client, gateway)
-    # Protection was set first, with the configured amounts; then one request placed the whole ladder.
-    group = venue.engine.protection[(conn.session, PRODUCT)]
-    assert (group.trade_amount, group.quote_amount) == (0.5, 1.0)
-    assert resting(venue, client) == {("buy", 99_900, 0.2), ("buy", 99_895, 0.4),
-                                      ("sell", 100_100, 0.2), ("sell", 100_105, 0.4)}
-    first = quotes_by_price(venue, client)
-    mine = gateway.open_orders(BTC)
-    assert {o.order_id for o in mine} == set(first.values()) and all(o.client_order_id is None for o in mine)
-    assert [(o.direction, o.price) for o in mine] == [("buy", 99_900), ("buy", 99_895), ("sell", 100_100),
-                                                      ("sell", 100_105)]
-    assert len(recorder.acks) == 4 and all((a.received_at, a.quoted_at) == stamps(0) for a in recorder.acks)
-    assert all(a.order_sent_at is not None for a in recorder.acks)
-
-    # The same ladder, or one within the amend threshold (5 ticks): nothing is sent.
-    for ticks in (0, 3, -5):
-        assert gateway.reconcile(BTC, TICK, shifted(BIDS, ticks), shifted(ASKS, ticks), stamps(1)).quotes == 0
-    assert gateway.stats["mass_quotes"] == 1
-
-    # Only the bids move beyond it: one request, with only the bid side; the asks keep their orders.
-    assert gateway.reconcile(BTC, TICK, shifted(BIDS, -6), ASKS, stamps(2)).quotes == 1
-    await settle(client, gateway)
-    second = quotes_by_price(venue, client)
-    assert set(second) == {("buy", 99_894), ("buy", 99_889), ("sell", 100_100), ("sell", 100_105)}
-    assert second[("sell", 100_100)] == first[("sell", 100_100)] and second[("sell", 100_105)] == first[("sell", 100_105)]
-    assert not set(second.values()) & {first[("buy", 99_900)], first[("buy", 99_895)]}
-
-    # Only the second bid moves: the venue keeps the first (same price and amount, same order).
-    gateway.reconcile(BTC, TICK, [(99_894.0, 0.2), (99_880.0, 0.4)], ASKS, stamps(3))
-    await settle(client, gateway)
-    third = quotes_by_price(venue, client)
-    assert third[("buy", 99_894)] == second[("buy", 99_894)] and ("buy", 99_880) in third
-    assert len(third) == 4 and len(gateway.open_orders(BTC)) == 4
-
-    # Empty ladders (HALTED) pull both sides.
-    assert gateway.reconcile(BTC, TICK, [], [], stamps(4)).quotes == 1
-    await settle(client, gateway)
-    assert resting(venue, client) == set() and gateway.open_orders(BTC) == []
-    assert gateway.stats["errors_by_code"] == {} and gateway.stats["quote_levels_failed"] == 0
-    assert gateway.stats["mass_quotes"] == 4
-
-
-async def test_mass_quote_fills_and_the_protection_pull_and_refill(venue, mass_quoter, taker):
-    client, gateway, recorder = mass_quoter
-    gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0))
-    await settle(client, gateway)
-    ioc = {"instrument_name": BTC, "time_in_force": "immediate_or_cancel"}
-
-    # A partial fill: position and fill as for orders; the side is sent again in full.
-    taken = await taker.call("private/sell", {**ioc, "amount": 0.15, "price": 99_900})
-    await settle(client, gateway)
-    [fill] = recorder.fills
-    assert (fill.trade_id, fill.direction, fill.price, fill.amount) == (taken["fills"][0]["trade_id"], "buy",
-                                                                         99_900, 0.15)
-    assert fill.client_order_id is None and fill.order_sent_at is not None
-    assert gateway.position(BTC) == pytest.approx(0.15)
-    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(1)).quotes == 1
-    await settle(client, gateway)
-    assert ("buy", 99_900, 0.2) in resting(venue, client)  # refreshed to its full size
-
-    # 0.15 + 0.4 traded > trade_amount 0.5: the venue pulls every quote of the product.
-    await taker.call("private/sell", {**ioc, "amount": 0.4, "price": 99_895})
-    await settle(client, gateway)
-    assert gateway.position(BTC) == pytest.approx(0.55) and len(recorder.fills) >= 2
-    assert resting(venue, client) == set() and gateway.open_orders(BTC) == []
-    assert gateway.stats["protection_pulls"] == 1
-    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(2)).quotes == 0  # paused until refilled
-    assert gateway.stats["skipped_protection"] == 1
-
-    # After mm_refill_delay_s the gateway refills, asks for a re-quote, and the next reconcile quotes.
-    requotes = []
-    gateway.on_requote = requotes.append
-    await until(lambda: gateway.stats["protection_refills"] == 1)
-    await settle(client, gateway)
-    assert requotes == [BTC]
-    assert venue.engine.protection[(connection(venue, client).session, PRODUCT)].remaining == pytest.approx(0.5)
-    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(3)).quotes == 1
-    await settle(client, gateway)
-    assert len(resting(venue, client)) == 4
-    assert len({(f.trade_id, f.order_id) for f in recorder.fills}) == len(recorder.fills)
-    assert gateway.stats["errors_by_code"] == {}
-
-
-async def test_mass_quote_pre_trade_check_counts_the_side_being_replaced(venue, mass_quoter, taker):
-    client, gateway, _ = mass_quoter
-    requotes = []
-    gateway.on_requote = requotes.append
-    assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0), max_position=1.0).skipped == 0
-    await settle(client, gateway)
-    assert requotes == []
-    # Every level moves: until the venue reads the new bids, the old 0.6 can fill, then the new.
-    # 0.6 + 0.6 > 1.0, so the new side's deepest level waits (each side: 0.6 + 0.2 fits).
-    new_bids, new_asks = shifted(BIDS, -10), shifted(ASKS, 10)
-    sent = gateway.reconcile(BTC, TICK, new_bids, new_asks, stamps(1), max_position=1.0)
-    assert (sent.quotes, sent.skipped) == (1, 2) and gateway.stats["skipped_exposure"] == 2
-    await settle(client, gateway)
-    assert resting(venue, client) == {("buy", 99_890, 0.2), ("sell", 100_110, 0.2)}
-    # Once the venue has read it the old sides are gone, and the gateway asks for a re-quote:
-    # the rest of the ladder now fits (the resting 0.2 is kept, not replaced).
-    assert requotes == [BTC]
-    assert gateway.reconcile(BTC, TICK, new_bids, new_asks, stamps(2), max_position=1.0).skipped == 0
-    await settle(client, gateway)
-    assert resting(venue, client) == {("buy", 99_890, 0.2), ("buy", 99_885, 0.4),
-                                      ("sell", 100_110, 0.2), ("sell", 100_115, 0.4)}
-    # The taker sweeps every bid: the position stays within the limit.
-    await taker.call("private/sell", {"instrument_name": BTC, "time_in_force": "immediate_or_cancel",
-                                      "amount": 1.0, "price": 99_000})
-    await settle(client, gateway)
-    assert gateway.position(BTC) == pytest.approx(0.6) and requotes == [BTC]
-
-
-async def test_mass_quote_refused_protection_stops_quoting_the_product(venue, keys):
-    client = await open_client(venue, keys[0][QUOTER])
-    gateway = OrderGateway(client, mass_quote=True, products={BTC: "FNOSUCH"})
-    try:
-        await gateway.start()
-        await asyncio.sleep(0.3)
-        assert gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps(0)).quotes == 1
-        await settle(client, gateway)
-        assert gateway.stats["errors_by_code"][17] == 1  # UnknownProduct, on set_mm_protection
-        assert resting(venue, client) == set()
-        for i in range(3):  # not retried
-            assert gateway.reconcile(BTC, TICK, shifted(BIDS, 10 * i), ASKS, stamps(i)).quotes == 0
-        assert gateway.stats["skipped_protection"] == 3 and gateway.stats["mass_quotes"] == 1
-    finally:
-        await gateway.close()
         await client.close()
