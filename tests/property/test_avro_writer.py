@@ -1,10 +1,6 @@
-"""Randomized properties of avro_writer: see tests/unit/test_avro_writer.py for the examples.
-
-The compiled Avro writer (app/pipeline/avro_writer.py) writes exactly what fastavro writes.
-
-Property test: for every schema version in schemas/, random values generated from the schema
-itself encode to the same bytes with both. Then the values the compiled writer leaves to
-fastavro (through AvroCodec's fallback), and schemas it does not take.
+"""The compiled Avro writer (app/pipeline/avro_writer.py) writes exactly what fastavro writes:
+random values generated from every schema version in schemas/ encode to the same bytes with
+both. Examples, the fallback and refused schemas: tests/unit/test_avro_writer.py.
 """
 from __future__ import annotations
 

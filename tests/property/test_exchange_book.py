@@ -1,6 +1,6 @@
-"""Randomized properties of exchange_book: see tests/unit/test_exchange_book.py for the examples.
-
-The local L2 book: snapshot + deltas, and the checks that reveal a gap.
+"""The local L2 book (app/exchange/book.py): whatever sequence of states the venue's book goes
+through, a snapshot and the deltas between them rebuild each state exactly. Gap checks and
+examples: tests/unit/test_exchange_book.py.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Randomized properties of exchange_messages: see tests/unit/test_exchange_messages.py for the examples.
-
-Parsing what the venue sends, and the client's routing of it: never a crash on bad input.
+"""Fuzzing what the venue may send: the parser (app/exchange/messages.py) returns a message or
+a ProtocolError for any bytes, and the client's router counts every message and never raises.
+Examples: tests/unit/test_exchange_messages.py.
 """
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""Randomized properties of quote_core: see tests/unit/test_quote_core.py for the examples.
-
-Quote core: the Cython module equals its pure-Python twin, and the ladder keeps its promises.
-
-The twin-equality tests need the compiled extension and are skipped without it; every other
-test runs on each implementation that is present.
+"""The quote core's properties over random inputs: the Cython module equals its pure-Python twin
+(ladders, Avellaneda-Stoikov helpers, the volatility estimator; skipped without the compiled
+extension), and on each implementation present the ladder keeps its promises (tick grid,
+ordering, no crossing, the position limit, skew direction, the A-S formulas). Examples and
+parameter checks: tests/unit/test_quote_core.py.
 """
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Randomized properties of registry_compat: see tests/unit/test_registry_compat.py for the examples.
-
-The registry's Avro compatibility checker (app/stack/registry/compat.py), pure logic.
-
-A table of reader/writer pairs covers each schema-resolution rule; hypothesis then
-checks the checker against fastavro itself: schema evolutions the checker calls
-compatible must really decode (data written with the writer, read with the reader).
+"""The registry's compatibility checker (app/stack/registry/compat.py) against fastavro itself:
+schema evolutions it calls compatible really decode (written with the writer, read with the
+reader). The table of resolution rules: tests/unit/test_registry_compat.py.
 """
 from __future__ import annotations
 

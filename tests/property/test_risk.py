@@ -1,9 +1,7 @@
-"""Randomized properties of risk: see tests/unit/test_risk.py for the examples.
-
-RiskGate (app/trading/risk.py): pure logic, no venue. Properties with hypothesis, cases by hand.
-
-Each property also checks that the gate keeps what it may keep (nothing more denied
-than the rule requires), so a gate that simply denied everything would fail too.
+"""RiskGate (app/trading/risk.py) over random positions and ladders: the kept ladder never takes
+the position past the limit, REDUCING never flips the position, HALTED places nothing; each
+property also checks that no more is denied than the rule requires. Cases by hand:
+tests/unit/test_risk.py.
 """
 from __future__ import annotations
 

@@ -1,19 +1,6 @@
-"""Randomized properties of schemas: see tests/unit/test_schemas.py for the examples.
-
-The Avro schemas in schemas/ and the models mirroring them; pure, no network.
-
-For every record (models/registry.py lists them):
-- every version is a valid Avro schema for fastavro and for the registry's stricter
-  validator (what the embedded registry accepts, Confluent accepts too);
-- the model mirrors the newest version field by field (names, order, optionality,
-  Python types, nested records), so models cannot drift from schemas;
-- a realistic example (models/examples.py, from docs/thalex-protocol.md) round-trips through
-  fastavro and through the model;
-- every older version's data is read by every newer version (BACKWARD, docs/architecture.md#d4-avro-and-schemas),
-  with the added fields None, and the registry's checker (app/stack/registry/compat.py)
-  agrees, while it reports the changes that would break readers;
-- hypothesis-generated values of each schema round-trip, and older-version values
-  resolve under the newest schema.
+"""Random values of every schema round-trip, and values of older versions resolve under the
+newest (BACKWARD, docs/architecture.md#d4-avro-and-schemas). The schema and model checks:
+tests/unit/test_schemas.py.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Randomized properties of ticks: see tests/unit/test_ticks.py for the examples.
-
-Tick rounding: the Cython module equals its pure-Python twin, and both are right.
+"""Tick and size rounding (app/trading/ticks.py) over random inputs: the Cython module equals its
+twin, a rounded price is on the grid and on the right side, a rounded size never grows.
+Examples: tests/unit/test_ticks.py.
 """
 from hypothesis import given, settings
 from hypothesis import strategies as st

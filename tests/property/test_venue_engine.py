@@ -1,12 +1,7 @@
-"""Randomized properties of venue_engine: see tests/unit/test_venue_engine.py for the examples.
-
-The venue's matching engine, driven directly (no server): invariants and the order rules.
-
-Property tests (hypothesis) run random order flow through the engine and check,
-after every step, that the book never crosses, fills conserve quantity, positions
-equal the sum of fills, and post-only orders never take. The examples pin down
-each order type and flag, amend, reduce-only, mass-quote replacement, MM
-protection, fees, P&L and funding against docs/thalex-protocol.md.
+"""The matching engine (app/venue/) under random order flows keeps its invariants (no crossed book,
+orders consistent with their fills, positions netting to zero and equal to the fills, every trade
+two-sided, post-only orders never taking), and the 24 h low and high follow the trades of the last day.
+Examples: tests/unit/test_venue_engine.py.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The local L2 book: snapshot + deltas, and the checks that reveal a gap."""
+"""The local L2 book: snapshot + deltas, and the checks that reveal a gap (random state
+sequences: tests/property/test_exchange_book.py).
+"""
 from __future__ import annotations
 
 import pytest

@@ -1,7 +1,6 @@
-"""Quote core: the Cython module equals its pure-Python twin, and the ladder keeps its promises.
-
-The twin-equality tests need the compiled extension and are skipped without it; every other
-test runs on each implementation that is present.
+"""Quote core by example: the reference ladder, the parameters' validation, and where the position
+limit is checked; each case on every implementation present. Twin equality and the ladder's
+invariants over random inputs: tests/property/test_quote_core.py.
 """
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""RiskGate (app/trading/risk.py): pure logic, no venue. Properties with hypothesis, cases by hand.
-
-Each property also checks that the gate keeps what it may keep (nothing more denied
-than the rule requires), so a gate that simply denied everything would fail too.
+"""RiskGate (app/trading/risk.py): pure logic, no venue; cases by hand (state changes, the kill
+switch, stale data, each limit, denial logging). Properties over random ladders:
+tests/property/test_risk.py.
 """
 from __future__ import annotations
 

@@ -9,9 +9,8 @@ For every record (models/registry.py lists them):
   fastavro and through the model;
 - every older version's data is read by every newer version (BACKWARD, docs/architecture.md#d4-avro-and-schemas),
   with the added fields None, and the registry's checker (app/stack/registry/compat.py)
-  agrees, while it reports the changes that would break readers;
-- hypothesis-generated values of each schema round-trip, and older-version values
-  resolve under the newest schema.
+  agrees, while it reports the changes that would break readers.
+Random values of each schema: tests/property/test_schemas.py.
 """
 from __future__ import annotations
 
@@ -331,7 +330,7 @@ def test_a_new_field_without_default_is_reported(name: str) -> None:
     assert len(reasons) == len(added) and all("default" in r for r in reasons), reasons
 
 
-# -- hypothesis: random values of each schema -----------------------------------------------
+# -- what the random values of tests/property/test_schemas.py must cover -------------------
 
 
 def test_the_generator_covers_enums_nested_records_and_stamps() -> None:

@@ -1,10 +1,7 @@
-"""The venue's matching engine, driven directly (no server): invariants and the order rules.
-
-Property tests (hypothesis) run random order flow through the engine and check,
-after every step, that the book never crosses, fills conserve quantity, positions
-equal the sum of fills, and post-only orders never take. The examples pin down
-each order type and flag, amend, reduce-only, mass-quote replacement, MM
-protection, fees, P&L and funding against docs/thalex-protocol.md.
+"""The venue's matching engine, driven directly (no server): the order rules by example. They pin
+down each order type and flag, amend, reduce-only, mass-quote replacement, MM protection,
+fees, P&L and funding against docs/thalex-protocol.md. Random order flows and their invariants:
+tests/property/test_venue_engine.py.
 """
 from __future__ import annotations
 
