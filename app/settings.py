@@ -223,8 +223,13 @@ class Settings:
         if abs(self.quote.target_position) > self.risk.max_position:
             raise ValueError(f"{PREFIX}QUOTE_TARGET_POSITION {self.quote.target_position} is outside "
                              f"±{PREFIX}RISK_MAX_POSITION {self.risk.max_position}")
-        self.sink.validate()
-        self.simulated_venue.validate()
+        for name, (infix, config_class) in COMPONENTS.items():
+            check = getattr(getattr(self, name), "validate", None)
+            if check is not None:
+                try:
+                    check()
+                except ValueError as exc:
+                    raise ValueError(_with_variable(str(exc), infix, config_class)) from None
 
 
 #: Variables that no longer exist, and where their setting went.
@@ -247,6 +252,8 @@ def _refuse_unknown(environ: Optional[Mapping[str, str]], infix: str, config_cla
 
 def _with_variable(message: str, infix: str, config_class: type) -> str:
     """``message`` led by the variable of the first field it names, as every other setting error."""
+    if message.startswith(PREFIX):
+        return message  # it names its variable already
     for f in dataclasses.fields(config_class):
         if re.search(rf"\b{f.name}\b", message):
             return f"{PREFIX}{infix}{f.name.upper()}: {message}"

@@ -117,3 +117,10 @@ def test_a_component_error_names_the_variable():
         Settings.from_env({"CRYPTICS_QUOTE_MODE": "yolo"})
     with pytest.raises(ValueError, match=r"^CRYPTICS_RISK_MAX_ORDER_NOTIONAL: "):
         Settings.from_env({"CRYPTICS_RISK_MAX_ORDER_NOTIONAL": "-1"})
+
+
+def test_a_component_checked_after_construction_names_the_variable_too():
+    with pytest.raises(ValueError, match=r"^CRYPTICS_VENUE_TICK_INTERVAL: "):
+        Settings.from_env({"CRYPTICS_VENUE_TICK_INTERVAL": "0"})
+    with pytest.raises(ValueError, match=r"^CRYPTICS_SINK_BATCH_SIZE must be >= 1"):  # named once, not twice
+        Settings.from_env({"CRYPTICS_SINK_BATCH_SIZE": "0"})
