@@ -109,7 +109,12 @@ class OrderTracker:
         self.slots.setdefault((order.instrument, order.direction), {})[order.level] = order
 
     def live(self, instrument: str) -> list[TrackedOrder]:
-        return [o for o in self.orders.values() if o.instrument == instrument and o.live]
+        """The instrument's orders not known to be final. Every live order holds its level's slot
+        (an insert goes only to an empty level, and finishing frees it), so this reads the
+        slots: a few levels, not the finished orders kept for late reports (the hot path reads
+        it at every decision, for the pre-trade check)."""
+        return [order for direction in ("buy", "sell")
+                for order in self.slots.get((instrument, direction), {}).values()]
 
     def refuse(self, order: TrackedOrder, price: float, amount: float) -> None:
         """The venue refused this price and amount at the order's level: not sent again there."""
