@@ -17,6 +17,16 @@ from typing import Any, Mapping, Optional
 PREFIX = "CRYPTICS_"
 
 
+class SettingError(ValueError):
+    """A component's config refuses the value of one of its fields. ``field`` is the field's
+    name; app/settings.py turns it into the variable (``CRYPTICS_<INFIX><FIELD>``), which the
+    component does not know."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def documented(default: Any, doc: str) -> Any:
     """A dataclass field with its default and a one-line doc (``metadata["doc"]``): the
     parameter tables of docs/operations.md are made from these docs."""

@@ -29,12 +29,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from app.config import PREFIX, fields_from_env
+from app.config import PREFIX, SettingError, fields_from_env
 from app.gateway.params import GatewayParams
 from app.pipeline.sink.config import SinkConfig
 from app.trading.quote_params import QuoteParams
@@ -192,7 +191,7 @@ class Settings:
             try:
                 values[name] = config_class(**component)
             except ValueError as exc:  # the component names its field: say which variable that is
-                raise ValueError(_with_variable(str(exc), infix, config_class)) from None
+                raise _with_variable(exc, infix) from None
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
@@ -229,7 +228,7 @@ class Settings:
                 try:
                     check()
                 except ValueError as exc:
-                    raise ValueError(_with_variable(str(exc), infix, config_class)) from None
+                    raise _with_variable(exc, infix) from None
 
 
 #: Variables that no longer exist, and where their setting went.
@@ -250,14 +249,12 @@ def _refuse_unknown(environ: Optional[Mapping[str, str]], infix: str, config_cla
             raise ValueError(f"{variable}: unknown setting ({hint})")
 
 
-def _with_variable(message: str, infix: str, config_class: type) -> str:
-    """``message`` led by the variable of the first field it names, as every other setting error."""
-    if message.startswith(PREFIX):
-        return message  # it names its variable already
-    for f in dataclasses.fields(config_class):
-        if re.search(rf"\b{f.name}\b", message):
-            return f"{PREFIX}{infix}{f.name.upper()}: {message}"
-    return f"{PREFIX}{infix}*: {message}"
+def _with_variable(exc: ValueError, infix: str) -> ValueError:
+    """A component's refusal, led by the variable of the field it refuses (a SettingError names
+    the field), as every other setting error is."""
+    if isinstance(exc, SettingError):
+        return ValueError(f"{PREFIX}{infix}{exc.field.upper()}: {exc}")
+    return exc
 
 
 @functools.lru_cache(maxsize=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.config import documented
+from app.config import SettingError, documented
 from app.exchange.protocol import SAFE_LABEL_PATTERN, SAFE_MAX_CLIENT_ORDER_ID
 
 
@@ -33,19 +33,19 @@ class GatewayParams:
 
     def __post_init__(self) -> None:
         if not SAFE_LABEL_PATTERN.match(self.label):
-            raise ValueError(f"gateway label must be 1-32 characters from [A-Za-z0-9_-], got {self.label!r}")
+            raise SettingError("label", f"gateway label must be 1-32 characters from [A-Za-z0-9_-], got {self.label!r}")
         for name in ("order_rate", "order_rate_cod", "cancel_rate", "cod_timeout_s", "throttle_backoff_s",
                      "throttle_backoff_max_s", "request_timeout_s"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"gateway {name} must be > 0, got {getattr(self, name)!r}")
+                raise SettingError(name, f"gateway {name} must be > 0, got {getattr(self, name)!r}")
         if not 0 < self.rate_headroom <= 1:
-            raise ValueError(f"gateway rate_headroom must be in (0, 1], got {self.rate_headroom!r}")
+            raise SettingError("rate_headroom", f"gateway rate_headroom must be in (0, 1], got {self.rate_headroom!r}")
         if not 0 < self.mm_trade_amount <= self.mm_quote_amount or self.mm_refill_delay_s < 0:
-            raise ValueError("gateway mm_trade_amount must be in (0, mm_quote_amount] and mm_refill_delay_s >= 0, got "
+            raise SettingError("mm_trade_amount", "gateway mm_trade_amount must be in (0, mm_quote_amount] and mm_refill_delay_s >= 0, got "
                              f"{self.mm_trade_amount!r}, {self.mm_quote_amount!r}, {self.mm_refill_delay_s!r}")
         if self.amend_threshold_ticks < 0:
-            raise ValueError(f"gateway amend_threshold_ticks must be >= 0, got {self.amend_threshold_ticks!r}")
+            raise SettingError("amend_threshold_ticks", f"gateway amend_threshold_ticks must be >= 0, got {self.amend_threshold_ticks!r}")
         if not 0 <= self.first_client_order_id <= SAFE_MAX_CLIENT_ORDER_ID:
-            raise ValueError("gateway first_client_order_id must be in [0, 2^32)")
+            raise SettingError("first_client_order_id", "gateway first_client_order_id must be in [0, 2^32)")
         if self.finished_orders_kept < 0 or self.fills_remembered < 1:
-            raise ValueError("gateway finished_orders_kept must be >= 0 and fills_remembered >= 1")
+            raise SettingError("finished_orders_kept", "gateway finished_orders_kept must be >= 0 and fills_remembered >= 1")

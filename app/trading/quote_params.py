@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Tuple
 
-from app.config import documented
+from app.config import SettingError, documented
 from app.trading._quote_py import MAX_LEVELS_PER_SIDE
 
 FAIR_VALUE_SOURCES = ("index", "mark", "mid")
@@ -77,22 +77,22 @@ class QuoteParams:
         for name in ("bid_sizes", "ask_sizes"):
             sizes = getattr(self, name)
             if not isinstance(sizes, tuple):
-                raise ValueError(f"{name} must be a tuple of sizes, got {sizes!r}")
+                raise SettingError(name, f"{name} must be a tuple of sizes, got {sizes!r}")
             if len(sizes) > MAX_LEVELS_PER_SIDE:
-                raise ValueError(f"{name}: at most {MAX_LEVELS_PER_SIDE} levels per side, got {len(sizes)}")
+                raise SettingError(name, f"{name}: at most {MAX_LEVELS_PER_SIDE} levels per side, got {len(sizes)}")
             for size in sizes:
                 if isinstance(size, bool) or not isinstance(size, (int, float)) or not (size > 0 and math.isfinite(size)):
-                    raise ValueError(f"{name} must hold positive finite sizes, got {sizes!r}")
+                    raise SettingError(name, f"{name} must hold positive finite sizes, got {sizes!r}")
         if not self.bid_sizes and not self.ask_sizes:
-            raise ValueError("bid_sizes and ask_sizes are both empty: nothing to quote")
+            raise SettingError("bid_sizes", "bid_sizes and ask_sizes are both empty: nothing to quote")
         # |target_position| <= the position limit is checked where both are known (the Quoter).
         _number("target_position", self.target_position)
         _number("price_skew", self.price_skew, minimum=0.0)
         _number("size_skew", self.size_skew, minimum=0.0)
         if self.size_skew > 1.0:
-            raise ValueError(f"size_skew must be at most 1, got {self.size_skew}")
+            raise SettingError("size_skew", f"size_skew must be at most 1, got {self.size_skew}")
         if not isinstance(self.post_only, bool):
-            raise ValueError(f"post_only must be a bool, got {self.post_only!r}")
+            raise SettingError("post_only", f"post_only must be a bool, got {self.post_only!r}")
         _number("as_gamma", self.as_gamma, minimum=0.0, strict=True)
         _number("as_kappa", self.as_kappa, minimum=0.0, strict=True)
         _number("as_horizon_seconds", self.as_horizon_seconds, minimum=0.0)
@@ -103,12 +103,12 @@ class QuoteParams:
 
 def _choice(name: str, value: object, allowed: Tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise SettingError(name, f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _number(name: str, value: object, minimum: float = -math.inf, strict: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise SettingError(name, f"{name} must be a finite number, got {value!r}")
     if value < minimum or (strict and value == minimum):
         relation = "greater than" if strict else "at least"
-        raise ValueError(f"{name} must be {relation} {minimum:g}, got {value!r}")
+        raise SettingError(name, f"{name} must be {relation} {minimum:g}, got {value!r}")

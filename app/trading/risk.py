@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional, Sequence, Union
 
-from app.config import documented
+from app.config import SettingError, documented
 from app.trading.ticks import round_size
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,9 @@ class RiskLimits:
         for name in ("max_position", "max_order_notional", "max_drawdown", "stale_after_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"risk {name} must be a number >= 0, got {value!r}")
+                raise SettingError(name, f"risk {name} must be a number >= 0, got {value!r}")
         if not isinstance(self.max_open_orders, int) or self.max_open_orders < 0:
-            raise ValueError(f"risk max_open_orders must be an integer >= 0, got {self.max_open_orders!r}")
+            raise SettingError("max_open_orders", f"risk max_open_orders must be an integer >= 0, got {self.max_open_orders!r}")
 
 
 class TradingState(enum.Enum):

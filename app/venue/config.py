@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.config import SettingError
+
 
 @dataclass(frozen=True)
 class VenueConfig:
@@ -124,13 +126,13 @@ class VenueConfig:
                     "login_iat_window", "collar_fraction")
         for name in positive:
             if not getattr(self, name) > 0:
-                raise ValueError(f"venue {name} must be > 0, got {getattr(self, name)!r}")
+                raise SettingError(name, f"venue {name} must be > 0, got {getattr(self, name)!r}")
         non_negative = ("volatility", "jump_rate", "jump_size", "noise_rate", "informed_rate",
                         "informed_horizon", "basis_bps", "house_levels", "house_spread_bps", "house_step_bps",
                         "house_requote_bps", "maker_fee_rate", "taker_fee_rate", "funding_dampener_bps",
                         "margin_rate", "initial_balance", "reconnect_lead", "port")
         for name in non_negative:
             if getattr(self, name) < 0:
-                raise ValueError(f"venue {name} must be >= 0, got {getattr(self, name)!r}")
+                raise SettingError(name, f"venue {name} must be >= 0, got {getattr(self, name)!r}")
         if self.max_outbox < 1:
-            raise ValueError(f"venue max_outbox must be >= 1, got {self.max_outbox}")
+            raise SettingError("max_outbox", f"venue max_outbox must be >= 1, got {self.max_outbox}")

@@ -23,8 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from app.config import PREFIX
 from app.settings import COMPONENTS, Settings
 

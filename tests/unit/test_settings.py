@@ -122,5 +122,5 @@ def test_a_component_error_names_the_variable():
 def test_a_component_checked_after_construction_names_the_variable_too():
     with pytest.raises(ValueError, match=r"^CRYPTICS_VENUE_TICK_INTERVAL: "):
         Settings.from_env({"CRYPTICS_VENUE_TICK_INTERVAL": "0"})
-    with pytest.raises(ValueError, match=r"^CRYPTICS_SINK_BATCH_SIZE must be >= 1"):  # named once, not twice
+    with pytest.raises(ValueError, match=r"^CRYPTICS_SINK_BATCH_SIZE: batch_size must be >= 1"):
         Settings.from_env({"CRYPTICS_SINK_BATCH_SIZE": "0"})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PREFIX = "CRYPTICS_SINK_"
+from app.config import SettingError
 
 WRITE_MODES = ("copy", "unnest")
 
@@ -40,16 +40,15 @@ class SinkConfig:
     write_mode: str = "copy"
 
     def validate(self) -> None:
-        prefix = PREFIX
         if self.batch_size < 1:
-            raise ValueError(f"{prefix}BATCH_SIZE must be >= 1, got {self.batch_size}")
+            raise SettingError("batch_size", f"batch_size must be >= 1, got {self.batch_size}")
         if self.batch_age <= 0:
-            raise ValueError(f"{prefix}BATCH_AGE must be > 0, got {self.batch_age}")
+            raise SettingError("batch_age", f"batch_age must be > 0, got {self.batch_age}")
         if not 0 < self.retry_initial <= self.retry_max:
-            raise ValueError(f"{prefix}RETRY_INITIAL must be > 0 and <= {prefix}RETRY_MAX")
+            raise SettingError("retry_initial", "retry_initial must be > 0 and <= retry_max")
         if self.connect_timeout <= 0:
-            raise ValueError(f"{prefix}CONNECT_TIMEOUT must be > 0, got {self.connect_timeout}")
+            raise SettingError("connect_timeout", f"connect_timeout must be > 0, got {self.connect_timeout}")
         if self.max_wait <= 0:
-            raise ValueError(f"{prefix}MAX_WAIT must be > 0, got {self.max_wait}")
+            raise SettingError("max_wait", f"max_wait must be > 0, got {self.max_wait}")
         if self.write_mode not in WRITE_MODES:
-            raise ValueError(f"{prefix}WRITE_MODE must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}")
+            raise SettingError("write_mode", f"write_mode must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}")
