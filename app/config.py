@@ -9,9 +9,11 @@ Components import this module, never app/settings.py, so there is no import circ
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from dataclasses import field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Mapping, Optional
 
 PREFIX = "CRYPTICS_"
@@ -58,6 +60,18 @@ def pure_python(environ: Optional[Mapping[str, str]] = None) -> bool:
     the same variable with the same parser."""
     raw = env_value(os.environ if environ is None else environ, "PURE_PYTHON")
     return False if raw is None else parse_flag(raw)
+
+
+def compiled_or_twin(compiled: str, twin: str) -> tuple[ModuleType, str]:
+    """The compiled module ``compiled`` (Cython, built at install time), or its pure-Python
+    ``twin`` when it was not built or ``CRYPTICS_PURE_PYTHON`` asks for it; and which one
+    (``"cython"`` or ``"python"``)."""
+    if not pure_python():
+        try:
+            return importlib.import_module(compiled), "cython"
+        except ImportError:  # not compiled (no compiler at install time)
+            pass
+    return importlib.import_module(twin), "python"
 
 
 def fields_from_env(cls: type, environ: Optional[Mapping[str, str]], infix: str) -> dict[str, Any]:

@@ -16,67 +16,24 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Tuple
 
-from app.config import pure_python
+from app.config import compiled_or_twin
 from app.trading.quote_params import QuoteParams
 
-if pure_python():
-    from app.trading._quote_py import (
-        EMPTY_LADDER,
-        FAIR_VALUE_INDEX,
-        FAIR_VALUE_MARK,
-        FAIR_VALUE_MID,
-        MAX_LEVELS_PER_SIDE,
-        MODE_AVELLANEDA_STOIKOV,
-        MODE_LINEAR,
-        UNIT_BPS,
-        UNIT_TICKS,
-        VolatilityEstimator,
-        compute_ladder,
-        fair_value,
-        optimal_spread,
-        reservation_price,
-    )
-
-    IMPLEMENTATION = "python"
-else:
-    try:
-        from app.trading._quote import (  # type: ignore[import-not-found]
-            EMPTY_LADDER,
-            FAIR_VALUE_INDEX,
-            FAIR_VALUE_MARK,
-            FAIR_VALUE_MID,
-            MAX_LEVELS_PER_SIDE,
-            MODE_AVELLANEDA_STOIKOV,
-            MODE_LINEAR,
-            UNIT_BPS,
-            UNIT_TICKS,
-            VolatilityEstimator,
-            compute_ladder,
-            fair_value,
-            optimal_spread,
-            reservation_price,
-        )
-
-        IMPLEMENTATION = "cython"
-    except ImportError:  # not compiled (no compiler at install time)
-        from app.trading._quote_py import (
-            EMPTY_LADDER,
-            FAIR_VALUE_INDEX,
-            FAIR_VALUE_MARK,
-            FAIR_VALUE_MID,
-            MAX_LEVELS_PER_SIDE,
-            MODE_AVELLANEDA_STOIKOV,
-            MODE_LINEAR,
-            UNIT_BPS,
-            UNIT_TICKS,
-            VolatilityEstimator,
-            compute_ladder,
-            fair_value,
-            optimal_spread,
-            reservation_price,
-        )
-
-        IMPLEMENTATION = "python"
+_core, IMPLEMENTATION = compiled_or_twin("app.trading._quote", "app.trading._quote_py")
+EMPTY_LADDER = _core.EMPTY_LADDER
+FAIR_VALUE_INDEX = _core.FAIR_VALUE_INDEX
+FAIR_VALUE_MARK = _core.FAIR_VALUE_MARK
+FAIR_VALUE_MID = _core.FAIR_VALUE_MID
+MAX_LEVELS_PER_SIDE = _core.MAX_LEVELS_PER_SIDE
+MODE_AVELLANEDA_STOIKOV = _core.MODE_AVELLANEDA_STOIKOV
+MODE_LINEAR = _core.MODE_LINEAR
+UNIT_BPS = _core.UNIT_BPS
+UNIT_TICKS = _core.UNIT_TICKS
+VolatilityEstimator = _core.VolatilityEstimator
+compute_ladder = _core.compute_ladder
+fair_value = _core.fair_value
+optimal_spread = _core.optimal_spread
+reservation_price = _core.reservation_price
 
 FAIR_VALUE_CODES = {"index": FAIR_VALUE_INDEX, "mark": FAIR_VALUE_MARK, "mid": FAIR_VALUE_MID}
 MODE_CODES = {"linear": MODE_LINEAR, "avellaneda_stoikov": MODE_AVELLANEDA_STOIKOV}

@@ -6,20 +6,11 @@ is used instead. ``IMPLEMENTATION`` says which one is live.
 """
 from __future__ import annotations
 
-from app.config import pure_python
+from app.config import compiled_or_twin
 
-if pure_python():
-    from app.trading._ticks_py import is_aligned, round_price, round_size
-
-    IMPLEMENTATION = "python"
-else:
-    try:
-        from app.trading._ticks import is_aligned, round_price, round_size  # type: ignore[import-not-found]
-
-        IMPLEMENTATION = "cython"
-    except ImportError:  # not compiled (no compiler at install time)
-        from app.trading._ticks_py import is_aligned, round_price, round_size
-
-        IMPLEMENTATION = "python"
+_core, IMPLEMENTATION = compiled_or_twin("app.trading._ticks", "app.trading._ticks_py")
+round_price = _core.round_price
+round_size = _core.round_size
+is_aligned = _core.is_aligned
 
 __all__ = ["round_price", "round_size", "is_aligned", "IMPLEMENTATION"]
