@@ -9,10 +9,10 @@ through the codec, the largest single cost of the worker on the whole pipeline f
 venue. Here each field's writer is chosen once, from the schema: 6.6 µs for the same ticker
 (benchmarks/bench_codec.py).
 
-Supported: what the project's schemas use (records, enums, arrays, null, boolean, int, long,
-double, string, bytes, ``timestamp-micros`` on a long as an aware datetime or an int, named
+Supported: what the project's schemas use (records, enums, arrays, maps, null, boolean, int,
+long, double, string, bytes, ``timestamp-micros`` on a long as an aware datetime or an int, named
 types referenced by name, unions of null with one other type). ``compile_writer`` raises
-``Unsupported`` for anything else (a map, a float: fastavro writes those), and a value this
+``Unsupported`` for anything else (a fixed, a float: fastavro writes those), and a value this
 writer cannot represent the way fastavro would (a naive datetime, a value of the wrong
 type) raises ``Unsupported`` as it is written: the codec (app/pipeline/codec.py) then falls back to
 fastavro, which writes it or raises its own clear error.
@@ -144,6 +144,19 @@ def _writer(schema: Any, named: dict[str, Write], namespace: str) -> Write:
                     item(out, element)
             out.append(b"\x00")
         return write_array
+    if kind == "map":
+        key, item = _PRIMITIVES["string"], _writer(schema["values"], named, namespace)
+
+        def write_map(out: list, value: Any) -> None:
+            if type(value) is not dict:
+                raise Unsupported(f"not a dict: {type(value).__name__}")
+            if value:
+                out.append(_long(len(value)))
+                for name, element in value.items():
+                    key(out, name)
+                    item(out, element)
+            out.append(b"\x00")
+        return write_map
     raise Unsupported(f"type {kind!r}")
 
 
