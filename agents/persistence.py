@@ -3,7 +3,8 @@
 
 Contract
 - consumes: the raw key and value bytes of the ``ticker``, ``book``, ``index``, ``trade``,
-  ``quote``, ``ack``, ``fill``, ``position`` and ``latency`` topics, through one Kafka
+  ``quote``, ``ack``, ``fill``, ``position``, ``latency``, ``markout``, ``pnl_snapshot`` and
+  ``quote_quality`` topics, through one Kafka
   consumer of its own (consumer group ``<app id>-persistence``), in batches of up to
   CRYPTICS_SINK_BATCH_SIZE records or CRYPTICS_SINK_BATCH_AGE seconds. Bytes, not
   records: each topic's sink decodes them itself, so a record that does not decode is
@@ -13,10 +14,13 @@ Contract
   source topic): records that cannot be decoded, turned into a row, or written because
   the table refuses them, with their topic, partition, offset, key, raw value and error.
   With ``produce_confirmed`` (app/faust_app.py): the worker's one producer, and a delivery
-  to wait for.
-- tables (PostgreSQL, timescale/0002–0005): tickers, book_tops, index_prices,
+  to wait for. And ``cryptics.thalex.latency.avro`` (models.latency.LatencySample, key =
+  instrument): one ``ack_received_to_persisted`` sample per order_acks row a batch newly
+  inserted, from the ack's arrival to the row's ``persisted_at``, produced with
+  ``produce_later`` once the row has committed (a redelivered ack is not measured again).
+- tables (PostgreSQL, timescale/0002–0007): tickers, book_tops, index_prices,
   public_trades, quote_decisions, order_acks (and, through its trigger, orders), fills,
-  positions, latency_samples. No Faust tables.
+  positions, latency_samples, markouts, pnl_snapshots, quote_quality_1m. No Faust tables.
 - web view: ``GET /sink/`` → per topic: records, rows_written, duplicates, batches,
   transactions, retries, dead_letters (by stage), last error; and the totals.
 - off when CRYPTICS_DATABASE_URL is unset (a worker without a database persists nothing).
@@ -43,17 +47,19 @@ the group, to rejoin when its batch is through.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 
-from app.faust_app import app, produce_confirmed, settings
+from app.faust_app import app, produce_confirmed, produce_later, settings
 from app.pipeline.sink import SPECS, SourceRecord, TopicSink, for_record
+from app.pipeline.sink.tables import ack_persisted_sample
 from app.pipeline.topics import bootstrap_servers
 from models.dead_letter import DeadLetter
 
@@ -76,6 +82,20 @@ async def publish_dead_letters(letters: Sequence[DeadLetter]) -> None:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+def publish_ack_latency(rows: Sequence[Mapping[str, Any]]) -> None:
+    """One ack → persisted latency sample per order_acks row just committed (the ack sink's
+    ``on_inserted``). Fire and forget, like every measured stage: the samples are built
+    once the event loop is free, and the latency topic's own sink persists them."""
+    for row in rows:
+        instrument = row["instrument_name"]
+        if instrument is not None:  # a combination order's ack names no instrument to key it by
+            produce_later("latency", instrument, functools.partial(ack_persisted_sample, row))
+
+
+#: What a sink's newly inserted rows set off, by record (the specs with ``returning``).
+ON_INSERTED = {"ack": publish_ack_latency}
 
 
 class PersistenceService(Service):
@@ -150,7 +170,8 @@ class PersistenceService(Service):
 if settings.database_url:
     for _name in SPECS:
         _sink = for_record(_name, database_url=settings.database_url, registry_url=settings.schema_registry_url,
-                           publish_dead_letters=publish_dead_letters, config=config)
+                           publish_dead_letters=publish_dead_letters, config=config,
+                           on_inserted=ON_INSERTED.get(_name))
         SINKS[_sink.topic] = _sink
     app.service(PersistenceService())  # type: ignore[arg-type]  # started and stopped with the worker
 else:

@@ -113,6 +113,36 @@ _LATENCY = {
     "order_sent_at": None, "ack_received_at": None, "persisted_at": None,
 }
 
+# The 5-second markout of that fill: the first ticker at or after 5 s later had mark 103861.2
+# and a book of 103860.0 / 103861.0 (mid 103860.5). Positive: the buy gained.
+_MARKOUT = {
+    "trade_id": "0080000000000000169F22D05B785A2B", "order_id": "001F39C500000000",
+    "instrument_name": "BTC-PERPETUAL", "direction": "buy", "maker_taker": "maker",
+    "price": 103855.0, "amount": 0.05, "time": 1747562215.2, "horizon_seconds": 5,
+    "mark_after": 103861.2, "markout_bps_mark": (103861.2 - 103855.0) / 103855.0 * 1e4,
+    "markout_mark": (103861.2 - 103855.0) * 0.05,
+    "mid_after": 103860.5, "markout_bps": (103860.5 - 103855.0) / 103855.0 * 1e4,
+    "markout": (103860.5 - 103855.0) * 0.05,
+}
+
+# The minute after that fill, at a mark of 103861.2 (maker fee 0.01 %, no funding yet).
+_PNL_SNAPSHOT = {
+    "instrument_name": "BTC-PERPETUAL", "time": _at(1747562220.0),
+    "position": 0.05, "average_price": 103855.0, "realized_pnl": 0.0,
+    "fees_maker": 103855.0 * 0.05 * 0.0001, "fees_taker": 0.0, "volume": 0.05, "notional": 103855.0 * 0.05,
+    "trades": 1,
+    "unrealized_pnl": 0.05 * (103861.2 - 103855.0), "mark_price": 103861.2, "funding_pnl": None, "net_pnl": None,
+}
+
+# The minute of that fill: two-sided for 54 of the 58.5 s observed, 40 decisions with both sides.
+_QUOTE_QUALITY = {
+    "instrument_name": "BTC-PERPETUAL", "time": _at(1747562160.0),
+    "observed_seconds": 58.5, "two_sided_seconds": 54.0, "quotes": 40, "quoted_amount": 1.6,
+    "filled_amount": 0.05, "order_actions": 24, "fills": 1, "volume": 0.05,
+    "uptime": 54.0 / 58.5, "mean_spread": 50.0, "mean_bid_distance": 25.0, "mean_ask_distance": 25.0,
+    "fill_ratio": 0.05 / 1.6, "order_to_trade": 24.0, "mean_abs_position": 0.025, "inventory_turnover": 2.0,
+}
+
 _HEARTBEAT = {"source": "worker-1:4242", "sequence": 17, "sent_at": _at(1747578855.0)}
 
 # A ticker whose mark price broke the tickers table's positive_float8 domain, as the sink
@@ -131,7 +161,8 @@ _DEAD_LETTER = {
 _EXAMPLES: dict[str, dict[str, Any]] = {
     "heartbeat": _HEARTBEAT, "ticker": _TICKER, "book": _BOOK, "index": _INDEX, "trade": _TRADE,
     "quote": _QUOTE, "ack": _ACK, "fill": _FILL, "position": _POSITION, "latency": _LATENCY,
-    "dead_letter": _DEAD_LETTER,
+    "dead_letter": _DEAD_LETTER, "markout": _MARKOUT, "pnl_snapshot": _PNL_SNAPSHOT,
+    "quote_quality": _QUOTE_QUALITY,
 }
 
 

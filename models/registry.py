@@ -7,6 +7,8 @@
 ``RECORDS`` maps the record name (the folder under ``schemas/``) to a
 ``RecordType``. The schema is always the newest version (what producers write and
 ``models/`` mirrors); older versions stay readable through ``schema_version``.
+``TABLE_STATES`` names the other folders of ``schemas/``: the values of the analytics'
+Faust tables.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any, Mapping, Type
 import faust
 
 from models import schemas
+from models.analytics import Markout, PnlSnapshot, QuoteQuality
 from models.dead_letter import DeadLetter
 from models.heartbeat import Heartbeat
 from models.latency import LatencySample
@@ -80,10 +83,23 @@ RECORDS: Mapping[str, RecordType] = {
         RecordType("fill", Fill, "thalex", "instrument_name"),
         RecordType("position", Position, "thalex", "instrument_name"),
         RecordType("latency", LatencySample, "thalex", "instrument_name"),
+        # What the analytics publish (app/analytics/), persisted by the sink like the venue's records.
+        RecordType("markout", Markout, "thalex", "instrument_name"),
+        RecordType("pnl_snapshot", PnlSnapshot, "thalex", "instrument_name"),
+        RecordType("quote_quality", QuoteQuality, "thalex", "instrument_name"),
         # Records the persistence agents could not write (app/pipeline/sink/); keyed by their source topic.
         RecordType("dead_letter", DeadLetter, "thalex", "source_topic"),
     )
 }
+
+#: The Avro schemas of the analytics tables' values (folders under schemas/, namespace
+#: cryptics.analytics): not topic records of their own, but a Faust table's changelog is a
+#: topic too, and these schemas say what its values hold (app/analytics/ turns each state
+#: into and from such a dictionary).
+TABLE_STATES: tuple[str, ...] = (
+    "position_state", "candle", "latency_histogram", "markout_book", "resting_quotes", "quote_window",
+    "analytics_progress",
+)
 
 
 def record(name: str) -> RecordType:

@@ -6,7 +6,8 @@ Real parts throughout: Tansu, the schema registry, PostgreSQL and `cryptics work
 
 - ``test_up_persists_every_topic_record_once``: `cryptics up` (embedded stack, simulated
   venue with its market running, the quote agent quoting) plus records of the trading
-  topics (quotes, acks, fills, positions, latency samples) produced by the test, so that
+  topics (quotes, acks, fills, positions, latency samples, and the analytics' markouts,
+  PnL snapshots and quote quality) produced by the test, so that
   each has traffic however the market went. After the run,
   every table holds exactly the natural keys of the records on its topic, read back
   from Kafka independently of the worker.
@@ -16,6 +17,10 @@ Real parts throughout: Tansu, the schema registry, PostgreSQL and `cryptics work
 - ``test_worker_killed_mid_batch_and_restarted``: kill -9 while batches are being
   written; a new worker resumes from the committed offsets, re-writes what was not
   acknowledged, and the tables end up with every record exactly once.
+- The sink's own ack → persisted latency samples (agents/persistence.py) are checked in
+  all three: each belongs to one order_acks row, ends at that row's persisted_at (so a
+  redelivered ack measured again would match no row), and there is one per ack row the
+  worker counted as newly inserted.
 - Poison records ride along in the last two: schema-valid values that break a table
   constraint, and bytes that are no Avro at all. Each lands on the dead-letter topic
   with its topic, partition, offset and error; every other row is written. After the
@@ -42,6 +47,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.pipeline.codec import AvroCodec
 from app.pipeline.sink import SPECS, SourceRecord, spec
+from app.pipeline.sink.tables import ACK_PERSISTED_STAGE
 from app.pipeline.topics import PIPELINE_TOPICS, bootstrap_servers, ensure_topics, read_until_quiet
 from app.stack import migrate
 from app.stack.postgres import EmbeddedPostgres
@@ -54,8 +60,9 @@ from .conftest import ROOT, cryptics
 UTC = timezone.utc
 INSTRUMENTS = ("BTC-PERPETUAL", "ETH-PERPETUAL", "SOL-PERPETUAL")
 #: Records of the trading topics that the tests produce themselves.
-TRADING_RECORDS = ("quote", "ack", "fill", "position", "latency")
+TRADING_RECORDS = ("quote", "ack", "fill", "position", "latency", "markout", "pnl_snapshot", "quote_quality")
 DEAD_LETTERS = record("dead_letter").topic
+ACKS, LATENCY = record("ack").topic, record("latency").topic
 
 
 # -- records with distinct natural keys ------------------------------------------------------
@@ -87,6 +94,10 @@ def make_value(name: str, i: int, at: datetime) -> dict:
         v.update(received_at=t)
     elif name == "latency":
         v.update(start_at=t - timedelta(microseconds=100 + i % 50), end_at=t, duration_us=100 + i % 50)
+    elif name == "markout":
+        v.update(trade_id=f"test-trade-{i}", order_id=f"test-order-{i}", time=seconds)
+    elif name in ("pnl_snapshot", "quote_quality"):
+        v.update(time=t)
     return v
 
 
@@ -201,11 +212,44 @@ async def table_keys(dsn: str) -> dict[str, set]:
 
 
 async def row_count(dsn: str) -> int:
+    """Rows in the pipeline tables, but for the sink's own ack latency samples (``ack_samples``)."""
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
-        return sum([await conn.fetchval(f"SELECT count(*) FROM {s.table}") for s in SPECS.values()])
+        total = sum([await conn.fetchval(f"SELECT count(*) FROM {s.table}") for s in SPECS.values()])
+        return total - await conn.fetchval("SELECT count(*) FROM latency_samples WHERE stage = $1",
+                                           ACK_PERSISTED_STAGE)
     finally:
         await conn.close()
+
+
+async def ack_samples(dsn: str) -> tuple[set, set]:
+    """(the natural keys of the ack → persisted samples in latency_samples, the keys the
+    order_acks rows call for: one per row, from its time to its persisted_at)."""
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        got = {tuple(r) for r in await conn.fetch(
+            "SELECT instrument_name, stage, time, start_at FROM latency_samples WHERE stage = $1",
+            ACK_PERSISTED_STAGE)}
+        wanted = {tuple(r) for r in await conn.fetch(
+            "SELECT instrument_name, $1::text, persisted_at, time FROM order_acks WHERE instrument_name IS NOT NULL",
+            ACK_PERSISTED_STAGE)}
+        return got, wanted
+    finally:
+        await conn.close()
+
+
+async def check_ack_samples(dsn: str, at_least: int) -> set:
+    """Every ack sample belongs to one ack row, at that row's persisted_at, and there are at
+    least ``at_least`` of them (the rows the worker saw committed; a row whose COMMIT went
+    unanswered, or whose worker died before producing, is unmeasured: at most once). Their keys."""
+    got, wanted = await ack_samples(dsn)
+    assert got <= wanted, f"{len(got - wanted)} ack samples match no ack row (measured twice, or wrong)"
+    assert at_least <= len(got) <= len(wanted), (at_least, len(got), len(wanted))
+    return got
+
+
+def topic_stats(view: dict, topic: str) -> dict:
+    return view["topics"][topic]
 
 
 def sink_view(port: int) -> dict:
@@ -268,7 +312,10 @@ class Pipeline:
             "CRYPTICS_BROKER_URL": broker.url, "CRYPTICS_SCHEMA_REGISTRY_URL": registry_url,
             "CRYPTICS_DATABASE_URL": sink_pg.dsn(), "CRYPTICS_WEB_PORT": str(self.web_port),
             "CRYPTICS_STATE_DIR": str(tmp_path / "state"), "CRYPTICS_HEARTBEAT_INTERVAL": "0",
-            "CRYPTICS_SINK_BATCH_AGE": "0.2", "CRYPTICS_SINK_RETRY_MAX": "1.0", **env,
+            "CRYPTICS_SINK_BATCH_AGE": "0.2", "CRYPTICS_SINK_RETRY_MAX": "1.0",
+            # The rows are counted exactly: no markouts or snapshots but the test's own (the
+            # analytics agents would publish theirs from the test's fills and tickers).
+            "CRYPTICS_ANALYTICS_ENABLED": "false", **env,
         }
         self.workers = 0
         self.worker: Optional[Child] = None
@@ -332,8 +379,14 @@ async def test_postgres_stopped_for_20_s_mid_stream(broker, registry_url, sink_p
         total = sum(len(k) for k in expected.values())
         await poll(lambda: _rows_equal(sink_postgres, total), "every record to be written", 90, worker)
         # The rows can be visible before the worker has read its COMMIT's answer and counted
-        # them, so the view is read until its counters account for every row too.
-        final = await poll(lambda: _view_accounts_for(pipeline.view(), total), "the sink's counters", 30, worker)
+        # them, so the view is read until its counters account for every row too, the ack
+        # latency samples included (one per ack row the worker counted as inserted).
+        final = await poll(lambda: _view_accounts_for(pipeline.view(), total, with_ack_samples=True),
+                           "the sink's counters", 60, worker)
+        measured = topic_stats(final, ACKS)["rows_written"]
+        samples = await check_ack_samples(sink_postgres.dsn(), at_least=measured)
+        assert len(samples) == measured
+        expected["latency"] |= samples
         await assert_tables_hold(sink_postgres.dsn(), producer.sent.keys)
         await check_dead_letters(broker.bootstrap, registry_url, producer.sent)
 
@@ -368,7 +421,7 @@ async def test_postgres_stopped_for_20_s_mid_stream(broker, registry_url, sink_p
     # A COMMIT that the stopping server carried out but never answered is retried, and the
     # retry finds its rows already there: they count as duplicates, not as rows written.
     assert final["totals"]["dead_letters"] >= 3
-    assert final["totals"]["rows_written"] + final["totals"]["duplicates"] == total
+    assert final["totals"]["rows_written"] + final["totals"]["duplicates"] == total + measured
     assert not any(s["waiting"] for s in final["topics"].values())
 
 
@@ -413,27 +466,43 @@ async def test_worker_killed_mid_batch_and_restarted(broker, registry_url, sink_
     second = await pipeline.start_worker()
     try:
         await poll(lambda: _rows_equal(sink_postgres, total), "the second worker to finish the backlog", 120, second)
+        # the samples of the acks the second worker inserted come through the latency topic
+        await poll(lambda: _ack_samples_at_least(sink_postgres, topic_stats(pipeline.view(), ACKS)["rows_written"]),
+                   "the second worker's ack latency samples", 60, second)
         await asyncio.sleep(1.0)  # anything still arriving would show up as an extra row below
         view = pipeline.view()
     finally:
         second.stop(timeout=30)
     assert second.popen.returncode == 0, second.log_tail(60)
 
+    # The first worker's samples are at most once (it may have died between a commit and
+    # their produce), the second's are all there; none is a redelivered ack measured again.
+    samples = await check_ack_samples(sink_postgres.dsn(), at_least=topic_stats(view, ACKS)["rows_written"])
+    producer.sent.keys["latency"] |= samples
     await assert_tables_hold(sink_postgres.dsn(), producer.sent.keys)
     await check_dead_letters(broker.bootstrap, registry_url, producer.sent)
     # The second worker resumed at the first offset the first had not committed: it wrote
     # exactly the missing rows, and whatever it re-read that was already there (rows the
-    # first wrote but did not get to commit to Kafka) the natural keys skipped.
-    assert view["totals"]["rows_written"] == total - after_kill
-    assert view["totals"]["duplicates"] == (view["totals"]["records"] - view["totals"]["rows_written"]
-                                            - view["totals"]["dead_letters"])
+    # first wrote but did not get to commit to Kafka) the natural keys skipped. The latency
+    # topic carries only the sink's own samples here, counted above.
+    totals = {key: sum(s[key] for topic, s in view["topics"].items() if topic != LATENCY)
+              for key in ("rows_written", "duplicates", "records", "dead_letters")}
+    assert totals["rows_written"] == total - after_kill
+    assert totals["duplicates"] == totals["records"] - totals["rows_written"] - totals["dead_letters"]
     assert written >= total // 10
 
 
-def _view_accounts_for(view: dict, rows: int) -> Optional[dict]:
-    """The view, once its rows written and duplicates add up to ``rows``."""
+def _view_accounts_for(view: dict, rows: int, with_ack_samples: bool = False) -> Optional[dict]:
+    """The view, once its rows written and duplicates add up to ``rows`` (plus, with
+    ``with_ack_samples``, one latency sample per ack row written)."""
     totals = view["totals"]
-    return view if totals["rows_written"] + totals["duplicates"] == rows else None
+    samples = topic_stats(view, ACKS)["rows_written"] if with_ack_samples else 0
+    return view if totals["rows_written"] + totals["duplicates"] == rows + samples else None
+
+
+async def _ack_samples_at_least(pg: EmbeddedPostgres, n: int) -> bool:
+    got, _ = await ack_samples(pg.dsn())
+    return len(got) >= n
 
 
 async def _rows_between(pg: EmbeddedPostgres, low: int, high: int) -> Optional[int]:
@@ -489,6 +558,8 @@ async def test_up_persists_every_topic_record_once(service_root, tmp_path):
             expected = {name: keys for name, (_, keys) in counts.items()}
             await assert_tables_hold(urls["database"], expected)
             view = sink_view(web_port)
+            # No fault in this run: every ack row the worker inserted was measured, once.
+            samples = await check_ack_samples(urls["database"], at_least=topic_stats(view, ACKS)["rows_written"])
         finally:
             os.kill(venue_pid, signal.SIGCONT)
     finally:
@@ -503,5 +574,6 @@ async def test_up_persists_every_topic_record_once(service_root, tmp_path):
             assert records == len(keys), (name, records, len(keys))
     # The test's records are all there, next to the quote agent's own (it quotes out of the box).
     assert all(producer.sent.keys[name] <= expected[name] for name in TRADING_RECORDS)
+    assert samples and samples <= expected["latency"]  # on the latency topic, like every sample
     assert view["totals"]["dead_letters"] == 0 and view["totals"]["retries"] == 0, view["totals"]
     assert view["totals"]["records"] == sum(records for records, _ in counts.values())

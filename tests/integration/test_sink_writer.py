@@ -3,6 +3,12 @@
 - every persisted record's example becomes a row, once, by COPY and by unnest alike;
 - a batch with poison rows is bisected: the poison rows come back with their errors,
   every other row is written;
+- the ack table's INSERT returns exactly the rows it newly inserted (not the duplicates,
+  not the rows a bisected batch refused), and the ack sink turns them into one
+  ack → persisted latency sample each, which the latency sink writes and stage_latency
+  counts once per ack;
+- the analytics tables refuse what their CHECKs exclude (a NaN markout, a mid-based
+  markout without a mid);
 - TopicSink: undecodable bytes, rows that cannot be built and rows the table refuses
   become dead letters with their coordinates; connection failures are retried until
   they stop, and nothing is lost or written twice;
@@ -22,6 +28,7 @@ import pytest
 
 from app.pipeline.codec import WireFormatError
 from app.pipeline.sink import SPECS, SinkConfig, SourceRecord, TableWriter, TopicSink, spec
+from app.pipeline.sink.tables import ACK_PERSISTED_STAGE, ack_persisted_sample
 from app.settings import Settings
 from app.stack import migrate
 from models import examples
@@ -134,6 +141,94 @@ async def test_a_value_the_client_cannot_encode_is_a_data_error(conn):
     result = await TableWriter(spec("trade"), "copy").write(conn, [good, tuple(bad)], STAMP)
     assert result.inserted == 1 and [i for i, _ in result.rejected] == [1]
     assert "TypeError" in result.rejected[0][1] or "DataError" in result.rejected[0][1]
+
+
+def _acks(n: int) -> list[dict]:
+    base = examples.example("ack")
+    return [{**copy.deepcopy(base), "order_id": f"order-{i}",
+             "instrument_name": ("BTC-PERPETUAL", "ETH-PERPETUAL")[i % 2],
+             "ack_received_at": STAMP - timedelta(seconds=1, milliseconds=i)} for i in range(n)]
+
+
+@pytest.mark.parametrize("mode", ["copy", "unnest"])
+async def test_the_ack_insert_returns_exactly_the_rows_it_inserted(conn, mode):
+    writer = TableWriter(spec("ack"), mode)
+    values = _acks(40)
+    rows = [spec("ack").build(v, _src("ack", i)) for i, v in enumerate(values)]
+    first = await writer.write(conn, rows[:30], STAMP)
+    assert first.inserted == 30 and len(first.returned) == 30
+    assert {(r["instrument_name"], r["time"], r["persisted_at"]) for r in first.returned} == \
+        {(v["instrument_name"], v["ack_received_at"], STAMP) for v in values[:30]}
+    # a batch that overlaps the first: only the new rows come back, at their own flush's stamp
+    later = STAMP + timedelta(seconds=1)
+    second = await writer.write(conn, rows[20:], later)
+    assert (second.inserted, second.duplicates) == (10, 10)
+    assert sorted(r["time"] for r in second.returned) == sorted(v["ack_received_at"] for v in values[30:])
+    assert all(r["persisted_at"] == later for r in second.returned)
+    assert (await writer.write(conn, rows, later)).returned == []  # all redelivered
+    # a bisected batch: the refused row is not among the returned ones, the others are
+    poisoned = _acks(41)[40:] + [{**_acks(42)[41], "price": -1.0}] + _acks(44)[42:]
+    third = await writer.write(conn, [spec("ack").build(v, _src("ack", i)) for i, v in enumerate(poisoned)], later)
+    assert [i for i, _ in third.rejected] == [1] and third.inserted == 3 == len(third.returned)
+    order_of = {v["ack_received_at"]: v["order_id"] for v in poisoned}
+    assert sorted(order_of[r["time"]] for r in third.returned) == ["order-40", "order-42", "order-43"]
+    # a spec without returning returns nothing
+    ticker = await TableWriter(spec("ticker"), mode).write(conn, [spec("ticker").build(_tickers(1)[0], _src("ticker"))],
+                                                           STAMP)
+    assert ticker.inserted == 1 and ticker.returned == []
+
+
+async def test_ack_latency_samples_once_per_inserted_ack(conn, database):
+    """The ack sink reports each newly inserted row once; the samples made of them go through
+    the latency sink, and stage_latency counts every ack once in that stage."""
+    reported: list = []
+    cfg = SinkConfig(retry_initial=0.01, retry_max=0.05)
+
+    async def connect():
+        return await asyncpg.connect(database)
+    acks = TopicSink(spec("ack"), record("ack").topic, _decoder("ack"), connect, Letters(), cfg,
+                     on_inserted=reported.extend)
+    latency = TopicSink(spec("latency"), record("latency").topic, _decoder("latency"), connect, Letters(), cfg)
+    values = _acks(25)
+    values[3]["instrument_name"] = None  # a combination order's ack: a row, but no sample
+    batch = [_src("ack", i, _avro("ack", v)) for i, v in enumerate(values)]
+    try:
+        await acks.persist(batch[:20] + batch[:5])  # a repeat inside the batch
+        await acks.persist(batch)  # a redelivery overlapping it, with 5 new acks
+        assert acks.stats.rows_written == 25 and acks.stats.duplicates == 25
+        assert len(reported) == 25
+        samples = [s for s in map(ack_persisted_sample, reported) if s is not None]
+        assert len(samples) == 24
+        await latency.persist([_src("latency", i, _avro("latency", s.to_representation()))
+                               for i, s in enumerate(samples)])
+    finally:
+        await acks.close()
+        await latency.close()
+    stored = {r["time"]: r for r in await conn.fetch("SELECT * FROM order_acks")}
+    assert len(stored) == 25
+    for sample in samples:
+        row = stored[sample.start_at]  # the ack's time
+        assert sample.end_at == row["persisted_at"] and sample.instrument_name == row["instrument_name"]
+        assert sample.duration_us == (row["persisted_at"] - row["time"]) // timedelta(microseconds=1)
+    counted = await conn.fetch("SELECT source, count(*) AS n FROM stage_latency WHERE stage = $1 GROUP BY 1",
+                               ACK_PERSISTED_STAGE)
+    assert [(r["source"], r["n"]) for r in counted] == [("latency_samples", 24)]
+
+
+async def test_the_analytics_tables_refuse_what_their_checks_exclude(conn):
+    good = examples.example("markout")
+    bad = [{**good, "markout_mark": math.nan},                             # finite_float8
+           {**good, "mid_after": None},                                    # a mid-based markout without a mid
+           {**good, "horizon_seconds": 0}]
+    values = [good] + [{**v, "trade_id": f"t{i}"} for i, v in enumerate(bad)]
+    result = await TableWriter(spec("markout"), "copy").write(
+        conn, [spec("markout").build(v, _src("markout", i)) for i, v in enumerate(values)], STAMP)
+    assert result.inserted == 1 and [i for i, _ in result.rejected] == [1, 2, 3]
+    assert "finite_float8" in result.rejected[0][1] and "check constraint" in result.rejected[1][1]
+    snapshot = {**examples.example("pnl_snapshot"), "volume": -1.0}
+    refused = await TableWriter(spec("pnl_snapshot"), "copy").write(
+        conn, [spec("pnl_snapshot").build(snapshot, _src("pnl_snapshot"))], STAMP)
+    assert refused.inserted == 0 and "nonnegative_float8" in refused.rejected[0][1]
 
 
 # -- TopicSink -------------------------------------------------------------------------------------

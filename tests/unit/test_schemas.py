@@ -9,7 +9,9 @@ For every record (models/registry.py lists them):
   fastavro and through the model;
 - every older version's data is read by every newer version (BACKWARD, docs/architecture.md#d4-avro-and-schemas),
   with the added fields None, and the registry's checker (app/stack/registry/compat.py)
-  agrees, while it reports the changes that would break readers.
+  agrees, while it reports the changes that would break readers;
+- the other folders are the analytics tables' value schemas (``TABLE_STATES``): each parses,
+  sits in namespace cryptics.analytics and documents every field.
 Random values of each schema: tests/property/test_schemas.py.
 """
 from __future__ import annotations
@@ -28,12 +30,14 @@ from fastavro.read import SchemaResolutionError
 
 from app.stack.registry import compat
 from models import examples, schemas
-from models.registry import RECORDS, record
+from models.registry import RECORDS, TABLE_STATES, record
 
 NAMES = list(RECORDS)
 VERSIONS = [(name, v) for name in NAMES for v in schemas.versions(name)]
 PAIRS = [(name, old, new) for name in NAMES for old, new in combinations(schemas.versions(name), 2)]
 EVOLVED = [name for name in NAMES if len(schemas.versions(name)) > 1]
+STATE_VERSIONS = [(name, v) for name in TABLE_STATES if (schemas.SCHEMA_ROOT / name).is_dir()
+                  for v in schemas.versions(name)]
 
 TIMESTAMP_MICROS = {"type": "long", "logicalType": "timestamp-micros"}
 STAMP = ["null", TIMESTAMP_MICROS]
@@ -64,9 +68,10 @@ def added_fields(old: dict, new: dict) -> list[dict]:
 # -- every version is a valid schema ----------------------------------------------------
 
 
-def test_every_schema_folder_has_a_model() -> None:
+def test_every_schema_folder_is_a_record_or_a_table_state() -> None:
     folders = {p.name for p in schemas.SCHEMA_ROOT.iterdir() if p.is_dir()}
-    assert folders == set(RECORDS)
+    assert not set(RECORDS) & set(TABLE_STATES)
+    assert folders == set(RECORDS) | set(TABLE_STATES)
 
 
 @pytest.mark.parametrize("name,version", VERSIONS)
@@ -80,21 +85,54 @@ def test_schema_parses(name: str, version: int) -> None:
     assert schemas.versions(name) == list(range(1, len(schemas.versions(name)) + 1))
 
 
+def _assert_documented(schema: Any, where: str) -> None:
+    """Every record and enum in ``schema`` has a doc, and so has every field of every record."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _assert_documented(branch, where)
+    elif isinstance(schema, dict) and schema.get("type") in ("record", "enum"):
+        assert schema.get("doc", "").strip(), f"{where}: {schema['name']} has no doc"
+        for f in schema.get("fields", ()):
+            assert f.get("doc", "").strip(), f"{where}.{f['name']} has no doc"
+            _assert_documented(f["type"], f"{where}.{f['name']}")
+    elif isinstance(schema, dict) and schema.get("type") == "array":
+        _assert_documented(schema["items"], where)
+    elif isinstance(schema, dict) and schema.get("type") == "map":
+        _assert_documented(schema["values"], where)
+
+
 @pytest.mark.parametrize("name,version", VERSIONS)
 def test_every_record_and_field_is_documented(name: str, version: int) -> None:
-    def walk(schema: Any, where: str) -> None:
-        if isinstance(schema, list):
-            for branch in schema:
-                walk(branch, where)
-        elif isinstance(schema, dict) and schema.get("type") in ("record", "enum"):
-            assert schema.get("doc", "").strip(), f"{where}: {schema['name']} has no doc"
-            for f in schema.get("fields", ()):
-                assert f.get("doc", "").strip(), f"{where}.{f['name']} has no doc"
-                walk(f["type"], f"{where}.{f['name']}")
-        elif isinstance(schema, dict) and schema.get("type") == "array":
-            walk(schema["items"], where)
+    _assert_documented(schemas.load(name, version), name)
 
-    walk(schemas.load(name, version), name)
+
+def test_the_documentation_check_looks_inside_maps_and_unions() -> None:
+    bare = {"type": "record", "name": "Inner", "doc": "x", "fields": [{"name": "a", "type": "long"}]}
+    outer = {"type": "record", "name": "Outer", "doc": "x", "fields": [
+        {"name": "m", "doc": "x", "type": ["null", {"type": "map", "values": bare}], "default": None}]}
+    with pytest.raises(AssertionError, match="outer.m.a has no doc"):
+        _assert_documented(outer, "outer")
+
+
+def test_every_table_state_schema_is_there() -> None:
+    """The analytics' table states each have a schema folder (their modules: app/analytics/)."""
+    missing = [name for name in TABLE_STATES if not (schemas.SCHEMA_ROOT / name).is_dir()]
+    assert not missing, f"no schema folder for the table states {missing}"
+
+
+@pytest.mark.parametrize("name,version", STATE_VERSIONS)
+def test_table_state_schema_parses_and_is_documented(name: str, version: int) -> None:
+    schema = schemas.load(name, version)
+    fastavro.parse_schema(schema)
+    compat.validate(schema)
+    assert schema["type"] == "record" and schema["namespace"] == "cryptics.analytics"
+    assert schemas.versions(name) == list(range(1, len(schemas.versions(name)) + 1))
+    _assert_documented(schema, name)
+    # Every state records the offsets it has applied, per source record
+    # (docs/architecture.md#d11-analytics-tables-are-exact-under-at-least-once).
+    offsets = {f["name"]: f for f in schema["fields"]}.get("offsets")
+    assert offsets is not None, f"{name} has no offsets field"
+    assert offsets["type"] == {"type": "map", "values": "long"} and offsets.get("default") == {}, offsets
 
 
 # -- the models mirror the newest schemas -----------------------------------------------

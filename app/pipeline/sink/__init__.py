@@ -1,6 +1,6 @@
 """Persistence: pipeline records from Kafka into TimescaleDB/PostgreSQL (docs/architecture.md#d7-database, #d8-persistence-semantics).
 
-- ``tables``: which record goes into which table (timescale/0002, 0003), natural keys,
+- ``tables``: which record goes into which table (timescale/0002, 0003, 0006), natural keys,
   and the row builders;
 - ``writer``: one table's batches, binary COPY into a staging table and
   ``INSERT … ON CONFLICT DO NOTHING`` in one transaction, bisecting data errors;

@@ -14,6 +14,13 @@ What can go wrong, and what happens:
 | the table refuses a row (CHECK, NOT NULL, value out of range) | the batch is bisected; that row alone becomes a dead letter, stage ``database``; the rest is written |
 | anything else: no connection, the server restarting, a missing table, a registry that does not answer | wait with exponential backoff and try the same batch again, for as long as it takes |
 
+A sink whose spec has ``returning`` columns (the acks') tells ``on_inserted`` what the
+insert returned, once the rows are committed and before ``persist`` returns: one entry per
+row newly inserted, none for a row the natural key skipped. The persistence consumer
+publishes the ack → persisted latency samples from them. They are at most once: a COMMIT
+whose answer was lost (the retry finds the rows there) or a worker that dies before the
+samples reach Kafka leaves those rows unmeasured, never measured twice.
+
 While ``persist`` waits, the consumer takes no more records and aiokafka stops fetching
 once its buffer is full. Nothing is dropped; at worst a batch is written twice, which
 the natural keys absorb.
@@ -43,6 +50,8 @@ log = logging.getLogger(__name__)
 Decoder = Callable[[bytes], Mapping[str, Any]]
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 Publish = Callable[[Sequence[DeadLetter]], Awaitable[None]]
+#: Told the ``returning`` columns of the rows a batch newly inserted, after they committed.
+OnInserted = Callable[[Sequence[Mapping[str, Any]]], None]
 
 #: Errors that mean "these bytes are not a record of this topic": the codec's own, and what
 #: fastavro raises on bytes it cannot read. Anything else from the decoder (the registry
@@ -117,6 +126,7 @@ class TopicSink:
         publish_dead_letters: Publish,
         config: SinkConfig,
         clock: Callable[[], datetime] = utc_now,
+        on_inserted: Optional[OnInserted] = None,
     ) -> None:
         self.spec = spec
         self.topic = topic
@@ -125,6 +135,7 @@ class TopicSink:
         self.publish_dead_letters = publish_dead_letters
         self.config = config
         self.clock = clock
+        self.on_inserted = on_inserted
         self.writer = TableWriter(spec, config.write_mode)
         self.stats = SinkStats()
         self._conn: Optional[asyncpg.Connection] = None
@@ -153,6 +164,11 @@ class TopicSink:
         started = time.perf_counter()
         result = await self._write(rows)
         self.stats.write_seconds += time.perf_counter() - started
+        if result.returned and self.on_inserted is not None:
+            try:
+                self.on_inserted(result.returned)
+            except Exception:  # what the rows report is secondary: they are in, the batch goes on
+                log.exception("%s: reporting %d inserted rows failed", self.topic, len(result.returned))
         for index, error in result.rejected:
             letters.append(self._dead_letter(origins[index], "database", error))
         if letters:
@@ -267,6 +283,7 @@ def for_record(
     publish_dead_letters: Publish,
     config: SinkConfig,
     connect: Optional[Connect] = None,
+    on_inserted: Optional[OnInserted] = None,
 ) -> TopicSink:
     """The sink of one record's topic, with the topic's Avro codec and a plain asyncpg connection."""
     from app.pipeline.codec import AvroCodec
@@ -280,4 +297,4 @@ def for_record(
         return await asyncpg.connect(database_url, timeout=config.connect_timeout, command_timeout=COMMAND_TIMEOUT)
 
     return TopicSink(spec(record_name), r.topic, codec.loads, connect or connect_default, publish_dead_letters,
-                     config)
+                     config, on_inserted=on_inserted)

@@ -1,10 +1,11 @@
 """Which record goes into which table, and how a decoded record becomes a row.
 
-One ``TableSpec`` per persisted record (timescale/0002, 0003 hold the tables). A spec
-names the table, its columns in the order the row builder fills them (``persisted_at``
-is not among them: the writer stamps it per flush), the PostgreSQL type of each column
-as the unnest write path passes it, and the natural key (docs/architecture.md#d8-persistence-semantics) that the table's
-primary key enforces.
+One ``TableSpec`` per persisted record (timescale/0002, 0003 and 0006 hold the tables). A
+spec names the table, its columns in the order the row builder fills them
+(``persisted_at`` is not among them: the writer stamps it per flush), the PostgreSQL type
+of each column as the unnest write path passes it, the natural key
+(docs/architecture.md#d8-persistence-semantics) that the table's primary key enforces,
+and the columns, if any, that the insert hands back for each row it newly inserted.
 
 Row builders take the record as fastavro decodes it (a dict with every field of the
 newest schema) and the Kafka coordinates it came from, and return a tuple. They convert
@@ -19,10 +20,12 @@ there is. Producers of the current schemas set every stamp these keys need.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Optional
 
 import orjson
+
+from models.latency import LatencySample
 
 UTC = timezone.utc
 
@@ -57,6 +60,11 @@ class TableSpec:
     #: The natural key: the columns of the table's primary key.
     key: tuple[str, ...]
     build: RowBuilder
+    #: Columns (``persisted_at`` may be one) the INSERT returns for each row it newly
+    #: inserted, none for a row its natural key skipped: what the sink reports once the
+    #: transaction has committed (the ack → persisted latency samples). Empty: nothing is
+    #: returned, and the INSERT has no RETURNING clause.
+    returning: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.columns) != len(self.types):
@@ -64,6 +72,9 @@ class TableSpec:
         missing = [c for c in self.key if c not in self.columns]
         if missing:
             raise ValueError(f"{self.table}: key columns {missing} are not columns")
+        unknown = [c for c in self.returning if c not in self.columns and c != "persisted_at"]
+        if unknown:
+            raise ValueError(f"{self.table}: returned columns {unknown} are not columns")
 
     def key_of(self, row: Row) -> tuple:
         """The natural key of a built row (tests count distinct keys with it)."""
@@ -181,6 +192,62 @@ def latency_row(v: Mapping[str, Any], src: SourceRecord) -> Row:
     )
 
 
+def markout_row(v: Mapping[str, Any], src: SourceRecord) -> Row:
+    return (
+        exchange_time(v["time"]), v["trade_id"], v["order_id"], v["horizon_seconds"], v["instrument_name"],
+        v["direction"], v["maker_taker"], v["price"], v["amount"], v["mid_after"], v["mark_after"],
+        v["markout_bps"], v["markout"], v["markout_bps_mark"], v["markout_mark"],
+    )
+
+
+def pnl_snapshot_row(v: Mapping[str, Any], src: SourceRecord) -> Row:
+    return (
+        v["time"], v["instrument_name"], v["position"], v["average_price"], v["realized_pnl"],
+        v["unrealized_pnl"], v["mark_price"], v["fees_maker"], v["fees_taker"], v["funding_pnl"], v["net_pnl"],
+        v["volume"], v["notional"], v["trades"],
+    )
+
+
+def quote_quality_row(v: Mapping[str, Any], src: SourceRecord) -> Row:
+    return (
+        v["time"], v["instrument_name"], v["observed_seconds"], v["two_sided_seconds"], v["uptime"], v["quotes"],
+        v["mean_spread"], v["mean_bid_distance"], v["mean_ask_distance"], v["quoted_amount"], v["filled_amount"],
+        v["fill_ratio"], v["order_actions"], v["fills"], v["order_to_trade"], v["volume"], v["mean_abs_position"],
+        v["inventory_turnover"],
+    )
+
+
+# -- what an insert hands back -------------------------------------------------------------
+
+#: The stage the sink measures itself: from the ack's arrival to its row's commit.
+ACK_PERSISTED_STAGE = "ack_received_to_persisted"
+#: The ack spec's ``returning``: what ack_persisted_sample needs of each newly inserted row.
+ACK_RETURNING = ("instrument_name", "time", "received_at", "quoted_at", "order_sent_at", "persisted_at")
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def ack_persisted_sample(row: Mapping[str, Any]) -> Optional[LatencySample]:
+    """The ack → persisted latency of one newly inserted order_acks row (``ACK_RETURNING``).
+
+    Measured by the sink rather than derived by the stage_latency view, so that it travels
+    like every measured stage (the latency topic, latency_samples, the analytics'
+    histograms; docs/architecture.md#d9-latency-stamps). The end is the row's own
+    ``persisted_at``: the sink reports the row only once its transaction has committed,
+    and a row its natural key skipped is not reported, so a redelivered ack is measured
+    once. None for a combination order's ack, which names no instrument (latency samples
+    are keyed by one)."""
+    instrument = row["instrument_name"]
+    if instrument is None:
+        return None
+    start, end = row["time"], row["persisted_at"]
+    return LatencySample(
+        stage=ACK_PERSISTED_STAGE, instrument_name=instrument, start_at=start, end_at=end,
+        duration_us=(end - start) // _MICROSECOND,  # exact: both are whole µs (timestamptz)
+        received_at=row["received_at"], quoted_at=row["quoted_at"], order_sent_at=row["order_sent_at"],
+        ack_received_at=start, persisted_at=end,
+    )
+
+
 # -- the specs -----------------------------------------------------------------------------
 
 _F = "float8"
@@ -242,6 +309,7 @@ SPECS: Mapping[str, TableSpec] = {s.record: s for s in (
          "int8", "bool", "bool", "text", "text", _TS, _TS, "jsonb", "jsonb", _TS, _TS, _TS),
         ("order_id", "time", "change_reason", "filled_amount", "remaining_amount"),
         ack_row,
+        returning=ACK_RETURNING,
     ),
     TableSpec(
         "fill", "fills",
@@ -267,6 +335,32 @@ SPECS: Mapping[str, TableSpec] = {s.record: s for s in (
         (_TS, "text", "text", _TS, "int8", _TS, _TS, _TS, _TS, _TS),
         ("instrument_name", "stage", "time", "start_at"),
         latency_row,
+    ),
+    TableSpec(
+        # order_id in the key as in fills: a self-trade fills two of our orders under one trade_id.
+        "markout", "markouts",
+        ("time", "trade_id", "order_id", "horizon_seconds", "instrument_name", "direction", "maker_taker", "price",
+         "amount", "mid_after", "mark_after", "markout_bps", "markout", "markout_bps_mark", "markout_mark"),
+        (_TS, "text", "text", "int4", "text", "text", "text") + (_F,) * 8,
+        ("trade_id", "order_id", "horizon_seconds", "time"),
+        markout_row,
+    ),
+    TableSpec(
+        "pnl_snapshot", "pnl_snapshots",
+        ("time", "instrument_name", "position", "average_price", "realized_pnl", "unrealized_pnl", "mark_price",
+         "fees_maker", "fees_taker", "funding_pnl", "net_pnl", "volume", "notional", "trades"),
+        (_TS, "text") + (_F,) * 11 + ("int8",),
+        ("instrument_name", "time"),
+        pnl_snapshot_row,
+    ),
+    TableSpec(
+        "quote_quality", "quote_quality_1m",
+        ("time", "instrument_name", "observed_seconds", "two_sided_seconds", "uptime", "quotes", "mean_spread",
+         "mean_bid_distance", "mean_ask_distance", "quoted_amount", "filled_amount", "fill_ratio", "order_actions",
+         "fills", "order_to_trade", "volume", "mean_abs_position", "inventory_turnover"),
+        (_TS, "text", _F, _F, _F, "int8", _F, _F, _F, _F, _F, _F, "int8", "int8", _F, _F, _F, _F),
+        ("instrument_name", "time"),
+        quote_quality_row,
     ),
 )}
 

@@ -14,6 +14,12 @@ WITH NO DATA``), so COPY never fails on a constraint: the INSERT does, where the
 can be attributed to rows. ``ON CONFLICT DO NOTHING`` skips rows whose natural key is
 already there, which makes a redelivered batch harmless.
 
+A spec with ``returning`` columns (the acks') gets ``RETURNING <those columns>`` on its
+INSERT: PostgreSQL returns exactly the rows it inserted, not those ON CONFLICT skipped, so
+``WriteResult.returned`` holds one entry per newly inserted row, redeliveries excluded,
+and only from transactions that committed. Without ``returning`` the INSERT returns
+nothing and the count comes from its command tag, as before.
+
 The ``unnest`` path sends the same rows as one array per column,
 ``INSERT … SELECT … FROM unnest($1::timestamptz[], $2::text[], …)``: for servers that
 do not take COPY over the wire (PGlite, docs/architecture.md#d7-database). It is slower.
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import asyncpg
 
@@ -68,6 +74,9 @@ class WriteResult:
     transactions: int = 0
     #: (index in the batch, error text) of each row that failed alone.
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    #: The spec's ``returning`` columns of each row newly inserted, in committed
+    #: transactions (asyncpg records: read by column name). Empty without ``returning``.
+    returned: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 def _quote(name: str) -> str:
@@ -97,9 +106,10 @@ class TableWriter:
             f"CREATE TEMP TABLE IF NOT EXISTS {_quote(self.stage)} ON COMMIT DELETE ROWS AS "
             f"SELECT {columns} FROM {table} WITH NO DATA"
         )
+        returning = f" RETURNING {', '.join(_quote(c) for c in spec.returning)}" if spec.returning else ""
         self._insert_from_stage = (
             f"INSERT INTO {table} ({columns}, persisted_at) "
-            f"SELECT {columns}, $1::timestamptz FROM {_quote(self.stage)} ON CONFLICT DO NOTHING"
+            f"SELECT {columns}, $1::timestamptz FROM {_quote(self.stage)} ON CONFLICT DO NOTHING{returning}"
         )
         # unnest: jsonb and float8[] columns travel as text and are cast here.
         params, selected = [], []
@@ -110,7 +120,7 @@ class TableWriter:
         self._insert_unnest = (
             f"INSERT INTO {table} ({columns}, persisted_at) "
             f"SELECT {', '.join(selected)}, ${n + 1}::timestamptz "
-            f"FROM unnest({', '.join(params)}) AS u({columns}) ON CONFLICT DO NOTHING"
+            f"FROM unnest({', '.join(params)}) AS u({columns}) ON CONFLICT DO NOTHING{returning}"
         )
         self._array_columns = [i for i, kind in enumerate(spec.types) if kind == "float8[]"]
         #: The connection the staging table was created on (temporary tables are per session).
@@ -122,18 +132,26 @@ class TableWriter:
             await conn.execute(self._create_stage)
             self._prepared_on = conn
 
-    async def _insert(self, conn: asyncpg.Connection, rows: Sequence[Row], persisted_at: datetime) -> int:
-        """One transaction: the rows in, or nothing. Returns the rows inserted."""
+    async def _insert(self, conn: asyncpg.Connection, rows: Sequence[Row],
+                      persisted_at: datetime) -> tuple[int, list[asyncpg.Record]]:
+        """One transaction: the rows in, or nothing. Returns the number of rows inserted and,
+        with ``returning``, their returned columns (read once the transaction committed)."""
         async with conn.transaction():
             if self.mode == "copy":
                 await conn.copy_records_to_table(self.stage, records=rows, columns=self.spec.columns)
-                status = await conn.execute(self._insert_from_stage, persisted_at)
+                query, args = self._insert_from_stage, (persisted_at,)
             else:
                 columns = [list(c) for c in zip(*rows)]
                 for i in self._array_columns:
                     columns[i] = [_array_literal(v) for v in columns[i]]
-                status = await conn.execute(self._insert_unnest, *columns, persisted_at)
-        return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
+                query, args = self._insert_unnest, (*columns, persisted_at)
+            if self.spec.returning:
+                returned = await conn.fetch(query, *args)
+            else:
+                status = await conn.execute(query, *args)
+        if self.spec.returning:
+            return len(returned), returned
+        return int(status.rsplit(" ", 1)[1]), []  # "INSERT 0 <n>"
 
     async def write(self, conn: asyncpg.Connection, rows: Sequence[Row], persisted_at: datetime) -> WriteResult:
         """Write ``rows``; return what was inserted and which rows failed alone (data errors).
@@ -149,7 +167,7 @@ class TableWriter:
     async def _write_range(self, conn: asyncpg.Connection, rows: Sequence[Row], start: int, stop: int,
                            persisted_at: datetime, result: WriteResult) -> None:
         try:
-            inserted = await self._insert(conn, rows[start:stop], persisted_at)
+            inserted, returned = await self._insert(conn, rows[start:stop], persisted_at)
         except DATA_ERRORS as exc:
             if stop - start == 1:
                 result.rejected.append((start, describe(exc)))
@@ -163,3 +181,4 @@ class TableWriter:
         result.inserted += inserted
         result.duplicates += (stop - start) - inserted
         result.transactions += 1
+        result.returned.extend(returned)
