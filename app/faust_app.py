@@ -48,6 +48,9 @@ def create_app(s: settings_module.Settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, s.session_timeout / 3),
         consumer_auto_offset_reset="earliest",
         producer_linger=s.producer_linger,
+        # No standby copies of the tables: a worker's tables hold the keys of its own partitions
+        # only, and a partition that moves is recovered from its changelog by its new owner.
+        table_standby_replicas=0,
         web_host=s.web_host,
         web_port=s.web_port,
         web_bind=s.web_host,

@@ -8,6 +8,7 @@ Each component owns its config class, next to the code it configures:
 | risk gate | app/trading/risk.py ``RiskLimits`` | ``CRYPTICS_RISK_*`` |
 | order gateway | app/gateway/params.py ``GatewayParams`` | ``CRYPTICS_GATEWAY_*`` |
 | persistence sink | app/pipeline/sink/config.py ``SinkConfig`` | ``CRYPTICS_SINK_*`` |
+| analytics agents | app/analytics/config.py ``AnalyticsConfig`` | ``CRYPTICS_ANALYTICS_*`` |
 | simulated venue | app/venue/config.py ``VenueConfig`` | ``CRYPTICS_VENUE_*`` |
 
 ``Settings`` holds the process-wide fields below and one instance of each of these, all
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from app.analytics.config import AnalyticsConfig
 from app.config import PREFIX, SettingError, fields_from_env
 from app.gateway.params import GatewayParams
 from app.pipeline.sink.config import SinkConfig
@@ -53,6 +55,7 @@ COMPONENTS: dict[str, tuple[str, type]] = {
     "risk": ("RISK_", RiskLimits),
     "gateway": ("GATEWAY_", GatewayParams),
     "sink": ("SINK_", SinkConfig),
+    "analytics": ("ANALYTICS_", AnalyticsConfig),
     "simulated_venue": ("VENUE_", VenueConfig),
 }
 
@@ -120,6 +123,7 @@ class Settings:
     risk: RiskLimits = field(default_factory=RiskLimits)
     gateway: GatewayParams = field(default_factory=GatewayParams)
     sink: SinkConfig = field(default_factory=SinkConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     #: The simulated venue's; its trusted keys folder defaults to <state_dir>/venue/trusted_keys.
     simulated_venue: VenueConfig = field(default_factory=VenueConfig)
 

@@ -1,0 +1,153 @@
+"""Analytics: positions and PnL, candles, stage latency, markouts and quote quality, in Faust tables.
+
+Contract
+- consumes: the raw key and value bytes of the ``ticker``, ``book``, ``index``, ``trade``,
+  ``quote``, ``ack``, ``fill``, ``position`` and ``latency`` topics, as one Faust stream
+  (agent ``analytics``, the app's consumer group), in batches of CRYPTICS_ANALYTICS_BATCH_SIZE
+  events or CRYPTICS_ANALYTICS_BATCH_AGE seconds; each value decoded here with its topic's
+  Avro codec, then applied by the analytics engine (app/analytics/engine.py: what feeds what,
+  and how a redelivery is skipped).
+- produces, with ``produce_later`` (app/faust_app.py):
+  - ``markout``: one per fill and horizon (1, 5, 30, 60 s), once the horizon has passed;
+  - ``pnl_snapshot``: one per instrument and minute, when the instrument's first event of a
+    later minute arrives (the state as it stood at the end of the minute);
+  - ``quote_quality``: one per instrument and minute, CRYPTICS_ANALYTICS_SNAPSHOT_GRACE seconds
+    of event time after the minute ended;
+  - ``dead_letter``: input the analytics cannot use, with its topic, partition, offset, bytes
+    and reason, target ``analytics``: bytes that do not decode (stage ``decode``); an unknown
+    instrument, a non-finite number, a value a computation refuses (stage ``row``). Logged
+    once per reason, counted in GET /analytics/.
+- tables (Faust, ``memory://`` store, changelog ``<app id>-<table>-changelog`` with Avro values
+  of schemas/<state>/v1.avsc; each key on the changelog partition of the events that wrote
+  it, app/pipeline/copartitioned.py), as app/analytics/engine.py ``TABLES`` lists them:
+  position_pnl, trade_candles_1s, trade_candles_1m, mark_candles_1s, mark_candles_1m (windowed),
+  stage_latency_1m (windowed, key ``<instrument>|<stage>``), markouts, resting_quotes,
+  quote_quality_1m (windowed), analytics_progress.
+- web view: ``GET /analytics/`` → this worker's positions with account totals, markout
+  aggregates, key counts per table, counters (events, redeliveries skipped, dead letters by
+  reason, records published).
+- off when CRYPTICS_ANALYTICS_ENABLED is false.
+
+Exact under at-least-once (docs/architecture.md#d11-analytics-tables-are-exact-under-at-least-once):
+Faust flushes its producer, changelogs included, before it commits offsets, so after a crash
+the tables are at or ahead of the committed offsets; the states skip what they had applied.
+
+Why one stream for every table: each Faust stream costs tens of µs per event before any
+table work, and a ticker feeds five of these tables; one stream decodes each event once and
+hands it to every computation that needs it (benchmarks/bench_analytics.py).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Optional
+
+import faust
+
+from app.analytics.engine import INPUTS, TABLES, AnalyticsEngine, Event
+from app.analytics.markouts import MarkoutBook
+from app.analytics.positions import PositionState, account_totals
+from app.clock import utc_now
+from app.faust_app import app, avro_value_codec, produce_later, settings
+from app.pipeline.codec import WireFormatError
+from app.pipeline.copartitioned import CoPartitionedTable, copartitioned_table
+from models import schemas
+from models.dead_letter import DeadLetter
+from models.registry import record
+
+log = logging.getLogger(__name__)
+
+config = settings.analytics
+
+RECORD_OF_TOPIC = {record(name).topic: name for name in INPUTS}
+#: Errors that mean "these bytes are no record of this topic" (the sink's list, app/pipeline/sink/sink.py).
+DECODE_ERRORS = (WireFormatError, ValueError, TypeError, EOFError, IndexError, KeyError, OverflowError)
+
+
+def _table(name: str, state: str, window: Optional[float], help: str) -> CoPartitionedTable:
+    codec = avro_value_codec(f"{settings.app_id}-{name}-changelog", schemas.load(state))
+    if window is None:
+        schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer=codec)
+        return copartitioned_table(app, name, help=help, schema=schema, partitions=settings.topic_partitions)
+    kept = config.second_windows_kept if window < 60 else config.minute_windows_kept
+    # A windowed key is (key, (start, end)): JSON, which Faust's windowed tables recover.
+    schema = faust.Schema(key_serializer="json", value_serializer=codec)
+    return copartitioned_table(app, name, help=help, schema=schema, partitions=settings.topic_partitions,
+                               window_seconds=window, expires_seconds=kept)
+
+
+#: The analytics tables by name.
+TABLE_OF: Mapping[str, CoPartitionedTable] = {spec.name: _table(spec.name, spec.state, spec.window, spec.help)
+                                              for spec in TABLES}
+
+_reported: set[str] = set()
+
+
+def _dead_letter(event: Event, reason: str, error: str) -> None:
+    topic, key, raw = event.context
+    if reason not in _reported:  # once per reason: a stream of bad records must not flood the log
+        _reported.add(reason)
+        log.warning("analytics: dead letter %s[%d]@%d (%s): %s; further ones are counted in GET /analytics/",
+                    topic, event.partition, event.offset, reason, error)
+    stage = "decode" if reason == "undecodable" else "row"
+    letter = DeadLetter(source_topic=topic, source_partition=event.partition, source_offset=event.offset,
+                        stage=stage, error=error, failed_at=utc_now(), key=key, value=raw, target_table="analytics")
+    produce_later("dead_letter", topic, letter)
+
+
+engine = AnalyticsEngine(settings.instrument_names, config, TABLE_OF,
+                         publish=lambda name, key, value: produce_later(name, key, value), refuse=_dead_letter)
+_codecs = {name: avro_value_codec(record(name).topic, record(name).schema) for name in INPUTS}
+
+
+def _decoded(events: list) -> list[Event]:
+    """The batch's events decoded; what does not decode is dead-lettered here."""
+    decoded = []
+    for event in events:
+        m = event.message
+        name = RECORD_OF_TOPIC[m.topic]
+        try:
+            if m.value is None:
+                raise WireFormatError("no value")
+            value = _codecs[name].loads(m.value)
+        except DECODE_ERRORS as exc:
+            failed = Event(name, m.partition, m.offset, {}, (m.topic, m.key, m.value))
+            engine.stats.events += 1
+            engine.stats.refused["undecodable"] += 1
+            _dead_letter(failed, "undecodable", f"{type(exc).__name__}: {exc}")
+            continue
+        decoded.append(Event(name, m.partition, m.offset, value, (m.topic, m.key, m.value)))
+    return decoded
+
+
+if config.enabled:
+    _inputs = app.topic(*RECORD_OF_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw",
+                        value_serializer="raw", partitions=settings.topic_partitions)
+
+    @app.agent(_inputs, name="analytics")
+    async def analytics(stream):
+        async for events in stream.take_events(config.batch_size, within=config.batch_age):
+            engine.apply(_decoded(events))
+
+
+@app.page("/analytics/")
+async def analytics_view(web, request):
+    states = [PositionState.from_record(value) for value in TABLE_OF["position_pnl"].values()]
+    positions: dict[str, Any] = {}
+    for state in states:
+        row = {**state.to_record(), "unrealized_pnl": state.unrealized_pnl, "net_pnl": state.net_pnl, "fees": state.fees}
+        row.pop("offsets")
+        positions[state.instrument_name] = row
+    books = {key: MarkoutBook.from_record(value) for key, value in TABLE_OF["markouts"].items()}
+    stats = engine.stats
+    return web.json({
+        "enabled": config.enabled,
+        "positions": positions,
+        "account": account_totals(states),
+        "markouts": {key: {"pending": book.pending_count, "aggregates": book.aggregates()} for key, book in books.items()},
+        "tables": {name: len(table) for name, table in TABLE_OF.items()},
+        "counters": {
+            "batches": stats.batches, "events": stats.events, "applied": dict(stats.applied),
+            "redelivered": dict(stats.redelivered), "dead_letters": dict(stats.refused),
+            "published": dict(stats.published), "keys_written": stats.keys_written,
+        },
+    })
