@@ -21,6 +21,7 @@ import faust
 
 from app.clock import utc_now
 from app.faust_app import app, avro_value_codec, produce_later, record_topic, settings
+from app.pipeline.copartitioned import use_schema_serializers
 from models.heartbeat import Heartbeat
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -38,6 +39,7 @@ heartbeat_counts = app.Table(
     ),
     partitions=settings.topic_partitions,
 )
+use_schema_serializers(heartbeat_counts)  # Avro on the changelog too, as the schema says
 
 
 class _RoundTrip:

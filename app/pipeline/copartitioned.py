@@ -42,8 +42,23 @@ def writing_to(partition: int) -> Iterator[None]:
         _partition.reset(token)
 
 
+def use_schema_serializers(table: faust.Table) -> None:
+    """Make ``table`` write its changelog with its schema's serializers.
+
+    Faust sends changelog records with the table's own ``key_serializer`` and
+    ``value_serializer``, taken from ``key_type``/``value_type`` (json unless the type names
+    one), and these override the schema's: without this, a table given an Avro codec in its
+    schema writes JSON. Call it before the changelog topic is first used."""
+    table.key_serializer = table.schema.key_serializer
+    table.value_serializer = table.schema.value_serializer
+
+
 class CoPartitionedTable(faust.Table):
     """A Faust table whose writes go to the partition named by ``writing_to``."""
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        use_schema_serializers(self)
 
     def partition_for_key(self, key: Any) -> Optional[int]:
         partition = _partition.get()
