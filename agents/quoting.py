@@ -35,8 +35,9 @@ Contract
   every session: positions from private/portfolio, orders from session.orders).
 - web views: ``GET /quoting/`` → state, per instrument inputs, position, PnL, ladder, open
   orders, gateway and risk counters; ``POST /quoting/state/`` with ``{"state": "active" |
-  "reducing" | "halted", "reason": "..."}`` switches the trading state (and releases a tripped
-  kill switch).
+  "reducing" | "halted", "reason": "..."}`` and ``Authorization: Bearer <CRYPTICS_WEB_TOKEN>``
+  switches the trading state (and releases a tripped kill switch); without the token, 401
+  and nothing changes (app/web/auth.py).
 
 PnL for the kill switch is marked to market from this quoting session's fills: cash flows
 of the fills plus the position they add up to at the mark (fees left out); it starts at zero
@@ -63,6 +64,7 @@ from app.gateway import OrderGateway, QuoteStamps
 from app.trading.position import PositionKeeper
 from app.trading.quote import IMPLEMENTATION, Quoter, volatility_estimator
 from app.trading.risk import RiskGate, TradingState
+from app.web.auth import SCHEME, Unauthorized, check_bearer
 from models.latency import LatencySample
 from models.orders import Ack, Fill
 from models.quote import QuoteDecision, QuoteLevel
@@ -360,7 +362,16 @@ class QuotingState(faust.web.View):
         return self.json({"state": quoting.risk.state.value, "reason": quoting.risk.state_reason})
 
     async def post(self, request):
-        body = await request.json()
+        try:
+            check_bearer(request.headers, settings.web_token)
+        except Unauthorized as exc:
+            return self.json({"error": str(exc)}, status=401, headers={"WWW-Authenticate": SCHEME})
+        try:
+            body = await request.json()
+        except ValueError:
+            return self.json({"error": "the body must be JSON: {\"state\": ..., \"reason\": ...}"}, status=400)
+        if not isinstance(body, dict):
+            return self.json({"error": "the body must be a JSON object"}, status=400)
         try:
             state = TradingState(body.get("state"))
         except ValueError:

@@ -75,6 +75,7 @@ class Settings:
     | topic_replication | CRYPTICS_TOPIC_REPLICATION | 1 |
     | web_host | CRYPTICS_WEB_HOST | 127.0.0.1 |
     | web_port | CRYPTICS_WEB_PORT | 6066 |
+    | web_token | CRYPTICS_WEB_TOKEN | none (`cryptics up` makes one in <state_dir>/web_token): the bearer token state-changing endpoints ask for |
     | registry_port | CRYPTICS_REGISTRY_PORT | 0 (a free port) |
     | broker_session_timeout | CRYPTICS_BROKER_SESSION_TIMEOUT | 6.0 s embedded, 30.0 s external |
     | heartbeat_interval | CRYPTICS_HEARTBEAT_INTERVAL | 1.0 s (0 turns the wiring heartbeat off) |
@@ -99,6 +100,8 @@ class Settings:
     topic_replication: int = 1
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    #: A secret: from the environment only, never printed (app/web/auth.py).
+    web_token: Optional[str] = field(default=None, repr=False)
     registry_port: int = 0
     broker_session_timeout: Optional[float] = None
     heartbeat_interval: float = 1.0

@@ -9,6 +9,7 @@ import uvloop
 
 from app.pipeline import topics
 from app.settings import Settings
+from app.web.auth import is_loopback
 
 
 def import_agents() -> None:
@@ -27,6 +28,12 @@ def run(settings: Settings) -> None:
         )
     if not settings.schema_registry_url:
         raise SystemExit("cryptics worker needs CRYPTICS_SCHEMA_REGISTRY_URL (every topic is Avro).")
+    if not settings.web_token and not is_loopback(settings.web_host):
+        raise SystemExit(
+            f"cryptics worker: CRYPTICS_WEB_HOST is {settings.web_host!r}, reachable from other machines, and there is "
+            "no CRYPTICS_WEB_TOKEN: anyone reaching the port could switch trading. Set CRYPTICS_WEB_TOKEN (a long "
+            "random string), or keep the web host on loopback."
+        )
     # Topics before the worker (docs/architecture.md#d3-kafka-topics): idempotent, so harmless when `up` did it already.
     asyncio.run(topics.ensure_topics(
         settings.broker_url, topics.PIPELINE_TOPICS, settings.topic_partitions, settings.topic_replication

@@ -30,6 +30,7 @@ from app.stack import migrate
 from app.stack.broker import EmbeddedBroker
 from app.stack.postgres import EmbeddedPostgres
 from app.stack.process import Child, StartupError, environ_for_child, free_port, spawn, wait_until
+from app.web.auth import ensure_token_file
 
 
 @dataclass
@@ -118,6 +119,13 @@ async def start(settings: Settings, say: Callable[[str], None] = _say) -> Runnin
             settings = await _start_simulated_venue(stack, settings, logs, project_root, say)
         else:
             say(f"venue       {settings.venue:11} {settings.venue_ws_url}")
+
+        if settings.web_token is None:
+            token, token_path = ensure_token_file(settings.state_dir)
+            settings = settings.with_services(web_token=token)
+            say(f"web token   {token_path.resolve()}  (POST endpoints: Authorization: Bearer $(cat {token_path}))")
+        else:
+            say("web token   from CRYPTICS_WEB_TOKEN")
 
         worker = spawn(
             "worker", _python_module("worker"),

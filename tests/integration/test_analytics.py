@@ -68,9 +68,14 @@ def _get(port: int, path: str) -> Optional[dict]:
         return None
 
 
+#: The workers' web token: the test halts quoting at the end through the token-guarded POST.
+TOKEN = "analytics-test-token-0123456789"
+
+
 def _post(port: int, path: str, body: dict) -> dict:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+                                     method="POST")
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
@@ -103,6 +108,7 @@ class Stack:
             "CRYPTICS_DATABASE_URL": database, "CRYPTICS_HEARTBEAT_INTERVAL": "0",
             "CRYPTICS_THALEX_KEY_ID": KID, "CRYPTICS_THALEX_PRIVATE_KEY_FILE": str(private_key),
             "CRYPTICS_INSTRUMENTS": ",".join(INSTRUMENTS), "CRYPTICS_TOPIC_PARTITIONS": str(PARTITIONS),
+            "CRYPTICS_WEB_TOKEN": TOKEN,
             "CRYPTICS_ANALYTICS_BATCH_AGE": "0.2", "CRYPTICS_SINK_BATCH_AGE": "0.2", "CRYPTICS_ANALYTICS_SNAPSHOT_GRACE": "1",
             # Small ladders well inside the limit: the run is about the accounting, not the risk gate.
             "CRYPTICS_QUOTE_BID_SIZES": "0.01", "CRYPTICS_QUOTE_ASK_SIZES": "0.01",

@@ -66,3 +66,13 @@ def test_bad_setting_is_a_clear_error():
     result = run("db", "migrate", env={"CRYPTICS_TOPIC_PARTITIONS": "many"})
     assert result.returncode != 0
     assert "CRYPTICS_TOPIC_PARTITIONS" in result.stderr
+
+
+def test_a_worker_open_to_the_network_needs_a_token():
+    # Checked before anything starts: no broker, registry or database is needed to be refused.
+    env = {"CRYPTICS_BROKER_URL": "tansu://127.0.0.1:1", "CRYPTICS_SCHEMA_REGISTRY_URL": "http://127.0.0.1:1",
+           "CRYPTICS_WEB_HOST": "0.0.0.0"}
+    result = run("worker", env=env)
+    assert result.returncode != 0
+    assert "CRYPTICS_WEB_TOKEN" in result.stderr and "0.0.0.0" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

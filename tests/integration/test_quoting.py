@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -45,11 +46,26 @@ def _get(port: int, path: str) -> dict:
         return json.loads(response.read())
 
 
-def _post(port: int, path: str, body: dict) -> dict:
+#: The worker's web token (CRYPTICS_WEB_TOKEN): state-changing endpoints want it.
+TOKEN = "test-token-" + "x" * 24
+
+
+def _post(port: int, path: str, body: dict, token: Optional[str] = TOKEN) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
+
+
+def _refused(port: int, body: dict, token: Optional[str]) -> tuple[int, dict]:
+    try:
+        _post(port, "/quoting/state/", body, token)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    raise AssertionError("the POST was accepted")
 
 
 class Market:
@@ -65,7 +81,8 @@ class Market:
             "CRYPTICS_BROKER_URL": broker.url, "CRYPTICS_SCHEMA_REGISTRY_URL": registry_url,
             "CRYPTICS_WEB_PORT": str(self.port), "CRYPTICS_STATE_DIR": str(tmp_path / "state"),
             "CRYPTICS_HEARTBEAT_INTERVAL": "0", "CRYPTICS_THALEX_KEY_ID": KID,
-            "CRYPTICS_THALEX_PRIVATE_KEY_FILE": str(private_key), "CRYPTICS_INSTRUMENTS": INSTRUMENT, **env,
+            "CRYPTICS_THALEX_PRIVATE_KEY_FILE": str(private_key), "CRYPTICS_INSTRUMENTS": INSTRUMENT,
+            "CRYPTICS_WEB_TOKEN": TOKEN, **env,
         }
         #: The one position limit (the risk gate's, which the worker's quote core sizes against).
         self.position_limit = float(env.get("CRYPTICS_RISK_MAX_POSITION", RiskLimits().max_position))
@@ -251,6 +268,13 @@ async def test_informed_flow_reducing_and_halted(broker, registry_url, tmp_path,
         worst = max(abs(t["position_after"]) for t in trades)
         assert worst <= limit + 1e-9, f"position reached {worst}"
         assert worst >= 0.5 * limit, f"the flow never pushed the position ({worst}): the test proved nothing"
+
+        # Switching needs the token: without it, or with another, 401 and nothing changes.
+        for token in (None, "not-the-token"):
+            status, answer = _refused(market.port, {"state": "halted", "reason": "anyone"}, token)
+            assert status == 401 and "token" in answer["error"], answer
+            assert market.view()["state"] == "active"
+        assert market.orders(), "refused requests pulled the orders"
 
         # REDUCING: only the side that brings the position back to flat, never past it
         _post(market.port, "/quoting/state/", {"state": "reducing", "reason": "test"})
