@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 from typing import Any, Callable, Optional
 
 import faust
@@ -24,6 +25,18 @@ from app.pipeline.producer import DeferredProducer
 tansu_compat.register()
 
 settings = settings_module.load()
+
+
+def web_url(s: settings_module.Settings) -> str:
+    """This worker's real web URL, from CRYPTICS_WEB_HOST and CRYPTICS_WEB_PORT. A wildcard
+    host (0.0.0.0, ::) listens everywhere but cannot be dialled from another machine: the
+    host's name stands in for it."""
+    host = s.web_host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{s.web_port}"
 
 
 def create_app(s: settings_module.Settings) -> faust.App:
@@ -54,6 +67,9 @@ def create_app(s: settings_module.Settings) -> faust.App:
         web_host=s.web_host,
         web_port=s.web_port,
         web_bind=s.web_host,
+        # How the other workers reach this one: the assignor hands it to every member with the
+        # partitions this worker holds, and the table views ask peers there (agents/table_views.py).
+        canonical_url=web_url(s),
         datadir=str(s.state_dir / "faust"),
         # Faust's own internal topics (changelogs, leader) are created explicitly by
         # Faust with topic_partitions; pipeline topics by `cryptics topics create`.
