@@ -23,7 +23,7 @@ apt_install() {
 }
 
 # 1. System packages: Python 3.11+ with venv, a C compiler for the Cython build,
-#    useradd (PostgreSQL refuses to run as root, so a root run needs a service user).
+#    useradd (PostgreSQL refuses to run as root, so a root run needs a service user), promtool.
 PYTHON=${PYTHON:-python3}
 if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   apt_install python3 python3-venv python3-dev
@@ -32,6 +32,10 @@ fi
 command -v cc >/dev/null 2>&1 || apt_install gcc python3-dev \
   || say "no C compiler: the pure-Python twins of the Cython modules will be used"
 if [ "$(id -u)" -eq 0 ] && ! command -v useradd >/dev/null 2>&1; then apt_install passwd; fi
+#    promtool and Prometheus (Debian's prometheus): the metrics tests check GET /metrics with
+#    promtool and scrape a worker with a real Prometheus on loopback.
+command -v promtool >/dev/null 2>&1 || apt_install --no-install-recommends prometheus \
+  || say "no promtool: tests/integration/test_metrics.py will fail"
 
 # 2. The project's virtual environment, re-installed when the build files change.
 VENV=.venv

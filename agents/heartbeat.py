@@ -10,11 +10,13 @@ Contract
 - web view: ``GET /heartbeat/`` -> ``{"counts": {source: n}, "total": n,
   "own_round_trip_ms": x | null}``. ``cryptics up`` polls it to call the worker
   healthy once one of its own heartbeats has come back through the broker.
+  ``GET /metrics`` (agents/metrics.py) gives the age of the last own heartbeat that came back.
 """
 from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Optional
 
 import faust
@@ -31,6 +33,7 @@ heartbeat_topic = record_topic("heartbeat")
 heartbeat_counts = app.Table(
     "heartbeat_counts",
     default=int,
+    help="Per worker id (<host>:<pid>): the heartbeats of that worker this app has consumed.",
     schema=faust.Schema(
         key_type=str,
         value_type=int,
@@ -46,6 +49,8 @@ class _RoundTrip:
     """Latency of this worker's own last heartbeat, produce to consume (local, not a table)."""
 
     last_ms: Optional[float] = None
+    #: time.monotonic() when it came back.
+    last_at: Optional[float] = None
 
 
 @app.agent(heartbeat_topic)
@@ -54,6 +59,7 @@ async def count_heartbeats(stream):
         heartbeat_counts[beat.source] += 1
         if beat.source == WORKER_ID:
             _RoundTrip.last_ms = (utc_now() - beat.sent_at).total_seconds() * 1000.0
+            _RoundTrip.last_at = time.monotonic()
 
 
 if settings.heartbeat_interval > 0:

@@ -22,7 +22,8 @@ Contract
   public_trades, quote_decisions, order_acks (and, through its trigger, orders), fills,
   positions, latency_samples, markouts, pnl_snapshots, quote_quality_1m. No Faust tables.
 - web view: ``GET /sink/`` → per topic: records, rows_written, duplicates, batches,
-  transactions, retries, dead_letters (by stage), last error; and the totals.
+  transactions, retries, dead_letters (by stage), last error; and the totals. ``GET /metrics``
+  (agents/metrics.py) reads the same counters, and the group's lag from ``service``.
 - off when CRYPTICS_DATABASE_URL is unset (a worker without a database persists nothing).
 
 Why a consumer of its own rather than a Faust agent per topic: the agents spent ~240 µs
@@ -101,7 +102,11 @@ ON_INSERTED = {"ack": publish_ack_latency}
 class PersistenceService(Service):
     """One Kafka consumer over every persisted topic; each batch to its topics' sinks, then commit."""
 
+    #: The offsets this service last committed, per partition (the next offset to read): its lag.
+    committed: dict
+
     async def on_start(self) -> None:
+        self.committed = {}
         self.consumer = AIOKafkaConsumer(
             *SINKS,
             bootstrap_servers=bootstrap_servers(settings.broker_url),
@@ -160,6 +165,7 @@ class PersistenceService(Service):
     async def _commit(self, offsets: dict) -> None:
         try:
             await self.consumer.commit(offsets)
+            self.committed.update(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance took a partition away, or the broker is restarting: its new owner
             # (or we, after the rejoin) reads from the last commit, and the keys skip the repeats.
@@ -167,13 +173,17 @@ class PersistenceService(Service):
                         len(offsets), exc)
 
 
+#: The persistence service of this worker, once it is configured (a database URL).
+service: "PersistenceService | None" = None
+
 if settings.database_url:
     for _name in SPECS:
         _sink = for_record(_name, database_url=settings.database_url, registry_url=settings.schema_registry_url,
                            publish_dead_letters=publish_dead_letters, config=config,
                            on_inserted=ON_INSERTED.get(_name))
         SINKS[_sink.topic] = _sink
-    app.service(PersistenceService())  # type: ignore[arg-type]  # started and stopped with the worker
+    service = PersistenceService()
+    app.service(service)  # type: ignore[arg-type]  # started and stopped with the worker
 else:
     log.warning("no CRYPTICS_DATABASE_URL: persistence is off")
 

@@ -31,6 +31,9 @@ Contract
   for every ack that answers one of our requests). All produced with ``produce_later``,
   after the orders went out: never awaited, and encoded only once the socket's burst of
   notifications is handled.
+- keeps, per instrument, a histogram of tick → order (``received_at`` → ``order_sent_at``, µs)
+  of every request an ack answers that a market event set off: one ``LogHistogram.add`` per
+  timed ack, next to its latency samples; ``GET /metrics`` reads it (agents/metrics.py).
 - tables: none; per-instrument state lives in this worker (it is rebuilt from the venue on
   every session: positions from private/portfolio, orders from session.orders).
 - web views: ``GET /quoting/`` → state, per instrument inputs, position, PnL, ladder, open
@@ -57,6 +60,7 @@ from typing import Any, Optional
 import faust
 
 from agents.market_data import MarketEvent, source
+from app.analytics.histogram import LogHistogram
 from app.clock import micros, utc_now
 from app.exchange.client import ThalexClient
 from app.faust_app import app, produce_later, settings
@@ -117,6 +121,9 @@ class Quoting:
     _timed_requests: dict[Any, datetime] = field(default_factory=dict)
     #: The cancel_session after a failed decision (a reference, so the task is not collected).
     _pull_task: Optional[asyncio.Task] = None
+    #: instrument → tick → order (received_at → order_sent_at, µs) of the requests acks answered,
+    #: for the whole process (GET /metrics).
+    tick_to_order: dict[str, LogHistogram] = field(default_factory=dict)
 
     # -- the session (called by the market-data source) ------------------------------------
 
@@ -264,6 +271,11 @@ class Quoting:
             _latency("order_sent_to_ack_received", name, ack.order_sent_at, ack.ack_received_at,
                      received_at=ack.received_at, quoted_at=ack.quoted_at, order_sent_at=ack.order_sent_at,
                      ack_received_at=ack.ack_received_at)
+            if ack.received_at is not None:  # set off by a market event, not by a fill or a re-check
+                histogram = self.tick_to_order.get(name)
+                if histogram is None:
+                    histogram = self.tick_to_order[name] = LogHistogram()
+                histogram.add(micros(ack.received_at, ack.order_sent_at))
 
     def _on_fill(self, fill: Fill) -> None:
         produce_later("fill", fill.instrument_name, fill)

@@ -112,6 +112,11 @@ class DeferredProducer:
         #: records (encoded), encode_errors, batches, delivery_errors.
         self.stats: Counter[str] = Counter()
 
+    def queue_depth(self) -> dict[str, int]:
+        """Records waiting now: ``encode`` (queued, not yet built and encoded), ``send`` (encoded,
+        not yet handed to the Kafka producer). GET /metrics reads it."""
+        return {"encode": len(self._pending), "send": len(self._encoded)}
+
     def produce(self, name: str, key: Key, value: Any, on_error: Optional[OnError] = None) -> None:
         """Queue a record, fire and forget (the hot path: an append to a list)."""
         if not self._pending:
