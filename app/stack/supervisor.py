@@ -127,9 +127,15 @@ async def start(settings: Settings, say: Callable[[str], None] = _say) -> Runnin
         else:
             say("web token   from CRYPTICS_WEB_TOKEN")
 
+        # Two workers of one Faust app. The quoting worker holds the venue session, quotes and
+        # persists; the analytics worker runs the analytics (and persists too: the sink's
+        # partitions are shared). The analytics' Faust stream costs ~70 µs of event-loop time
+        # per event, in bursts: in the quoting worker it held orders back by up to tens of ms
+        # (docs/benchmarks.md, "Analytics (issue 13)"); in a process of its own it does not.
         worker = spawn(
             "worker", _python_module("worker"),
-            log_path=logs / "worker.log", env=environ_for_child(settings.to_env()), cwd=project_root,
+            log_path=logs / "worker.log", cwd=project_root,
+            env=environ_for_child({**settings.to_env(), "CRYPTICS_ANALYTICS_ENABLED": "false"}),
         )
         stack.children.append(worker)
         web = f"http://{settings.web_host}:{settings.web_port}"
@@ -139,9 +145,29 @@ async def start(settings: Settings, say: Callable[[str], None] = _say) -> Runnin
                                 timeout=90, child=worker, interval=0.2)
         say(f"worker      healthy in {took:5.2f} s  {web}/heartbeat/ (heartbeat went round the broker)")
 
+        analytics_web = None
+        if settings.analytics.enabled:
+            analytics_port = free_port()
+            analytics = spawn(
+                "analytics", _python_module("worker"),
+                log_path=logs / "analytics.log", cwd=project_root,
+                env=environ_for_child({
+                    **settings.to_env(), "CRYPTICS_ANALYTICS_ENABLED": "true", "CRYPTICS_WEB_PORT": str(analytics_port),
+                    # No venue: this worker never competes for the quoting lease.
+                    "CRYPTICS_VENUE_URL": "", "CRYPTICS_VENUE": "simulated",
+                    "CRYPTICS_STATE_DIR": str(settings.state_dir / "analytics-worker"),
+                }),
+            )
+            stack.children.append(analytics)
+            analytics_web = f"http://{settings.web_host}:{analytics_port}"
+            took = await wait_until(lambda: _http_ok(f"{analytics_web}/heartbeat/", check), what="analytics worker",
+                                    timeout=90, child=analytics, interval=0.2)
+            say(f"analytics   healthy in {took:5.2f} s  {analytics_web}/analytics/ (a worker of its own)")
+
         stack.settings = settings
         stack.urls = {
             "web": web,
+            "analytics_web": analytics_web or "",
             "registry": settings.schema_registry_url or "",
             "database": settings.database_url or "",
             "broker": settings.broker_url or "",

@@ -72,7 +72,7 @@ def test_up_runs_the_stack_and_stops_it_in_order(service_root):
         healthy = next(line for line in up.lines if re.search(r"healthy in [\d.]+ s$", line))
         print(healthy)  # start-up time, shown with pytest -s
         state = json.loads((up.state_dir / "up.json").read_text())
-        assert set(state["children"]) == {"broker", "postgres", "registry", "venue", "worker"}
+        assert set(state["children"]) == {"broker", "postgres", "registry", "venue", "worker", "analytics"}
         assert all(pid_alive(pid) for pid in state["children"].values())
         descendants = up.descendants()
         assert {p.pid for p in descendants} >= set(state["children"].values())
@@ -97,12 +97,24 @@ def test_up_runs_the_stack_and_stops_it_in_order(service_root):
             time.sleep(0.2)
         assert md["session_open"] and md["lease"]["held"] and md["account"]
         assert md["received"]["ticker.BTC-PERPETUAL.raw"] > 0 and md["books"]["BTC-PERPETUAL"]["synced"]
+        # The analytics run in a worker of their own, which holds no venue session; the
+        # quoting worker runs none.
+        assert not _http_json(f"{urls['web']}/analytics/")["enabled"]
+        deadline = time.monotonic() + 30
+        while True:
+            analytics = _http_json(f"{urls['analytics_web']}/analytics/")
+            if analytics["counters"]["applied"].get("ticker", 0) > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert analytics["enabled"] and analytics["counters"]["applied"]["ticker"] > 0
+        assert analytics["tables"]["mark_candles_1m"] > 0
+        assert not _http_json(f"{urls['analytics_web']}/market-data/")["session_open"]
     finally:
         up.proc.send_signal(signal.SIGTERM)
         code = up.finish()
     assert code == 0, "\n".join(up.lines)
     stops = [line.split("stopping ")[1] for line in up.lines if "] stopping " in line]
-    assert stops == ["worker", "venue", "registry", "postgres", "broker"]
+    assert stops == ["analytics", "worker", "venue", "registry", "postgres", "broker"]
     deadline = time.monotonic() + 10
     while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants) and time.monotonic() < deadline:
         time.sleep(0.1)
