@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
 from benchmarks.bench_sink.common import ROOT, BenchmarkError, CpuMeter, PipelineResult, get_json, start_spy, stop_spy
 
@@ -48,11 +48,18 @@ async def _market_rows(conn) -> dict[str, int]:
 
 
 async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, events: int, root: Path, web_port: int,
-                             services: dict[str, int], profile_dir: Optional[Path] = None) -> PipelineResult:
+                             services: dict[str, int], profile_dir: Optional[Path] = None, *,
+                             name: str = "venue → worker → PostgreSQL",
+                             also_done: Optional[Callable[[], Awaitable[bool]]] = None,
+                             before_stop: Optional[Callable[[], Awaitable[None]]] = None) -> PipelineResult:
     """Part 3: the simulated venue (this process) → `cryptics worker` (market-data source → Kafka →
     persistence) → PostgreSQL. The venue's market is stepped as fast as the pipeline persists, never
     more than VENUE_WINDOW notifications ahead, until ``events`` notifications were sent after the
-    warm-up; timed until the market tables hold a row for every notification the venue ever sent."""
+    warm-up; timed until the market tables hold a row for every notification the venue ever sent.
+
+    For benchmarks/bench_analytics.py: ``also_done``, if given, must be true too before the run
+    counts as done (the analytics caught up); ``before_stop`` runs after the checks, while the
+    worker still serves its web views."""
     import asyncpg
 
     from app.pipeline.topics import read_until_quiet
@@ -60,7 +67,6 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
     from app.venue import Venue, VenueConfig
     from models.registry import record
 
-    name = "venue → worker → PostgreSQL"
     venue = Venue(replace(VenueConfig(), port=0, trusted_keys_dir=root / "venue-keys", market_running=False))
     await venue.start()
     worker = spawn("venue-worker", [sys.executable, "-m", "app.cli", "worker"], log_path=root / "logs" / "venue-worker.log",
@@ -128,10 +134,11 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
                 await asyncio.sleep(0)  # let the venue's writers and the poller run
         expected = _market_sent(venue)
         deadline = time.perf_counter() + 120
-        while (rows := await _market_rows(conn)) != expected:
+        while (rows := await _market_rows(conn)) != expected or (also_done is not None and not await also_done()):
             alive()
             if any(rows[k] > expected[k] for k in expected) or time.perf_counter() > deadline:
-                raise BenchmarkError(f"{name}: the venue sent {expected}, the tables hold {rows}")
+                raise BenchmarkError(f"{name}: the venue sent {expected}, the tables hold {rows}"
+                                     + ("" if rows != expected else " (and also_done never became true)"))
             await asyncio.sleep(0.05)
         done = time.perf_counter()
         cpu = meter.stop()
@@ -155,6 +162,8 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
             if on_topic != in_table + duplicates:
                 raise BenchmarkError(f"{name}: {on_topic:,} records on the {kind} topic, {in_table:,} rows in "
                                      f"{table} (+ {duplicates:,} identical prints)")
+        if before_stop is not None:
+            await before_stop()
         moved = sum(rows.values()) - sum(rows_before.values())
         print(f"  {name}: {moved:,} market-data notifications ({events:,} sent after the warm-up, "
               f"{sent_before - sum(rows_before.values()):,} in flight at the start) in {done - first:.2f} s, "
