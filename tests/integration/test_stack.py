@@ -102,13 +102,13 @@ def test_up_runs_the_stack_and_stops_it_in_order(service_root):
         assert not _http_json(f"{urls['web']}/analytics/")["enabled"]
         deadline = time.monotonic() + 30
         while True:
-            analytics = _http_json(f"{urls['analytics_web']}/analytics/")
+            analytics = _http_json(f"{urls['analytics']}/analytics/")
             if analytics["counters"]["applied"].get("ticker", 0) > 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert analytics["enabled"] and analytics["counters"]["applied"]["ticker"] > 0
         assert analytics["tables"]["mark_candles_1m"] > 0
-        assert not _http_json(f"{urls['analytics_web']}/market-data/")["session_open"]
+        assert not _http_json(f"{urls['analytics']}/market-data/")["session_open"]
     finally:
         up.proc.send_signal(signal.SIGTERM)
         code = up.finish()
