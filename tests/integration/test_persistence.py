@@ -257,6 +257,23 @@ def sink_view(port: int) -> dict:
         return json.loads(response.read())
 
 
+def summed_sink_views(urls: list[str]) -> dict:
+    """The sink views of several workers (sharing the sink's consumer group), added up."""
+    views = []
+    for url in urls:
+        with urllib.request.urlopen(f"{url}/sink/", timeout=2) as response:
+            views.append(json.loads(response.read()))
+    totals = {key: sum(v["totals"][key] for v in views) for key in views[0]["totals"]}
+    topics: dict = {}
+    for v in views:
+        for topic, stats in v["topics"].items():
+            into = topics.setdefault(topic, {k: 0 for k, x in stats.items() if isinstance(x, (int, float))
+                                             and not isinstance(x, bool)})
+            for k in into:
+                into[k] += stats[k]
+    return {"totals": totals, "topics": topics}
+
+
 async def poll(predicate: Callable[[], Any], what: str, timeout: float, child: Optional[Child] = None,
                interval: float = 0.3) -> Any:
     deadline = time.monotonic() + timeout
@@ -552,12 +569,14 @@ async def test_up_persists_every_topic_record_once(service_root, tmp_path):
         venue_pid = info["children"]["venue"]
         os.kill(venue_pid, signal.SIGSTOP)
         try:
-            await poll(Quiet(lambda: sink_view(web_port)["totals"]["records"]), "the sinks to go quiet", 60, up,
+            # Both workers of `cryptics up` persist: the quoting worker and the analytics worker.
+            workers = [urls["web"], urls["analytics"]]
+            await poll(Quiet(lambda: summed_sink_views(workers)["totals"]["records"]), "the sinks to go quiet", 60, up,
                        interval=2.0)
             counts = {name: await topic_keys(bootstrap, urls["registry"], name) for name in SPECS}
             expected = {name: keys for name, (_, keys) in counts.items()}
             await assert_tables_hold(urls["database"], expected)
-            view = sink_view(web_port)
+            view = summed_sink_views(workers)
             # No fault in this run: every ack row the worker inserted was measured, once.
             samples = await check_ack_samples(urls["database"], at_least=topic_stats(view, ACKS)["rows_written"])
         finally:
