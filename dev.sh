@@ -23,7 +23,8 @@ apt_install() {
 }
 
 # 1. System packages: Python 3.11+ with venv, a C compiler for the Cython build,
-#    useradd (PostgreSQL refuses to run as root, so a root run needs a service user), promtool.
+#    useradd (PostgreSQL refuses to run as root, so a root run needs a service user), promtool,
+#    chromium.
 PYTHON=${PYTHON:-python3}
 if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   apt_install python3 python3-venv python3-dev
@@ -36,6 +37,11 @@ if [ "$(id -u)" -eq 0 ] && ! command -v useradd >/dev/null 2>&1; then apt_instal
 #    promtool and scrape a worker with a real Prometheus on loopback.
 command -v promtool >/dev/null 2>&1 || apt_install --no-install-recommends prometheus \
   || say "no promtool: tests/integration/test_metrics.py will fail"
+#    Headless Chromium and its driver (Debian's chromium, chromium-driver): the inspector's
+#    browser test (tests/integration/test_inspector.py) drives them; nothing downloads a browser.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  apt_install chromium chromium-driver || say "no chromium: tests/integration/test_inspector.py will fail"
+fi
 
 # 2. The project's virtual environment, re-installed when the build files change.
 VENV=.venv

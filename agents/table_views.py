@@ -17,7 +17,9 @@ Contract
     over the workers.
   - ``GET /tables/{name}/?prefix=&limit=&cursor=`` → a page of entries (key, window, value,
     worker) in key order, then window start, gathered from every worker holding a partition of
-    the table; ``next_cursor`` for the next page (null on the last).
+    the table; ``next_cursor`` for the next page (null on the last). For a windowed table
+    ``?window=now|current|delta:60s`` keeps only that window's entries (one per key; ``series``
+    or no ``window``: every live window).
   - ``GET /tables/{name}/{key}/`` → one value, from the worker that owns the key; for a
     windowed table ``?window=now|current|delta:60s|series``.
   - every answer says ``partial`` and which peers did not answer (``unreachable``); a listing
@@ -35,7 +37,9 @@ The owner of that changelog partition answers; a windowed table that is not co-p
 (none today) has no partition to route by, and every holder is asked.
 
 Numbers are JSON numbers; prices and sizes are rounded to the instrument's steps by the worker
-answering the client (app/web/tables.py says which fields, and how).
+answering the client (app/web/tables.py says which fields, and how). A latency histogram's value
+also carries its ``summary`` (count, mean, p50, p90, p99, max in µs), computed by the worker
+holding it.
 
 The views run on the worker's event loop, beside the hot path: a page is at most 1,000 entries,
 and the peers are asked concurrently.
@@ -58,8 +62,8 @@ from app.faust_app import app, settings
 from app.pipeline.copartitioned import CoPartitionedTable
 from app.web.tables import (BadRequest, Entry, Steps, WindowChoice, chosen_range, decode_cursor, encode_cursor,
                             entries, find_window, instrument_of, key_partition, live_series, merge, page,
-                            parse_flag, parse_limit, parse_timeout, parse_window, plain, rounded, steps_of,
-                            valid_item, window_json)
+                            in_window, parse_flag, parse_limit, parse_timeout, parse_window, plain, rounded,
+                            steps_of, summarized, valid_item, window_json)
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +212,7 @@ def _quoted(text: str) -> str:
 
 
 def _value(name: str, key: Any, value: Any) -> Any:
-    return rounded(name, plain(value), steps_book.of(key))
+    return rounded(name, summarized(name, plain(value)), steps_book.of(key))
 
 
 def _item(name: str, entry: Entry) -> dict:
@@ -230,9 +234,14 @@ def local_counts() -> dict[str, dict[str, int]]:
     return counts
 
 
-def local_page(table: faust.Table, prefix: str, after: Any, limit: int) -> tuple[list[dict], bool]:
-    chosen, more = page(entries(list(table.data.items()), table.window is not None),
-                        prefix=prefix, after=after, limit=limit)
+def local_page(table: faust.Table, prefix: str, after: Any, limit: int,
+               choice: Optional[WindowChoice] = None) -> tuple[list[dict], bool]:
+    """This worker's first ``limit`` entries after ``after``; with a window choice (now, current,
+    delta) only the entries of that window, one per key."""
+    found = entries(list(table.data.items()), table.window is not None)
+    if choice is not None and choice.kind != "series" and table.window is not None:
+        found = in_window(found, chosen_range(choice, table.window, time.time()))
+    chosen, more = page(found, prefix=prefix, after=after, limit=limit)
     return [_item(table.name, entry) for entry in chosen], more
 
 
@@ -347,17 +356,23 @@ class TableView(_JsonView):
         raw_cursor = query.get("cursor")
         after = decode_cursor(name, raw_cursor)
         timeout = parse_timeout(query.get("timeout"))
+        raw_window = query.get("window")
+        if table.window is None and raw_window:
+            raise BadRequest(f"table {name!r} has no windows: ?window= is for windowed tables")
+        choice = parse_window(raw_window) if raw_window else None
         held = holders(table)
         peers = [] if table.is_global else sorted(set(held.values()) - {own_url()})
         if parse_flag(query.get("local")) or not peers:
             await steps_book.learn(timeout)
-        own_items, own_more = local_page(table, prefix, after, limit)
+        own_items, own_more = local_page(table, prefix, after, limit, choice)
         if parse_flag(query.get("local")):
             return {"worker": own_url(), "table": name, "items": own_items, "more": own_more,
                     "steps": steps_book.to_json()}
         forwarded = {"local": "1", "limit": str(limit), "prefix": prefix}
         if raw_cursor:
             forwarded["cursor"] = raw_cursor
+        if raw_window:
+            forwarded["window"] = raw_window
         answers = await asyncio.gather(*(ask(url, f"/tables/{_quoted(name)}/", forwarded, timeout) for url in peers))
         pages = [(own_items, own_more)]
         unreachable = []
@@ -374,7 +389,8 @@ class TableView(_JsonView):
             item["value"] = rounded(name, item.get("value"), steps_book.of(item.get("key")))
         unassigned = [] if table.is_global else [p for p in range(partitions_of(table)) if p not in held]
         return {"table": name, "kind": kind_of(table), "worker": own_url(), "workers": sorted({own_url(), *peers}),
-                "prefix": prefix, "limit": limit, "items": items, "next_cursor": next_cursor,
+                "prefix": prefix, "limit": limit, **({"window_choice": choice.text} if choice else {}),
+                "items": items, "next_cursor": next_cursor,
                 "partial": bool(unreachable or unassigned), "unreachable": unreachable,
                 "unassigned_partitions": unassigned}
 

@@ -33,6 +33,11 @@ times, counts). Three kinds:
 
 An instrument whose steps the worker does not know (an index key such as ``BTCUSD``) keeps
 its numbers unrounded.
+
+Summaries. A latency histogram (``stage_latency_1m``'s values, schemas/latency_histogram/v1.avsc)
+also carries ``summary``: count, mean, p50, p90, p99 and max in µs, as LogHistogram.summary()
+computes them from the buckets (``summarized``), so that a reader (the inspector's charts) needs
+no copy of the bucket arithmetic.
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ from enum import Enum
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from aiokafka.partitioner import DefaultPartitioner
+
+from app.analytics.histogram import LogHistogram
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -255,6 +262,12 @@ def find_window(key_entries: Iterable[Entry], chosen: tuple[float, float]) -> Op
     return None
 
 
+def in_window(items: Iterable[Entry], chosen: tuple[float, float]) -> list[Entry]:
+    """The entries whose window starts where ``chosen`` does: one per key (a listing's ``?window=``)."""
+    return [e for e in items if e.window is not None
+            and math.isclose(e.window[0], chosen[0], rel_tol=0, abs_tol=1e-6)]
+
+
 def live_series(key_entries: Iterable[Entry], window: Any, now: float) -> list[Entry]:
     """Every window of one key that is still live at ``now`` (``window.stale`` of its end, as
     Faust's table clean-up judges it), oldest first."""
@@ -388,6 +401,24 @@ def _round_path(value: Any, parts: list[str], kind: str, steps: Steps) -> Any:
     elif head in value:
         value = {**value, head: _round_path(value[head], rest, kind, steps)}
     return value
+
+
+# -- summaries --------------------------------------------------------------------------------
+
+#: Tables whose values are latency histograms (schemas/latency_histogram/v1.avsc).
+HISTOGRAM_TABLES = frozenset({"stage_latency_1m"})
+
+
+def summarized(table: str, value: Any) -> Any:
+    """A plain JSON value of ``table`` with its histogram's ``summary`` added (tables of
+    HISTOGRAM_TABLES only; a value that is no histogram record is returned as it is)."""
+    if table not in HISTOGRAM_TABLES or not isinstance(value, dict) or "summary" in value:
+        return value
+    try:
+        summary = LogHistogram.from_record(value).summary()
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return value
+    return {**value, "summary": plain(summary)}
 
 
 # -- JSON values ------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ stopped so that the tables stand still, and then:
   exactly the union of the two workers' own parts (``?local=1``);
 - every key of a table without windows asked from either worker is the owner's value; a
   windowed key's series is the same from either worker, oldest first, and its now, current
-  and delta windows are answered;
+  and delta windows are answered; a listing with ``?window=`` keeps one window per key, the
+  same from either worker;
 - prices and sizes come as JSON numbers on the instrument's steps;
 - hostile input gets 400 or 404 as JSON;
 - with one worker stopped (SIGSTOP) for the length of one request, the other answers what it
@@ -25,6 +26,7 @@ import os
 import signal
 import time
 import urllib.parse
+from datetime import datetime
 from typing import Any, Optional
 
 import aiohttp
@@ -180,6 +182,20 @@ async def test_two_workers_serve_every_view(stack):
         prefixed = await web.ok("b", "/tables/stage_latency_1m/?prefix=BTC-PERPETUAL%7C&limit=1000")
         assert prefixed["items"] and all(i["key"].startswith("BTC-PERPETUAL|") for i in prefixed["items"])
         assert len(prefixed["items"]) == sum(i["key"].startswith("BTC-PERPETUAL|") for i in listings["stage_latency_1m"])
+
+        # ?window= on a listing: one window per key, the same from either worker. The delta
+        # points into the newest minute (its middle, or now while it is the first half of the
+        # current minute), at the answering worker's clock.
+        newest = max(i["window"]["start"] for i in listings["mark_candles_1m"])
+        start = datetime.fromisoformat(newest).timestamp()
+        for name in "ab":
+            delta = max(0, int(time.time() - start - 30))
+            one = await web.ok(name, f"/tables/mark_candles_1m/?window=delta:{delta}s&limit=1000")
+            assert one["window_choice"] == f"delta:{delta}s" and one["partial"] is False
+            expected = [i for i in listings["mark_candles_1m"] if i["window"]["start"] == newest]
+            assert one["items"] == expected and len({i["key"] for i in expected}) == len(expected), name
+        status, body = await web.get("a", "/tables/position_pnl/?window=now")
+        assert status == 400 and "no windows" in body["error"]
 
         # Numbers are numbers, prices and sizes on the instrument's steps.
         for item in listings["position_pnl"]:

@@ -257,3 +257,29 @@ def test_key_partition_is_the_producers_partitioner():
     partitioner = DefaultPartitioner()
     for key in ("BTC-PERPETUAL", "ETH-PERPETUAL", "BTCUSD", "worker-1"):
         assert t.key_partition(key.encode(), 3) == partitioner(key.encode(), [0, 1, 2], [0, 1, 2])
+
+
+# -- a listing's window, histogram summaries (the inspector's charts read them) -------------
+
+def test_a_listing_window_keeps_one_entry_per_key():
+    window = TumblingWindow(60)
+    stored = [(("A", (0.0, 59.9)), 1), (("A", (60.0, 119.9)), 2), (("B", (60.0, 119.9)), 3), (("C", (0.0, 59.9)), 4)]
+    now = t.chosen_range(t.parse_window("now"), window, 75.0)
+    chosen = t.in_window(t.entries(stored, True), now)
+    assert [(e.key, e.value) for e in chosen] == [("A", 2), ("B", 3)]
+    before = t.chosen_range(t.parse_window("delta:60s"), window, 75.0)
+    assert [(e.key, e.value) for e in t.in_window(t.entries(stored, True), before)] == [("A", 1), ("C", 4)]
+
+
+def test_a_latency_histogram_carries_its_summary():
+    from app.analytics.histogram import LogHistogram
+    h = LogHistogram()
+    for v in (10.0, 20.0, 30.0, 1000.0):
+        h.add(v)
+    value = t.plain(h.to_record())
+    summarized = t.summarized("stage_latency_1m", value)
+    assert summarized["summary"] == h.summary() and summarized["summary"]["count"] == 4
+    assert {k: v for k, v in summarized.items() if k != "summary"} == value  # the record itself unchanged
+    assert t.summarized("position_pnl", value) is value  # only histogram tables
+    assert t.summarized("stage_latency_1m", {"count": 1}) == {"count": 1}  # no histogram record: as it is
+    assert json.dumps(t.summarized("stage_latency_1m", t.plain(LogHistogram().to_record())))  # empty: nulls
