@@ -26,7 +26,8 @@ Contract
 - web view: ``GET /analytics/`` → this worker's positions with account totals, markout
   aggregates, key counts per table, counters (events, redeliveries skipped, dead letters by
   reason, records published).
-- off when CRYPTICS_ANALYTICS_ENABLED is false.
+- off when CRYPTICS_ANALYTICS_ENABLED is false: no agent and no table; GET /analytics/ says
+  ``enabled: false``.
 
 Exact under at-least-once (docs/architecture.md#d11-analytics-tables-are-exact-under-at-least-once):
 Faust flushes its producer, changelogs included, before it commits offsets, so after a crash
@@ -75,9 +76,11 @@ def _table(name: str, state: str, window: Optional[float], help: str) -> CoParti
                                window_seconds=window, expires_seconds=kept)
 
 
-#: The analytics tables by name.
+#: The analytics tables by name; none on a worker whose analytics are off, so that it holds no
+#: partition of them (under `cryptics up` the quoting worker: the table views forward to the
+#: worker that has them, agents/table_views.py).
 TABLE_OF: Mapping[str, CoPartitionedTable] = {spec.name: _table(spec.name, spec.state, spec.window, spec.help)
-                                              for spec in TABLES}
+                                              for spec in TABLES} if config.enabled else {}
 
 _reported: set[str] = set()
 
@@ -131,13 +134,14 @@ if config.enabled:
 
 @app.page("/analytics/")
 async def analytics_view(web, request):
-    states = [PositionState.from_record(value) for value in TABLE_OF["position_pnl"].values()]
+    positions_table, markouts_table = TABLE_OF.get("position_pnl", {}), TABLE_OF.get("markouts", {})
+    states = [PositionState.from_record(value) for value in positions_table.values()]
     positions: dict[str, Any] = {}
     for state in states:
         row = {**state.to_record(), "unrealized_pnl": state.unrealized_pnl, "net_pnl": state.net_pnl, "fees": state.fees}
         row.pop("offsets")
         positions[state.instrument_name] = row
-    books = {key: MarkoutBook.from_record(value) for key, value in TABLE_OF["markouts"].items()}
+    books = {key: MarkoutBook.from_record(value) for key, value in markouts_table.items()}
     stats = engine.stats
     return web.json({
         "enabled": config.enabled,

@@ -274,7 +274,8 @@ async def refresh_stage_latency() -> None:
     """Take in what ``stage_latency_1m`` has grown by since the last scrape, yielding to the
     event loop every SLICE_SECONDS: the table holds a window per key and minute for hours, and
     a restarted worker's first scrape converts every recovered window."""
-    items = _store_items(analytics.TABLE_OF["stage_latency_1m"])
+    table = analytics.TABLE_OF.get("stage_latency_1m")  # none where the analytics are off
+    items = _store_items(table) if table is not None else []
     deadline = time.perf_counter() + SLICE_SECONDS
     for n, (key, record) in enumerate(items):
         if record is not None:
@@ -414,7 +415,8 @@ def position_metrics() -> Iterator[Family]:
     position, average, mark, realized, unrealized, net, funding, volume, trades = (
         LabelSet(("instrument",)) for _ in range(9))
     fees = LabelSet(("instrument", "liquidity"))
-    for _key, record in _store_items(analytics.TABLE_OF["position_pnl"]):
+    table = analytics.TABLE_OF.get("position_pnl")  # none where the analytics are off
+    for _key, record in (_store_items(table) if table is not None else []):
         if record is None:
             continue
         s = PositionState.from_record(record)

@@ -51,7 +51,7 @@ import logging
 import math
 import time
 import urllib.parse
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import aiohttp
 import faust
@@ -123,6 +123,39 @@ def key_partition_of(table: faust.Table, key: str) -> Optional[int]:
     except Exception:  # a key the table's serializer refuses: no partition to route by
         return None
     return None if raw is None else key_partition(raw, partitions_of(table))
+
+
+def describe(table: faust.Table) -> dict:
+    """What GET /tables/ says of a table, but its key counts."""
+    held = holders(table)
+    window = table.window
+    return {
+        "name": table.name, "help": table.help or "", "kind": kind_of(table),
+        "window": None if window is None else {"size_seconds": getattr(window, "size", None),
+                                               "expires_seconds": getattr(window, "expires", None)},
+        "changelog_topic": table.changelog_topic.get_topic_name(),
+        "partitions": [{"partition": p, "worker": held.get(p)} for p in range(partitions_of(table))],
+    }
+
+
+async def from_the_workers_with(name: str, path: str, query: Mapping[str, str]) -> dict:
+    """The answer to ``path`` of a worker that has table ``name``, which this one has not: under
+    `cryptics up` the analytics tables live in the analytics worker only. 404 if none has it."""
+    if parse_flag(query.get("local")):
+        raise Answer(404, f"no table {name!r} on {own_url()}", tables=sorted(app.tables))
+    timeout = parse_timeout(query.get("timeout"))
+    peers = [url for url in members() if url != own_url()]
+    answers = await asyncio.gather(*(ask(url, "/tables/", {"local": "1"}, timeout) for url in peers))
+    for url, (status, body, _) in zip(peers, answers):
+        if status == 200 and isinstance(body, dict) and name in (body.get("tables") or {}):
+            status, answer, error = await ask(url, path, dict(query), timeout)
+            if status is None:
+                raise Answer(504, f"{url}, which holds table {name!r}, did not answer: {error}", table=name,
+                             unreachable=[{"worker": url, "error": error}])
+            if status != 200 or not isinstance(answer, dict):
+                raise Answer(status, (answer or {}).get("error", f"{url} answered HTTP {status}"), table=name)
+            return {**answer, "via": url}
+    raise Answer(404, f"no table {name!r}; GET /tables/ lists them", tables=sorted(app.tables))
 
 
 def table_named(name: str) -> faust.Table:
@@ -312,7 +345,8 @@ class TablesView(_JsonView):
         timeout = parse_timeout(query.get("timeout"))
         counts = local_counts()
         if parse_flag(query.get("local")):
-            return {"worker": own_url(), "tables": counts, "steps": steps_book.to_json()}
+            described = [{**describe(table), **counts[name]} for name, table in sorted(app.tables.items())]
+            return {"worker": own_url(), "tables": counts, "described": described, "steps": steps_book.to_json()}
         everyone = members()
         peers = [url for url in everyone if url != own_url()]
         answers = await asyncio.gather(*(ask(url, "/tables/", {"local": "1"}, timeout) for url in peers))
@@ -330,18 +364,14 @@ class TablesView(_JsonView):
                 for field in ("keys", "entries"):
                     if isinstance(c.get(field), int):
                         totals[name][field] += c[field]
-        tables = []
-        for name, table in sorted(app.tables.items()):
-            held = holders(table)
-            window = table.window
-            tables.append({
-                "name": name, "help": table.help or "", "kind": kind_of(table),
-                "window": None if window is None else {"size_seconds": getattr(window, "size", None),
-                                                       "expires_seconds": getattr(window, "expires", None)},
-                "changelog_topic": table.changelog_topic.get_topic_name(),
-                "partitions": [{"partition": p, "worker": held.get(p)} for p in range(partitions_of(table))],
-                **totals[name],
-            })
+        tables = [{**describe(table), **totals[name]} for name, table in sorted(app.tables.items())]
+        # Tables only other workers have (the analytics worker's, under `cryptics up`), as they describe them.
+        for url, (status, body, _) in zip(peers, answers):
+            if status == 200 and isinstance(body, dict) and isinstance(body.get("described"), list):
+                for entry in body["described"]:
+                    if isinstance(entry, dict) and entry.get("name") not in {t["name"] for t in tables}:
+                        tables.append({**entry, "via": url})
+        tables.sort(key=lambda t: str(t.get("name")))
         return {"worker": own_url(), "workers": everyone, "tables": tables,
                 "partial": bool(unreachable), "unreachable": unreachable}
 
@@ -349,6 +379,8 @@ class TablesView(_JsonView):
 @app.page("/tables/{name}/")
 class TableView(_JsonView):
     async def answer(self, request: faust.web.Request, name: str) -> dict:
+        if name not in app.tables:
+            return await from_the_workers_with(name, f"/tables/{_quoted(name)}/", request.query)
         table = table_named(name)
         query = request.query
         prefix = query.get("prefix", "")
@@ -398,6 +430,8 @@ class TableView(_JsonView):
 @app.page("/tables/{name}/{key}/")
 class TableKeyView(_JsonView):
     async def answer(self, request: faust.web.Request, name: str, key: str) -> dict:
+        if name not in app.tables:
+            return await from_the_workers_with(name, f"/tables/{_quoted(name)}/{_quoted(key)}/", request.query)
         table = table_named(name)
         query = request.query
         raw_window = query.get("window")

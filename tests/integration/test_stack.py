@@ -109,6 +109,14 @@ def test_up_runs_the_stack_and_stops_it_in_order(service_root):
         assert analytics["enabled"] and analytics["counters"]["applied"]["ticker"] > 0
         assert analytics["tables"]["mark_candles_1m"] > 0
         assert not _http_json(f"{urls['analytics']}/market-data/")["session_open"]
+        # The quoting worker's table views answer for the analytics worker's tables too.
+        listed = {t["name"]: t for t in _http_json(f"{urls['web']}/tables/")["tables"]}
+        assert listed["mark_candles_1m"]["via"] == urls["analytics"] and listed["mark_candles_1m"]["keys"] > 0
+        page = _http_json(f"{urls['web']}/tables/mark_candles_1m/")
+        assert page["via"] == urls["analytics"] and page["items"]
+        own = _http_json(f"{urls['analytics']}/tables/mark_candles_1m/")["items"]
+        # (the market moves between the two requests: the oldest window is the same in both)
+        assert (page["items"][0]["key"], page["items"][0]["window"]) == (own[0]["key"], own[0]["window"])
     finally:
         up.proc.send_signal(signal.SIGTERM)
         code = up.finish()

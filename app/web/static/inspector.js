@@ -260,6 +260,26 @@
     return h("h1", null, title, sub ? h("span", {class: "sub"}, sub) : null);
   }
 
+  /** The other workers of the group, where the analytics may run when this worker's are off
+   *  (under `cryptics up` they have a worker of their own): the one /tables/ names as the ``via``
+   *  of the analytics tables, else every other member. Links only: the page asks them nothing. */
+  let elsewhere = {at: -Infinity, urls: []};
+  async function analyticsWorkers() {
+    if (performance.now() - elsewhere.at > 10000) {
+      const t = await okJson("/tables/");
+      const table = (t.tables || []).find((x) => x.name === "position_pnl");
+      const others = (t.workers || []).filter((url) => url !== t.worker);
+      elsewhere = {at: performance.now(), urls: table && table.via ? [table.via] : others};
+    }
+    return elsewhere.urls;
+  }
+
+  function analyticsOff(urls) {
+    return h("div", {class: "notice", id: "analytics-off"}, "The analytics are off on this worker (CRYPTICS_ANALYTICS_ENABLED=false)",
+      urls.length ? ["; open the analytics of ", urls.map((url, i) =>
+        [i ? ", " : "", h("a", {href: `${url}/analytics/`}, shortUrl(url))]), " (another worker of the group)."] : ".");
+  }
+
   function badge(text, cls) {
     return h("span", {class: `badge ${cls || ""}`, "data-field": "badge"}, text);
   }
@@ -306,7 +326,9 @@
         } else {
           fill(quotingCard, h("h2", null, "Quoting"), h("div", {class: "error-box"}, quoting.reason.message));
         }
-        if (analytics.status === "fulfilled") {
+        if (analytics.status === "fulfilled" && !analytics.value.enabled) {
+          fill(accountCard, h("h2", null, "Account (analytics)"), analyticsOff(await analyticsWorkers()));
+        } else if (analytics.status === "fulfilled") {
           const a = analytics.value.account || {};
           fill(accountCard, h("h2", null, h("a", {href: "/analytics/"}, "Account (analytics)")),
             h("table", {class: "kv"}, [
@@ -564,7 +586,8 @@
     const latencyChart = chartDiv("latency-chart");
     const latencyTable = h("div", {id: "latency"});
     const counters = h("div", {class: "panel", id: "counters"});
-    fill(main, heading("Analytics", "this worker's analytics tables (GET /analytics/)"),
+    const off = h("div");
+    fill(main, heading("Analytics", "this worker's analytics tables (GET /analytics/)"), off,
       h("h2", null, "Positions and PnL"), positions,
       h("div", {class: "grid2"}, h("div", {class: "panel"}, pnlChart), h("div", {class: "panel"}, positionChart)),
       h("p", {class: "muted"}, "PnL and position are sampled once a second while this page is open."),
@@ -684,9 +707,7 @@
         const slow = refreshes++ % SLOW_EVERY === 0;
         if (slow) steps = (await okJson("/tables/?local=1")).steps || {};  // the steps this worker knows (its own or a peer's)
         const a = await okJson("/analytics/");
-        if (!a.enabled) {
-          fill(positions, h("div", {class: "notice"}, "The analytics are off on this worker (CRYPTICS_ANALYTICS_ENABLED=false)."));
-        }
+        fill(off, a.enabled ? null : analyticsOff(await analyticsWorkers()));
         record(a);
         drawPositions(a);
         drawHistory();
