@@ -1,6 +1,6 @@
 """Analytics throughput and cost: the analytics agent alone, the whole pipeline with it, and the hot path beside it.
 
-    .venv/bin/python -m benchmarks.bench_analytics [--quick] [--events 100000] [--naive-events N]
+    .venv/bin/python -m benchmarks.bench_analytics [--quick] [--parts 1,2,3] [--events 100000] [--naive-events N]
                                                    [--venue-events 100000] [--quoting-rounds 2] [--profile]
 
 Everything runs on loopback in a temporary folder removed at the end, with the project's own
@@ -32,24 +32,39 @@ event (no dead letter, no redelivery), and its tables, read back from their chan
 must equal a recomputation over the same records with app/analytics/engine.py and local_tables()
 (floats to 1e-9 relative; analytics_progress compares pnl_minute only).
 
+"Analytics on" in parts 2 and 3 is `cryptics up`'s topology (app/stack/supervisor.py): two
+workers of the one Faust app (app id ``cryptics``) on the same broker, registry and database:
+the quoting (here also the market-data source) worker with CRYPTICS_ANALYTICS_ENABLED=false,
+which holds the venue session, quotes and persists, and an analytics worker with
+CRYPTICS_ANALYTICS_ENABLED=true and no venue URL (it never takes the quoting lease), its own
+web port and CRYPTICS_STATE_DIR, which persists too (the sink's consumer group is shared).
+"Analytics off" is the quoting worker alone, with CRYPTICS_ANALYTICS_ENABLED=false.
+
 Part 2, the whole pipeline with the analytics on: benchmarks/bench_sink/from_venue.py's run (the
-venue stepped as fast as the pipeline persists, market data only, no credentials) with a worker
-that persists AND runs the analytics, timed until the market tables hold every notification and
-the analytics have applied every record the sink read; then zero loss (from_venue's checks: every
-notification one row, every topic record one row, no dead letter) and exact tables (changelogs
-against a recomputation over the input topics read back from Kafka). Before it, the same run
-with CRYPTICS_ANALYTICS_ENABLED=false (bench_sink's part 3 as it is; --no-venue-baseline skips it)
-gives the same run's pipeline without the analytics.
+venue stepped as fast as the pipeline persists, market data only, no credentials) through the
+source worker and the analytics worker (started once the first serves, as `cryptics up` does;
+the warm-up lasts until the analytics worker has applied events and every notification so far
+is persisted), timed until the market tables hold every notification and the analytics
+worker's GET /analytics/ counts as many events as the input topics hold records (their offsets);
+then zero loss (from_venue's checks, over both workers' /sink/: every notification one row,
+every topic record one row, no dead letter) and exact tables (the changelogs of app id
+``cryptics`` against a recomputation over the input topics read back from Kafka; the analytics
+worker counted each input record once; the source worker ran no analytics). Before it, the
+same run with one worker and CRYPTICS_ANALYTICS_ENABLED=false (bench_sink's part 3 as it is;
+--no-venue-baseline skips it) gives the same run's pipeline without the analytics.
 
 Part 3, tick → order with the analytics on and off: benchmarks/bench_quoting.py's in-process case
-(``run_case``) with the database (as under `cryptics up`, where one worker quotes, persists and
-runs the analytics), alternating off, on, on, off, ... (--quoting-rounds pairs); p50 and p99 at the
-venue's probe and the ratio on / off (means of the runs); the worker's own received → quoted and
-quoted → order sent stages beside them. --quoting-batch-size sets CRYPTICS_ANALYTICS_BATCH_SIZE
-for the runs with the analytics on.
+(``run_case``) with the database, the quoting worker with the analytics off in every run and,
+in the runs with the analytics on, the analytics worker beside it (``run_case``'s companion:
+started once the worker quotes, ready once it has applied events, before the warm-up);
+alternating off, on, on, off, ... (--quoting-rounds pairs); p50 and p99 at the venue's probe and
+the ratio on / off (means of the runs); the quoting worker's own received → quoted and quoted →
+order sent stages beside them, and the CPU of each process during the window.
+--quoting-batch-size sets CRYPTICS_ANALYTICS_BATCH_SIZE of the analytics worker.
 
---profile samples the product worker of part 1 and the worker of part 2 with py-spy, if installed
-(.venv/bin/py-spy or on the PATH), and prints the top functions.
+--parts picks the parts (e.g. --parts 2,3); --events 0, --venue-events 0 and --quoting-rounds 0
+skip one too. --profile samples the product worker of part 1 and the two workers of part 2 with
+py-spy, if installed (.venv/bin/py-spy or on the PATH), and prints the top functions.
 """
 from __future__ import annotations
 
@@ -608,6 +623,28 @@ async def part1(root: Path, pg, registry_url: str, args) -> dict:
 # -- part 2 ------------------------------------------------------------------------------------------
 
 
+async def topic_records(broker_url: str, topic_names: list[str]) -> int:
+    """Records on ``topic_names`` now: end minus beginning offsets of every partition, the end offsets
+    corrected for Tansu's under-reporting (app/pipeline/tansu_compat.py)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from app.pipeline.tansu_compat import corrected_end_offsets
+    from app.pipeline.topics import bootstrap_servers
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), group_id=None,
+                                enable_auto_commit=False, client_id="bench-analytics-count")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topic_names for p in range(PARTITIONS)]  # ensure_topics made them
+        begin = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        if broker_url.startswith("tansu://"):
+            end = await corrected_end_offsets(bootstrap_servers(broker_url), end)
+        return sum(end[tp] - begin[tp] for tp in tps)
+    finally:
+        await consumer.stop()
+
+
 async def venue_baseline(root: Path, pg, registry_url: str, args):
     """Part 2's run with CRYPTICS_ANALYTICS_ENABLED=false (bench_sink part 3 as it is), on a broker and
     database of its own: the same run's pipeline without the analytics."""
@@ -660,26 +697,49 @@ async def part2(root: Path, pg, registry_url: str, args) -> dict:
         await create_database(pg.dsn("postgres"), "bench_venue_analytics")
         dsn = pg.dsn("bench_venue_analytics")
         await migrate.migrate(dsn)
-        web = free_port()
+        web, analytics_web = free_port(), free_port()
         loop = asyncio.get_running_loop()
         input_topics = [record(name).topic for name in INPUTS]
         seen: dict[str, Any] = {}
+        target: Optional[int] = None  # records on the input topics, counted when the tables are full
 
-        async def views() -> tuple[dict, dict]:
-            analytics = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{web}/analytics/")
+        async def views() -> tuple[dict, dict, dict]:
+            analytics = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{analytics_web}/analytics/")
             sink = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{web}/sink/")
-            return analytics, sink
+            analytics_sink = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{analytics_web}/sink/")
+            return analytics, sink, analytics_sink
+
+        async def analytics_events() -> Optional[int]:
+            try:
+                view = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{analytics_web}/analytics/")
+            except OSError:
+                return None  # not serving yet
+            return view["counters"]["events"]
+
+        async def analytics_started() -> bool:
+            # Both groups settled: the analytics worker applies events (the Faust group) and its sink
+            # reads records (the sink's group, which it joins after); then the warm-up catches up.
+            if not await analytics_events():
+                return False
+            if not args.analytics_sink:
+                return True
+            sink = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{analytics_web}/sink/")
+            return sink["totals"]["records"] > 0
 
         async def analytics_caught_up() -> bool:
-            try:
-                analytics, sink = await views()
-            except OSError:
+            # Polled once the market tables hold every notification: the analytics worker's events
+            # against the records on the input topics (recounted when it reaches the last count).
+            nonlocal target
+            events = await analytics_events()
+            if events is None:
                 return False
-            read = sum(sink["topics"].get(t, {}).get("records", 0) for t in input_topics)
-            return analytics["counters"]["events"] >= read
+            if target is None or events >= target:
+                target = await topic_records(broker.url, input_topics)
+            return events >= target
 
         async def before_stop() -> None:
-            seen["analytics"], seen["sink"] = await views()
+            seen["analytics"], seen["sink"], seen["analytics_sink"] = await views()
+            seen["source_analytics"] = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{web}/analytics/")
 
         spy_dir = None
         if args.profile:
@@ -687,21 +747,41 @@ async def part2(root: Path, pg, registry_url: str, args) -> dict:
             spy_dir.mkdir(exist_ok=True)
             if _py_spy() is not None:
                 os.environ["PATH"] = f"{Path(_py_spy()).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        env = child_env({"CRYPTICS_BROKER_URL": broker.url, "CRYPTICS_SCHEMA_REGISTRY_URL": registry_url,
-                         "CRYPTICS_HEARTBEAT_INTERVAL": "0", "CRYPTICS_DATABASE_URL": dsn,
-                         "CRYPTICS_WEB_PORT": str(web), "CRYPTICS_STATE_DIR": str(root / "state-venue"),
-                         "CRYPTICS_TOPIC_PARTITIONS": str(PARTITIONS)})
+        common = {"CRYPTICS_BROKER_URL": broker.url, "CRYPTICS_SCHEMA_REGISTRY_URL": registry_url,
+                  "CRYPTICS_HEARTBEAT_INTERVAL": "0", "CRYPTICS_DATABASE_URL": dsn,
+                  "CRYPTICS_TOPIC_PARTITIONS": str(PARTITIONS)}
+        # As `cryptics up` runs them: the quoting (here: source) worker without the analytics, and
+        # a worker of the same app with the analytics, no venue URL (measure_from_venue gives the
+        # first one the venue), its own web port and state folder; both persist (one sink group).
+        env = child_env({**common, "CRYPTICS_WEB_PORT": str(web), "CRYPTICS_STATE_DIR": str(root / "state-venue"),
+                         "CRYPTICS_ANALYTICS_ENABLED": "false"})
+        analytics_common = dict(common)
+        if not args.analytics_sink:  # a diagnostic, not `cryptics up`: the source worker persists everything
+            analytics_common.pop("CRYPTICS_DATABASE_URL")
+        analytics_env = child_env({**analytics_common, "CRYPTICS_WEB_PORT": str(analytics_web),
+                                   "CRYPTICS_STATE_DIR": str(root / "state-venue-analytics"),
+                                   "CRYPTICS_ANALYTICS_ENABLED": "true", "CRYPTICS_VENUE_URL": "",
+                                   "CRYPTICS_VENUE": "simulated",
+                                   "CRYPTICS_INSTRUMENTS": ",".join(INSTRUMENTS)})
         result = await measure_from_venue(env, dsn, broker.bootstrap, args.venue_events, root, web,
                                           {"broker": broker.child.pid, "postgres": pg.child.pid}, spy_dir,
-                                          name="venue → worker → PostgreSQL and analytics",
-                                          also_done=analytics_caught_up, before_stop=before_stop)
+                                          name="venue → source worker + analytics worker → PostgreSQL and analytics",
+                                          also_done=analytics_caught_up, before_stop=before_stop,
+                                          companions=[("analytics-worker", analytics_env, analytics_web)],
+                                          also_ready=analytics_started)
         moved = result.events - result.rows_at_first
         print(f"  {moved:,} rows in {result.seconds:.2f} s = {result.rate:,.0f} events/s (from the first step after "
-              "the warm-up until every row is in and the analytics have applied every record the sink read)", flush=True)
+              "the warm-up until every row is in and the analytics worker has applied every record on the input "
+              "topics)", flush=True)
         print("    CPU meanwhile: " + ", ".join(
             f"{k} {v / result.seconds:.2f} cores" + ("" if k == "other processes" else f" ({1e6 * v / moved:.0f} µs/event)")
             for k, v in result.cpu.items()), flush=True)
-        for sampled in ("venue-worker", "venue"):
+        market = [record(kind).topic for kind in ("ticker", "book", "index", "trade")]
+        for who, view in (("source worker", seen["sink"]), ("analytics worker", seen["analytics_sink"])):
+            print(f"    {who}'s sink: " + ", ".join(
+                f"{t.split('.')[2]} {view['topics'].get(t, {}).get('rows_written', 0):,}" for t in market)
+                + " rows written", flush=True)
+        for sampled in ("venue-worker", "analytics-worker", "venue"):
             if spy_dir is not None and (spy_dir / f"{sampled}.txt").exists():
                 print(f"  {sampled}:\n" + "\n".join(profile_summary(spy_dir / f"{sampled}.txt")), flush=True)
 
@@ -728,6 +808,12 @@ async def part2(root: Path, pg, registry_url: str, args) -> dict:
             problems.append(f"the analytics counted {counters['events']:,} events, the input topics hold {len(inputs):,}")
         if counters["dead_letters"]:
             problems.append(f"analytics dead letters: {counters['dead_letters']}")
+        if target != len(inputs):
+            problems.append(f"the input topics' offsets counted {target:,} records, reading them gave {len(inputs):,}")
+        source = seen["source_analytics"]
+        if source["enabled"] or source["counters"]["events"]:
+            problems.append(f"the source worker ran analytics: enabled {source['enabled']}, "
+                            f"events {source['counters']['events']:,}")
         print(f"  input records on the topics: {dict(per_record)}; analytics counters: events {counters['events']:,}, "
               f"batches {counters['batches']:,}, redelivered {counters['redelivered']}, dead letters "
               f"{counters['dead_letters']}, published {counters['published']}", flush=True)
@@ -742,6 +828,24 @@ async def part2(root: Path, pg, registry_url: str, args) -> dict:
 # -- part 3 ----------------------------------------------------------------------------------------------
 
 
+def _rebalances_in(log: Path, start: float, end: float) -> int:
+    """Partition revocations (either consumer group) a worker logged between unix times start and end."""
+    count = 0
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        if "Revoking previously assigned partitions" not in line or not line.startswith("["):
+            continue
+        try:
+            at = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local time, as logged
+        except ValueError:
+            continue
+        count += start <= at <= end
+    return count
+
+
 async def part3(root: Path, args) -> dict:
     """bench_quoting's in-process case with the database, analytics off and on, alternating."""
     from app.venue import create_keypair
@@ -751,6 +855,7 @@ async def part3(root: Path, args) -> dict:
     quoting_args = argparse.Namespace(seconds=args.quoting_seconds, warmup=args.quoting_warmup, rate=20.0,
                                       amend_threshold=0.0, persist=True)
     results: dict[str, list[dict]] = {"off": [], "on": []}
+    problems_extra: list[str] = []
     try:
         private, _ = create_keypair(root / "keys", bench_quoting.KID, root / "keys" / "trusted")
         await stack.start()
@@ -758,22 +863,60 @@ async def part3(root: Path, args) -> dict:
         for i in range(args.quoting_rounds):
             order += (["off", "on"] if i % 2 == 0 else ["on", "off"])
         by_key = {}
+        loop = asyncio.get_running_loop()
+
+        async def analytics_view(port: int) -> dict:
+            analytics = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{port}/analytics/")
+            sink = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{port}/sink/")
+            return {"enabled": analytics["enabled"], "counters": analytics["counters"], "sink": sink["totals"]}
+
+        async def analytics_ready(port: int) -> bool:
+            # Both groups settled: the analytics worker applies events (the Faust group) and its sink
+            # reads records (the sink's group, which it joins after): the rebalances are behind us.
+            try:
+                view = await analytics_view(port)
+            except OSError:
+                return False  # not serving yet
+            return view["counters"]["events"] > 0 and view["sink"]["records"] > 0
+
         for n, mode in enumerate(order):
             key = f"analytics-{mode}-{n + 1}"
+            # The quoting worker never runs the analytics: with them on, `cryptics up`'s analytics
+            # worker runs beside it (same broker, registry and database; no venue URL).
             case_env = {"CRYPTICS_ANALYTICS_ENABLED": "false"}
+            companion = dict(companion_env=None)
             if mode == "on":
-                case_env = {} if args.quoting_batch_size is None else {
-                    "CRYPTICS_ANALYTICS_BATCH_SIZE": str(args.quoting_batch_size)}
+                companion_env = {"CRYPTICS_ANALYTICS_ENABLED": "true", "CRYPTICS_VENUE": "simulated"}
+                if args.quoting_batch_size is not None:
+                    companion_env["CRYPTICS_ANALYTICS_BATCH_SIZE"] = str(args.quoting_batch_size)
+                companion = dict(companion_env=companion_env, companion_ready=analytics_ready,
+                                 companion_view=analytics_view)
             r = await bench_quoting.run_case(key, [sys.executable, "-m", "app.cli", "worker"], case_env, stack,
-                                             quoting_args, private, root / "keys" / "trusted", None)
+                                             quoting_args, private, root / "keys" / "trusted", None, **companion)
             results[mode].append(r)
             by_key[key] = r
             a = r["probe"]["all"]
             g = r["gateway"]
+            cpu = ", ".join(f"{k} {v / r['elapsed']:.2f}" for k, v in r["cpu"].items())
             print(f"  {key}: {a['count']} orders, probe p50 {1e3 * a['p50_ms']:,.0f} µs, p90 {1e3 * a['p90_ms']:,.0f}, "
                   f"p99 {1e3 * a['p99_ms']:,.0f}, max {1e3 * a['max_ms']:,.0f}; {r['steps']} steps, "
-                  f"{r['decisions']} decisions, acks {g.get('acks', 0)}, fills {g.get('fills', 0)}", flush=True)
-        problems = bench_quoting._checks(by_key)
+                  f"{r['decisions']} decisions, acks {g.get('acks', 0)}, fills {g.get('fills', 0)}; CPU (cores) "
+                  f"{cpu}", flush=True)
+            window = r["window"]
+            revoked = {who: _rebalances_in(root / "logs" / f"{who}-{key}.log", *window) for who in ("worker", "companion")}
+            if any(revoked.values()):
+                print(f"    partition revocations in the window: {revoked}", flush=True)
+            c = r["companion"]
+            if c is not None:
+                events = c["after"]["counters"]["events"] - c["before"]["counters"]["events"]
+                rows = c["after"]["sink"]["rows_written"] - c["before"]["sink"]["rows_written"]
+                print(f"    analytics worker in the window: {events:,} events applied ({events / r['elapsed']:,.0f}/s), "
+                      f"{c['after']['counters']['events']:,} in all, dead letters "
+                      f"{c['after']['counters']['dead_letters'] or 0}; its sink wrote {rows:,} rows", flush=True)
+                if not events or c["after"]["counters"]["dead_letters"]:
+                    problems_extra.append(f"{key}: the analytics worker applied {events} events in the window, "
+                                          f"dead letters {c['after']['counters']['dead_letters']}")
+        problems = bench_quoting._checks(by_key) + problems_extra
         for problem in problems:
             print(f"  CHECK FAILED: {problem}", flush=True)
         return {"results": results, "order": order, "problems": problems}
@@ -809,10 +952,14 @@ def report(p1: Optional[dict], p2: Optional[dict], p3: Optional[dict]) -> None:
     if p2:
         r = p2["result"]
         moved = r.events - r.rows_at_first
-        print(f"\nPart 2: venue → Kafka → persistence and analytics: {r.rate:,.0f} events/s (aim ≥ 8,000 on 2 cores: "
-              f"{'met' if r.rate >= 8000 else 'NOT met'}), worker {1e6 * r.cpu['worker'] / moved:.0f} CPU µs/event "
-              f"({r.cpu['worker'] / r.seconds:.2f} cores); zero loss: yes (from_venue's checks); tables exact: "
-              f"{'yes' if p2['exact'] else 'NO'}")
+        a = r.cpu["analytics-worker"]
+        print(f"\nPart 2: venue → Kafka → persistence and analytics (source worker + analytics worker, as `cryptics "
+              f"up`): {r.rate:,.0f} events/s (aim ≥ 8,000 on 2 cores: {'met' if r.rate >= 8000 else 'NOT met'}), "
+              f"source worker {1e6 * r.cpu['worker'] / moved:.0f} CPU µs/event ({r.cpu['worker'] / r.seconds:.2f} cores), "
+              f"analytics worker {1e6 * a / moved:.0f} ({a / r.seconds:.2f} cores), broker "
+              f"{1e6 * r.cpu['broker'] / moved:.0f} ({r.cpu['broker'] / r.seconds:.2f}), postgres "
+              f"{1e6 * r.cpu['postgres'] / moved:.0f} ({r.cpu['postgres'] / r.seconds:.2f}); zero loss: yes "
+              f"(from_venue's checks); tables exact: {'yes' if p2['exact'] else 'NO'}")
         b = p2.get("baseline")
         if b is not None:
             b_moved = b.events - b.rows_at_first
@@ -822,7 +969,8 @@ def report(p1: Optional[dict], p2: Optional[dict], p3: Optional[dict]) -> None:
     if p3:
         from app.venue.latency import percentile
 
-        print("\nPart 3: tick → order at the venue's probe, in-process worker with the database (µs)")
+        print("\nPart 3: tick → order at the venue's probe, in-process quoting worker with the database; analytics on = "
+              "a second worker with them, as `cryptics up` (µs)")
         print("| run | analytics | orders | p50 | p90 | p99 | received → quoted p50 / p99 | quoted → order sent p50 / p99 |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         pooled: dict[str, dict[str, list[float]]] = {"off": defaultdict(list), "on": defaultdict(list)}
@@ -929,8 +1077,11 @@ def main() -> None:
                                                          "the topics over in runs)")
     parser.add_argument("--no-venue-baseline", dest="venue_baseline", action="store_false",
                         help="part 2: skip the same pipeline with the analytics off")
-    parser.add_argument("--quoting-batch-size", type=int, help="part 3: CRYPTICS_ANALYTICS_BATCH_SIZE of the runs with "
-                                                               "the analytics on (default: the product's)")
+    parser.add_argument("--no-analytics-sink", dest="analytics_sink", action="store_false",
+                        help="part 2, a diagnostic: the analytics worker without the database (no sink of its own; "
+                             "`cryptics up` gives it one)")
+    parser.add_argument("--quoting-batch-size", type=int, help="part 3: CRYPTICS_ANALYTICS_BATCH_SIZE of the analytics "
+                                                               "worker (default: the product's)")
     parser.add_argument("--venue-events", type=int, help="market-data notifications through the whole pipeline "
                                                          "(part 2; default 100,000; quick 10,000; 0 skips part 2)")
     parser.add_argument("--quoting-rounds", type=int, help="part 3: pairs of runs, analytics off and on (default 2; "
@@ -939,10 +1090,18 @@ def main() -> None:
     parser.add_argument("--quoting-warmup", type=float, help="part 3: seconds stepped before the probe is reset "
                                                              "(default 3; quick 2)")
     parser.add_argument("--profile", action="store_true", help="sample the product worker (part 1) and the "
-                                                               "pipeline's worker (part 2) with py-spy, if installed")
+                                                               "pipeline's two workers (part 2) with py-spy, if "
+                                                               "installed")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders (logs) at the end")
+    parser.add_argument("--parts", default="1,2,3", help="the parts to run, e.g. 2,3 (default 1,2,3)")
     args = parser.parse_args()
     quick = args.quick
+    try:
+        parts = {int(p) for p in args.parts.split(",") if p.strip()}
+    except ValueError:
+        parser.error(f"--parts: {args.parts!r} is not a list of part numbers")
+    if not parts <= {1, 2, 3}:
+        parser.error(f"--parts: parts are 1, 2 and 3, not {sorted(parts - {1, 2, 3})}")
     if args.events is None:
         args.events = 10_000 if quick else 100_000
     if args.naive_events is None:
@@ -951,14 +1110,22 @@ def main() -> None:
         args.venue_events = 10_000 if quick else 100_000
     if args.quoting_rounds is None:
         args.quoting_rounds = 1 if quick else 2
+    if 1 not in parts:
+        args.events = 0
+    if 2 not in parts:
+        args.venue_events = 0
+    if 3 not in parts:
+        args.quoting_rounds = 0
     args.quoting_seconds = args.quoting_seconds or (6.0 if quick else 20.0)
     args.quoting_warmup = args.quoting_warmup or (2.0 if quick else 3.0)
     if args.profile and _py_spy() is None:
         print("--profile: py-spy is not installed (.venv/bin/py-spy or on the PATH); running without it", flush=True)
         args.profile = False
     try:
-        code = asyncio.run(main_async(args))
-        p1, p2 = args.result
+        code, p1, p2 = 0, None, None
+        if args.events or args.venue_events:
+            code = asyncio.run(main_async(args))
+            p1, p2 = args.result
         p3 = None
         if args.quoting_rounds:
             p3 = uvloop.run(main_part3(args))  # the venue runs here: on uvloop, as bench_quoting runs it

@@ -63,7 +63,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import uvloop
 
@@ -310,16 +310,28 @@ class Stack:
 
 
 async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: Stack, args, private_key: Path,
-                   trusted: Path, profile: Optional[Path]) -> dict:
+                   trusted: Path, profile: Optional[Path], companion_env: Optional[dict[str, str]] = None,
+                   companion_ready: Optional[Callable[[int], Awaitable[bool]]] = None,
+                   companion_view: Optional[Callable[[int], Awaitable[dict]]] = None) -> dict:
+    """One case: a fresh broker and venue, the worker ``argv``, the measured window.
+
+    ``companion_env`` (for benchmarks/bench_analytics.py): a second `cryptics worker` of the same
+    app, as `cryptics up` runs its analytics worker beside the quoting one: the worker's
+    environment with no venue URL (it never takes the quoting lease), a web port and state
+    folder of its own, then ``companion_env``; started once the worker quotes, and the market
+    stepped until ``companion_ready(its web port)`` is true, before the warm-up.
+    ``companion_view(port)`` is read before and after the window (result ``companion``)."""
     from app.stack.broker import EmbeddedBroker
     from app.stack.process import environ_for_child, free_port, spawn
     from app.venue import Venue, VenueConfig
+    from benchmarks.bench_sink.common import CpuMeter
 
     root = stack.root
     broker = EmbeddedBroker(root / "logs" / key)
     venue = Venue(dataclasses.replace(VenueConfig(), port=0, trusted_keys_dir=trusted, market_running=False,
                                       seed=SEED))
     worker = None
+    companion = None
     spy = None
     try:
         await broker.start()
@@ -351,6 +363,22 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
                 return counts.get("kafka_index", 0) > 0 and counts.get("kafka_ticker", 0) > 0
             return True
         await _step_until(venue, args.rate, quoting, f"{key}: quoting", 120, worker)
+        companion_web = None
+        if companion_env is not None:
+            companion_web = free_port()
+            companion = spawn(f"companion-{key}", [sys.executable, "-m", "app.cli", "worker"],
+                              log_path=root / "logs" / f"companion-{key}.log", cwd=ROOT,
+                              env=environ_for_child({**env, "CRYPTICS_VENUE_URL": "",
+                                                     "CRYPTICS_WEB_PORT": str(companion_web),
+                                                     "CRYPTICS_STATE_DIR": str(root / "state" / f"{key}-companion"),
+                                                     **companion_env}))
+            if companion_ready is not None:
+                async def ready() -> bool:
+                    if not companion.alive():
+                        raise RuntimeError(f"companion exited ({companion.popen.returncode}):\n"
+                                           f"{companion.log_tail(40)}")
+                    return await companion_ready(companion_web)
+                await _step_until(venue, args.rate, ready, f"{key}: companion ready", 120, worker)
         lags: list[float] = []
         if key == "kafka":
             # The Kafka agents start at the topics' beginning (auto_offset_reset=earliest), after the
@@ -369,6 +397,13 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
         market_before = await _aget(web, "/market-data/")
         paths_before = (await _aget(web, "/kafka-quote-path/"))["counts"] if key == "kafka" else {}
         sent_before = sum(venue.notifications_sent.values())
+        companion_before = await companion_view(companion_web) if companion_view and companion_web else None
+        pids = {"worker": worker.pid, "broker": broker.child.pid}
+        if stack.pg is not None and stack.pg.child is not None:
+            pids["postgres"] = stack.pg.child.pid
+        if companion is not None:
+            pids["companion"] = companion.pid
+        meter = CpuMeter(pids, "venue (this benchmark)")
         # The probe (what GET /venue/latency?reset=1 does) and the per-session counts, reset together.
         venue.latency.reset()
         orders.clear()
@@ -379,6 +414,7 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
         started, wall_start = time.perf_counter(), time.time()
         steps = await _step(venue, args.seconds, args.rate)
         elapsed, wall_end = time.perf_counter() - started, time.time()
+        cpu = meter.stop()
         sent = sum(venue.notifications_sent.values()) - sent_before
         # Read together (GET /venue/latency returns the same venue.latency_stats()); no await in between.
         probe, orders_seen = venue.latency_stats(), Counter(orders)
@@ -387,6 +423,7 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
         quoting_after = await _aget(web, "/quoting/")
         market_after = await _aget(web, "/market-data/")
         paths_after = await _aget(web, "/kafka-quote-path/") if key == "kafka" else {"counts": {}, "lag_ms": {}}
+        companion_after = await companion_view(companion_web) if companion_view and companion_web else None
         if spy is not None:
             try:
                 spy.wait(30)
@@ -397,6 +434,10 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
         sessions = Counter()
         for (session, _method), n in orders_seen.items():
             sessions[session] += n
+        if companion is not None:
+            if not companion.alive():
+                raise RuntimeError(f"companion exited ({companion.popen.returncode}):\n{companion.log_tail(40)}")
+            companion.stop(timeout=30)
         worker.stop(timeout=30)  # flushes its producer: every latency sample is on the topic
         stages = await _stage_latencies(broker.bootstrap, stack.registry_url, wall_start, wall_end + 0.5)
         return {
@@ -415,6 +456,8 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
             "sessions": dict(sessions),
             "orders": {f"{s}:{m.split('/')[1]}": n for (s, m), n in sorted(orders_seen.items())},
             "logged_in_sessions": logged_in,
+            "cpu": cpu, "window": (wall_start, wall_end),
+            "companion": None if companion is None else {"before": companion_before, "after": companion_after},
         }
     finally:
         if spy is not None and spy.poll() is None:
@@ -424,6 +467,8 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
             except subprocess.TimeoutExpired:
                 spy.kill()
                 spy.wait(5)
+        if companion is not None:
+            companion.stop(timeout=30)
         if worker is not None:
             worker.stop(timeout=30)
         await venue.stop()

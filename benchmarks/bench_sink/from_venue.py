@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Optional, Sequence
 
 from benchmarks.bench_sink.common import ROOT, BenchmarkError, CpuMeter, PipelineResult, get_json, start_spy, stop_spy
 
@@ -51,7 +51,9 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
                              services: dict[str, int], profile_dir: Optional[Path] = None, *,
                              name: str = "venue → worker → PostgreSQL",
                              also_done: Optional[Callable[[], Awaitable[bool]]] = None,
-                             before_stop: Optional[Callable[[], Awaitable[None]]] = None) -> PipelineResult:
+                             before_stop: Optional[Callable[[], Awaitable[None]]] = None,
+                             companions: Sequence[tuple[str, dict[str, str], int]] = (),
+                             also_ready: Optional[Callable[[], Awaitable[bool]]] = None) -> PipelineResult:
     """Part 3: the simulated venue (this process) → `cryptics worker` (market-data source → Kafka →
     persistence) → PostgreSQL. The venue's market is stepped as fast as the pipeline persists, never
     more than VENUE_WINDOW notifications ahead, until ``events`` notifications were sent after the
@@ -59,7 +61,14 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
 
     For benchmarks/bench_analytics.py: ``also_done``, if given, must be true too before the run
     counts as done (the analytics caught up); ``before_stop`` runs after the checks, while the
-    worker still serves its web views."""
+    worker still serves its web views.
+
+    ``companions`` (name, environment, web port): more `cryptics worker` processes of the same
+    app, without the venue URL (as `cryptics up` runs its analytics worker beside the quoting
+    one), started once the first worker serves its web views. They share the sink's consumer
+    group, so rows persisted, duplicates and dead letters are summed over every worker's /sink/;
+    each is CPU-metered under its name. ``also_ready``, if given, must be true too before the
+    warm-up ends (e.g. the companions have their partitions and work)."""
     import asyncpg
 
     from app.pipeline.topics import read_until_quiet
@@ -72,35 +81,62 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
     worker = spawn("venue-worker", [sys.executable, "-m", "app.cli", "worker"], log_path=root / "logs" / "venue-worker.log",
                    env={**env, "CRYPTICS_VENUE_URL": venue.url, "CRYPTICS_INSTRUMENTS": ",".join(VENUE_INSTRUMENTS)},
                    cwd=ROOT)
+    others: list = []  # the companions' Child objects, started below
     conn = await asyncpg.connect(dsn)
     loop = asyncio.get_running_loop()
-    persisted = 0  # market rows the worker reports written (its /sink/ view), read by the poller below
+    ports = [web_port] + [port for _, _, port in companions]
+    by_port: dict[int, int] = {}  # market rows each worker reports written (its /sink/ view), read by the poller
+    persisted = 0  # their sum
 
     def alive() -> None:
-        if not worker.alive():
-            raise BenchmarkError(f"{name}: the worker exited with code {worker.popen.returncode}:\n"
-                                 f"{worker.log_tail(40)}")
+        for child in [worker, *others]:
+            if not child.alive():
+                raise BenchmarkError(f"{name}: {child.name} exited with code {child.popen.returncode}:\n"
+                                     f"{child.log_tail(40)}")
+
+    def tails() -> str:
+        return "\n".join(f"{child.name}:\n{child.log_tail(40)}" for child in [worker, *others])
+
+    async def sink_views() -> list[dict]:
+        return [await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{port}/sink/") for port in ports]
 
     async def poll_sink() -> None:
         nonlocal persisted
         topics = [record(kind).topic for kind in MARKET_TABLES]
         while True:
-            try:
-                view = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{web_port}/sink/")
-                persisted = sum(view["topics"].get(t, {}).get("rows_written", 0)
-                                + view["topics"].get(t, {}).get("duplicates", 0) for t in topics)
-            except OSError:
-                pass  # not serving yet
+            for port in ports:
+                try:
+                    view = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{port}/sink/")
+                    by_port[port] = sum(view["topics"].get(t, {}).get("rows_written", 0)
+                                        + view["topics"].get(t, {}).get("duplicates", 0) for t in topics)
+                except OSError:
+                    pass  # not serving yet
+            persisted = sum(by_port.values())
             await asyncio.sleep(0.05)
 
     poller = asyncio.ensure_future(poll_sink())
     try:
+        if companions:
+            # As `cryptics up`: the quoting worker first, then the others once it serves.
+            started_at = time.perf_counter()
+            while True:
+                alive()
+                try:
+                    await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{web_port}/sink/")
+                    break
+                except OSError:
+                    if time.perf_counter() - started_at > 90:
+                        raise BenchmarkError(f"{name}: the worker never served /sink/:\n{worker.log_tail(40)}")
+                    await asyncio.sleep(0.1)
+            for companion, companion_env, _port in companions:
+                others.append(spawn(companion, [sys.executable, "-m", "app.cli", "worker"],
+                                    log_path=root / "logs" / f"{companion}.log", env=companion_env, cwd=ROOT))
         # Warm-up: a slow market until rows arrive (the group join takes ~3 s on Tansu), then caught up.
         launched = time.perf_counter()
-        while persisted == 0:
+        while persisted == 0 or (also_ready is not None and not await also_ready()):
             alive()
             if time.perf_counter() - launched > 180:
-                raise BenchmarkError(f"{name}: no row after 180 s:\n{worker.log_tail(40)}")
+                raise BenchmarkError(f"{name}: no row after 180 s (or also_ready never true):\n{tails()}")
             venue.step_market()
             await asyncio.sleep(0.05)
         caught_up_by = time.perf_counter() + 120
@@ -108,13 +144,16 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
             alive()
             if time.perf_counter() > caught_up_by:
                 raise BenchmarkError(f"{name}: the warm-up's {sum(_market_sent(venue).values()):,} notifications "
-                                     f"never all persisted ({persisted:,} rows):\n{worker.log_tail(40)}")
+                                     f"never all persisted ({persisted:,} rows):\n{tails()}")
             await asyncio.sleep(0.05)
         rows_before = await _market_rows(conn)
         sent_before = sum(_market_sent(venue).values())
-        meter = CpuMeter({"worker": worker.pid, **services}, "venue (this benchmark)")
+        meter = CpuMeter({"worker": worker.pid, **{child.name: child.pid for child in others}, **services},
+                         "venue (this benchmark)")
         spies = [] if profile_dir is None else [start_spy(worker.pid, profile_dir / "venue-worker.txt"),
-                                                 start_spy(os.getpid(), profile_dir / "venue.txt")]
+                                                 start_spy(os.getpid(), profile_dir / "venue.txt"),
+                                                 *(start_spy(child.pid, profile_dir / f"{child.name}.txt")
+                                                   for child in others)]
         first = time.perf_counter()
         steps = 0
         stalled_since = None
@@ -124,7 +163,7 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
                 stalled_since = stalled_since or time.perf_counter()
                 if time.perf_counter() - stalled_since > 120:
                     raise BenchmarkError(f"{name}: nothing persisted for 120 s ({persisted:,} rows, "
-                                         f"{sent:,} notifications sent):\n{worker.log_tail(40)}")
+                                         f"{sent:,} notifications sent):\n{tails()}")
                 await asyncio.sleep(0.002)
                 continue
             stalled_since = None
@@ -150,15 +189,18 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
         rows = await _market_rows(conn)
         if rows != expected:
             raise BenchmarkError(f"{name}: the venue sent {expected}, the tables hold {rows}")
-        view = await loop.run_in_executor(None, get_json, f"http://127.0.0.1:{web_port}/sink/")
-        if view["totals"]["dead_letters"]:
-            raise BenchmarkError(f"{name}: {view['totals']['dead_letters']} dead letters")
+        views = await sink_views()
+        view = views[0]
+        dead_letters = sum(v["totals"]["dead_letters"] for v in views)
+        if dead_letters:
+            raise BenchmarkError(f"{name}: {dead_letters} dead letters")
         for kind, table in {**MARKET_TABLES, "trade": "public_trades"}.items():
             on_topic = len(await read_until_quiet(bootstrap, record(kind).topic))
             in_table = await conn.fetchval(f"SELECT count(*) FROM {table}")
             # Public trades have no id: two prints alike in all of their natural key are one row
             # (timescale/0002), which the sink counts as a duplicate.
-            duplicates = view["topics"].get(record(kind).topic, {}).get("duplicates", 0) if kind == "trade" else 0
+            duplicates = sum(v["topics"].get(record(kind).topic, {}).get("duplicates", 0)
+                             for v in views) if kind == "trade" else 0
             if on_topic != in_table + duplicates:
                 raise BenchmarkError(f"{name}: {on_topic:,} records on the {kind} topic, {in_table:,} rows in "
                                      f"{table} (+ {duplicates:,} identical prints)")
@@ -172,6 +214,10 @@ async def measure_from_venue(env: dict[str, str], dsn: str, bootstrap: str, even
                               0.0, view, cpu)
     finally:
         poller.cancel()
+        for child in reversed(others):  # as `cryptics up` stops them: the last started first
+            code = child.stop(timeout=30)
+            if code not in (0, None):
+                print(f"  note: {name}: {child.name} exited with code {code} on SIGTERM", flush=True)
         code = worker.stop(timeout=30)
         if code not in (0, None):
             print(f"  note: {name}: the worker exited with code {code} on SIGTERM", flush=True)
