@@ -66,6 +66,9 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   up)   exec "$VENV/bin/cryptics" up "$@" ;;
-  test) exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" ;;
+  # Three pytest-xdist workers, each test handed out as one finishes (worksteal): the integration
+  # tests spend most of their time waiting on real time, so three fit on two cores. `-n 0` after
+  # it runs everything in one process.
+  test) exec "$VENV/bin/python" -m pytest -p no:cacheprovider -n 3 --dist worksteal "$@" ;;
   *)    say "usage: ./dev.sh up | ./dev.sh test [pytest args]"; exit 2 ;;
 esac

@@ -10,12 +10,15 @@ Shared fixtures:
   test its own fresh database on it.
 - ``broker``: a fresh Tansu broker per test (memory storage, so state is per test).
 - ``registry_url``: the embedded schema registry as a real ``cryptics registry`` process.
+- ``analytics_stack``: the venue with a running market, for `cryptics worker` children that quote,
+  persist and run the analytics (analytics_stack.py).
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import uuid
@@ -163,3 +166,22 @@ async def client(http: aiohttp.ClientSession, venue: Venue) -> WsClient:
 async def trader(client: WsClient, private_key: Path) -> WsClient:
     await client.login(private_key)
     return client
+
+
+@pytest.fixture
+async def analytics_stack(broker, registry_url, database, tmp_path):
+    """The venue with a running market and room for workers (tests/integration/analytics_stack.py);
+    every worker still alive at the end is killed (after a SIGCONT, in case a test stopped it)."""
+    from .analytics_stack import Stack  # here, not at the top: that module imports this one
+
+    stack = Stack(broker, registry_url, database, tmp_path)
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        for child, _ in stack.workers.values():
+            if child.alive():
+                os.kill(child.pid, signal.SIGCONT)
+                child.popen.kill()
+                child.popen.wait(10)
+        await stack.venue.stop()

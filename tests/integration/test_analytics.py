@@ -21,20 +21,15 @@ topics in Kafka, independently of the workers.
 """
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
 import math
 import os
 import signal
 import time
-import urllib.request
 from collections import defaultdict
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import asyncpg
-import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -43,171 +38,14 @@ from app.analytics.config import AnalyticsConfig
 from app.analytics.histogram import LogHistogram
 from app.pipeline.codec import AvroCodec, WireFormatError
 from app.pipeline.topics import read_until_quiet
-from app.stack import migrate
-from app.stack.process import Child, environ_for_child, free_port, spawn
-from app.venue import Venue, VenueConfig, create_keypair
-from app.venue.auth import default_account
 from models import examples, schemas
 from models.registry import record
 
-from .conftest import ROOT, cryptics
+from .analytics_stack import INSTRUMENTS, PARTITIONS
 
-KID = "analytics"
-INSTRUMENTS = ("BTC-PERPETUAL", "ETH-PERPETUAL")
 APP_ID = "cryptics"
-PARTITIONS = 3
 #: Faust's 0.1 s gap between a window's end and the next window's start.
 WINDOWED = {spec.name for spec in TABLES if spec.window is not None}
-
-
-def _get(port: int, path: str) -> Optional[dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return json.loads(response.read())
-    except OSError:
-        return None
-
-
-#: The workers' web token: the test halts quoting at the end through the token-guarded POST.
-TOKEN = "analytics-test-token-0123456789"
-
-
-def _post(port: int, path: str, body: dict) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-                                     method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
-
-
-class NotYet:
-    """A falsy answer to a poll that says how far it got (shown when the poll times out)."""
-
-    def __init__(self, detail: Any) -> None:
-        self.detail = detail
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return f"not yet: {self.detail!r}"
-
-
-class Stack:
-    """The venue with a running market, and the workers that quote, persist and analyse it."""
-
-    def __init__(self, broker, registry_url: str, database: str, tmp_path: Path) -> None:
-        keys = tmp_path / "keys"
-        private_key, _ = create_keypair(keys, KID, keys / "trusted")
-        # A busy market (takers every few hundred ms) so that a short run has fills on both sides.
-        self.venue = Venue(dataclasses.replace(VenueConfig(), port=0, trusted_keys_dir=keys / "trusted",
-                                               tick_interval=0.05, noise_rate=4.0, informed_rate=0.5))
-        self.broker, self.registry_url, self.database, self.tmp = broker, registry_url, database, tmp_path
-        self.env = {
-            "CRYPTICS_BROKER_URL": broker.url, "CRYPTICS_SCHEMA_REGISTRY_URL": registry_url,
-            "CRYPTICS_DATABASE_URL": database, "CRYPTICS_HEARTBEAT_INTERVAL": "0",
-            "CRYPTICS_THALEX_KEY_ID": KID, "CRYPTICS_THALEX_PRIVATE_KEY_FILE": str(private_key),
-            "CRYPTICS_INSTRUMENTS": ",".join(INSTRUMENTS), "CRYPTICS_TOPIC_PARTITIONS": str(PARTITIONS),
-            "CRYPTICS_WEB_TOKEN": TOKEN,
-            "CRYPTICS_ANALYTICS_BATCH_AGE": "0.2", "CRYPTICS_SINK_BATCH_AGE": "0.2", "CRYPTICS_ANALYTICS_SNAPSHOT_GRACE": "1",
-            # Small ladders well inside the limit: the run is about the accounting, not the risk gate.
-            "CRYPTICS_QUOTE_BID_SIZES": "0.01", "CRYPTICS_QUOTE_ASK_SIZES": "0.01",
-            # Inside the house's 3 bps on both instruments (ticks differ: 1 USD on BTC, 0.1 on ETH).
-            "CRYPTICS_QUOTE_SPREAD_UNIT": "bps", "CRYPTICS_QUOTE_HALF_SPREAD": "2", "CRYPTICS_QUOTE_LEVEL_STEP": "2",
-        }
-        self.workers: dict[str, tuple[Child, int]] = {}
-
-    async def start(self) -> None:
-        await migrate.migrate(self.database)
-        await self.venue.start()
-        self.env["CRYPTICS_VENUE_URL"] = self.venue.url
-
-    def spawn(self, name: str) -> Child:
-        port = free_port()
-        env = {**self.env, "CRYPTICS_WEB_PORT": str(port), "CRYPTICS_STATE_DIR": str(self.tmp / f"state-{name}")}
-        child = spawn(f"worker-{name}", cryptics("worker"), log_path=self.tmp / f"worker-{name}-{len(self.workers)}.log",
-                      env=environ_for_child(env), cwd=ROOT)
-        self.workers[name] = (child, port)
-        return child
-
-    def view(self, name: str, path: str = "/analytics/") -> Optional[dict]:
-        return _get(self.workers[name][1], path)
-
-    @property
-    def account(self) -> str:
-        return default_account(KID)
-
-    def our_trades(self) -> list[dict]:
-        return list(self.venue.engine.account(self.account).trades)
-
-    def fills_per_instrument(self, least: int) -> Any:
-        """True once each instrument has ``least`` of our fills; else the counts (shown on a timeout)."""
-        counts = {name: 0 for name in INSTRUMENTS}
-        for trade in self.our_trades():
-            counts[trade["instrument_name"]] += 1
-        return all(n >= least for n in counts.values()) or NotYet(counts)
-
-    async def poll(self, predicate: Callable[[], Any], what: str, timeout: float, interval: float = 0.2) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            for name, (child, _) in self.workers.items():
-                assert child.alive() or child.popen.returncode == -signal.SIGKILL, \
-                    f"worker {name} died:\n{child.log_tail(60)}"
-            last = predicate()
-            if last:
-                return last
-            await asyncio.sleep(interval)
-        logs = "\n".join(f"--- {n}\n{c.log_tail(40)}" for n, (c, _) in self.workers.items())
-        raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{logs}")
-
-    def quoting_worker(self) -> Optional[str]:
-        for name, (child, port) in self.workers.items():
-            if child.alive() and (_get(port, "/quoting/") or {}).get("quoting"):
-                return name
-        return None
-
-    async def halt_and_settle(self) -> None:
-        """Stop quoting (every order pulled), stop the venue, and wait until the analytics and
-        the sink have taken every record the run produced."""
-        name = await self.poll(self.quoting_worker, "a quoting worker", 60)
-        _post(self.workers[name][1], "/quoting/state/", {"state": "halted", "reason": "end of the test run"})
-        await self.poll(lambda: not self.venue.engine.open_orders(self.account), "our orders to be pulled", 30)
-        await asyncio.sleep(1.0)
-        await self.venue.stop()
-        await self.poll(self._settled, "the analytics and the sink to settle", 90, interval=1.0)
-
-    def _settled(self) -> bool:
-        """Nothing new applied or written by any worker over the last second of polling."""
-        now = []
-        for name, (child, port) in self.workers.items():
-            if child.alive():
-                analytics, sink = _get(port, "/analytics/"), _get(port, "/sink/")
-                if analytics is None or sink is None:
-                    return False
-                now.append((name, analytics["counters"]["events"], sink["totals"]["records"]))
-        previous, self._last_counts = getattr(self, "_last_counts", None), now
-        return previous == now
-
-    def stop_all(self) -> None:
-        for name, (child, _) in self.workers.items():
-            if child.alive():
-                child.stop(timeout=30)
-                assert child.popen.returncode == 0, child.log_tail(60)
-
-
-@pytest.fixture
-async def stack(broker, registry_url, database, tmp_path):
-    s = Stack(broker, registry_url, database, tmp_path)
-    await s.start()
-    try:
-        yield s
-    finally:
-        for child, _ in s.workers.values():
-            if child.alive():
-                child.popen.kill()
-                child.popen.wait(10)
-        await s.venue.stop()
 
 
 # -- reading Kafka back ---------------------------------------------------------------------
@@ -359,18 +197,18 @@ async def _sql(dsn: str, query: str) -> list:
 # -- the tests --------------------------------------------------------------------------------
 
 
-async def test_tables_agree_with_the_venue_and_the_database(stack, broker, registry_url, database):
-    stack.spawn("a")
+async def test_tables_agree_with_the_venue_and_the_database(analytics_stack, broker, registry_url, database):
+    analytics_stack.spawn("a")
     started = time.time()
-    await stack.poll(lambda: stack.fills_per_instrument(3), "first fills on both instruments", 180)
+    await analytics_stack.poll(lambda: analytics_stack.fills_per_instrument(3), "first fills on both instruments", 180)
     poison = await _send_poison(broker.bootstrap, registry_url)
-    await stack.poll(lambda: stack.fills_per_instrument(6), "fills on both instruments", 180)
+    await analytics_stack.poll(lambda: analytics_stack.fills_per_instrument(6), "fills on both instruments", 180)
     # Past a minute's end by more than the snapshot grace: its PnL and quote-quality snapshots are out.
     next_minute = math.ceil(started / 60) * 60
-    await stack.poll(lambda: time.time() > next_minute + 3, "the run to cross a minute", 75, interval=1.0)
-    await stack.halt_and_settle()
-    view = stack.view("a")
-    stack.stop_all()
+    await analytics_stack.poll(lambda: time.time() > next_minute + 3, "the run to cross a minute", 75, interval=1.0)
+    await analytics_stack.halt_and_settle()
+    view = analytics_stack.view("a")
+    analytics_stack.stop_all()
 
     topics = Topics(broker.bootstrap, registry_url)
     inputs = await topics.inputs()
@@ -388,8 +226,8 @@ async def test_tables_agree_with_the_venue_and_the_database(stack, broker, regis
 
     # Positions and PnL against the venue's own books.
     positions, parts = await topics.changelog("position_pnl", "position_state")
-    trades = stack.our_trades()
-    venue_positions = stack.venue.engine.account(stack.account).positions
+    trades = analytics_stack.our_trades()
+    venue_positions = analytics_stack.venue.engine.account(analytics_stack.account).positions
     for instrument in INSTRUMENTS:
         state = positions[instrument]
         ours = [t for t in trades if t["instrument_name"] == instrument]
@@ -478,13 +316,13 @@ async def test_tables_agree_with_the_venue_and_the_database(stack, broker, regis
         assert {r["instrument_name"] for r in rows} == set(INSTRUMENTS), table
 
 
-async def test_kill_9_rebalances_and_recovery_leave_the_tables_exact(stack, broker, registry_url):
-    a = stack.spawn("a")
-    await stack.poll(lambda: len(stack.our_trades()) >= 3, "first fills", 180)
-    stack.spawn("b")
+async def test_kill_9_rebalances_and_recovery_leave_the_tables_exact(analytics_stack, broker, registry_url):
+    a = analytics_stack.spawn("a")
+    await analytics_stack.poll(lambda: len(analytics_stack.our_trades()) >= 3, "first fills", 180)
+    analytics_stack.spawn("b")
 
     def split_between_workers() -> Optional[tuple]:
-        va, vb = stack.view("a"), stack.view("b")
+        va, vb = analytics_stack.view("a"), analytics_stack.view("b")
         if not va or not vb:
             return None
         keys_a, keys_b = set(va["positions"]), set(vb["positions"])
@@ -493,19 +331,19 @@ async def test_kill_9_rebalances_and_recovery_leave_the_tables_exact(stack, brok
             return keys_a, keys_b
         return None
 
-    await stack.poll(split_between_workers, "the keys to be split between two workers", 120)
-    before = len(stack.our_trades())
-    await stack.poll(lambda: len(stack.our_trades()) >= before + 3, "fills with two workers", 120)
+    await analytics_stack.poll(split_between_workers, "the keys to be split between two workers", 120)
+    before = len(analytics_stack.our_trades())
+    await analytics_stack.poll(lambda: len(analytics_stack.our_trades()) >= before + 3, "fills with two workers", 120)
     os.kill(a.pid, signal.SIGKILL)
     a.popen.wait(timeout=10)
-    await stack.poll(lambda: stack.view("b") and len(stack.view("b")["positions"]) == 2,
+    await analytics_stack.poll(lambda: analytics_stack.view("b") and len(analytics_stack.view("b")["positions"]) == 2,
                      "worker b to hold every key", 120)
-    stack.spawn("a")  # back, with a fresh process: one more rebalance
-    await stack.poll(split_between_workers, "the keys to be split again", 120)
-    before = len(stack.our_trades())
-    await stack.poll(lambda: len(stack.our_trades()) >= before + 3, "fills after the restart", 180)
-    await stack.halt_and_settle()
-    stack.stop_all()
+    analytics_stack.spawn("a")  # back, with a fresh process: one more rebalance
+    await analytics_stack.poll(split_between_workers, "the keys to be split again", 120)
+    before = len(analytics_stack.our_trades())
+    await analytics_stack.poll(lambda: len(analytics_stack.our_trades()) >= before + 3, "fills after the restart", 180)
+    await analytics_stack.halt_and_settle()
+    analytics_stack.stop_all()
 
     topics = Topics(broker.bootstrap, registry_url)
     inputs = await topics.inputs()

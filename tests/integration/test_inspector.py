@@ -32,7 +32,6 @@ import json
 import math
 import os
 import re
-import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -42,10 +41,9 @@ from typing import Any, Callable, Optional
 import pytest
 
 from .conftest import ROOT
-from .test_analytics import INSTRUMENTS, NotYet, Stack
+from .analytics_stack import INSTRUMENTS, NotYet
+from .observers import chromium, quit_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 #: A browser's navigation Accept header (Chromium's own).
 BROWSER_ACCEPT = ("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"
                   "image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7")
@@ -76,45 +74,15 @@ def _json(port: int, path: str) -> Any:
     return json.loads(body)
 
 
-@pytest.fixture
-async def stack(broker, registry_url, database, tmp_path):
-    s = Stack(broker, registry_url, database, tmp_path)
-    await s.start()
-    try:
-        yield s
-    finally:
-        for child, _ in s.workers.values():
-            if child.alive():
-                child.popen.kill()
-                child.popen.wait(10)
-        await s.venue.stop()
 
 
 @pytest.fixture
 def browser(tmp_path):
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-    assert not missing, f"{missing} missing: ./dev.sh installs Debian's chromium and chromium-driver"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM  # with the driver's path given too, selenium fetches nothing
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}",
-                 # Any host but loopback fails to resolve: a page that reached out would break, and
-                 # the request is in the performance log below.
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
-    driver.set_page_load_timeout(30)
+    driver = chromium(tmp_path / "chromium")
     try:
         yield driver
     finally:
-        driver.quit()
-        shutil.rmtree(tmp_path / "chromium", ignore_errors=True)
+        quit_chromium(driver, tmp_path / "chromium")
 
 
 class Pages:
@@ -227,27 +195,27 @@ def _step_decimals(step: float) -> int:
     return len(text.split(".")[1].rstrip("0")) if "." in text else 0
 
 
-async def test_the_inspector_in_chromium(stack, browser):
-    stack.spawn("a")
-    port = stack.workers["a"][1]
+async def test_the_inspector_in_chromium(analytics_stack, browser):
+    analytics_stack.spawn("a")
+    port = analytics_stack.workers["a"][1]
 
     def ready() -> Any:
         """Fills on both instruments, markouts at two horizons per instrument, a few 1-second
         candles and a latency histogram of the quote stage."""
-        analytics = stack.view("a")
+        analytics = analytics_stack.view("a")
         if analytics is None:
             return NotYet("web views not up")
         markouts = analytics.get("markouts", {})
         counted = {name: sum(1 for side in ("buy", "sell") for hz in ("1", "5")
                              if ((markouts.get(name) or {}).get("aggregates", {}).get(side, {}).get(hz) or {}).get("count"))
                    for name in INSTRUMENTS}
-        candles = stack.view("a", "/tables/mark_candles_1s/BTC-PERPETUAL/?window=series") or {}
-        latency = stack.view("a", "/tables/stage_latency_1m/?prefix=BTC-PERPETUAL%7Creceived_to_quoted&window=now") or {}
+        candles = analytics_stack.view("a", "/tables/mark_candles_1s/BTC-PERPETUAL/?window=series") or {}
+        latency = analytics_stack.view("a", "/tables/stage_latency_1m/?prefix=BTC-PERPETUAL%7Creceived_to_quoted&window=now") or {}
         done = (all(n >= 3 for n in counted.values()) and len(candles.get("windows") or ()) >= 8
                 and bool(latency.get("items")))
         return done or NotYet((counted, len(candles.get("windows") or ()), bool(latency.get("items"))))
 
-    await stack.poll(ready, "fills, markouts, candles and latency", 90, interval=1.0)
+    await analytics_stack.poll(ready, "fills, markouts, candles and latency", 90, interval=1.0)
 
     # -- content negotiation, without the browser ---------------------------------------------
     for accept in (None, "*/*", "application/json", "application/json, text/html"):

@@ -17,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import shutil
 import signal
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
@@ -33,12 +31,12 @@ from app.stack import migrate
 from app.stack.process import Child, environ_for_child, free_port, spawn
 from app.venue import Venue, VenueConfig, create_keypair
 
+from .analytics_stack import NotYet
+from .observers import PROMETHEUS, PROMTOOL, Prometheus
 from .conftest import ROOT, cryptics
 
 KID = "metrics"
 INSTRUMENTS = ("BTC-PERPETUAL", "ETH-PERPETUAL")
-PROMTOOL = shutil.which("promtool")
-PROMETHEUS = shutil.which("prometheus")
 
 pytestmark = pytest.mark.skipif(PROMTOOL is None or PROMETHEUS is None,
                                 reason="needs Debian's prometheus package (promtool, prometheus): ./dev.sh installs it")
@@ -51,19 +49,6 @@ def _get(port: int, path: str, raw: bool = False) -> Any:
             return (body, response.headers.get("Content-Type")) if raw else json.loads(body)
     except OSError:
         return None
-
-
-class NotYet:
-    """A falsy answer to a poll that says how far it got (shown when the poll times out)."""
-
-    def __init__(self, detail: Any) -> None:
-        self.detail = detail
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return f"not yet: {self.detail!r}"
 
 
 async def _poll(predicate: Callable[[], Any], what: str, timeout: float, worker: Optional[Child] = None,
@@ -79,55 +64,6 @@ async def _poll(predicate: Callable[[], Any], what: str, timeout: float, worker:
         await asyncio.sleep(interval)
     tail = f"\n{worker.log_tail(40)}" if worker is not None else ""
     raise AssertionError(f"timed out waiting for {what} (last: {last!r}){tail}")
-
-
-class Prometheus:
-    """Prometheus on a free loopback port scraping ``target`` every second; TSDB under ``folder``."""
-
-    def __init__(self, folder: Path, target: str) -> None:
-        self.folder = folder
-        self.port = free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.config = folder / "prometheus.yml"
-        self.config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: cryptics\n    metrics_path: /metrics\n"
-            f"    static_configs:\n      - targets: ['{target}']\n")
-        self.child: Optional[Child] = None
-
-    def start(self) -> None:
-        self.child = spawn("prometheus", [
-            PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={self.folder / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h", "--log.level=warn",
-        ], log_path=self.folder / "prometheus.log", cwd=self.folder)
-
-    def stop(self) -> None:
-        if self.child is not None and self.child.alive():
-            self.child.stop(timeout=15)
-        shutil.rmtree(self.folder / "tsdb", ignore_errors=True)
-
-    def api(self, path: str, **params: str) -> Optional[dict]:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        answer = _get(self.port, f"/api/v1/{path}{query}")
-        if answer is None or answer.get("status") != "success":
-            return None
-        return answer["data"]
-
-    def query(self, expression: str) -> dict[tuple, float]:
-        """An instant query's result: label set (without __name__, job, instance) → value."""
-        data = self.api("query", query=expression)
-        if data is None:
-            return {}
-        out = {}
-        for item in data["result"]:
-            labels = tuple(sorted((k, v) for k, v in item["metric"].items()
-                                  if k not in ("__name__", "job", "instance")))
-            out[labels] = float(item["value"][1])
-        return out
-
-    def target_up(self) -> bool:
-        data = self.api("targets")
-        return bool(data) and any(t["health"] == "up" for t in data["activeTargets"])
 
 
 #: The D9 stages a quoting worker times before anything is persisted.

@@ -30,9 +30,8 @@ from datetime import datetime
 from typing import Any, Optional
 
 import aiohttp
-import pytest
 
-from .test_analytics import INSTRUMENTS, NotYet, Stack
+from .analytics_stack import INSTRUMENTS, NotYet
 
 #: Every table the worker registers (agents/analytics.py, agents/heartbeat.py).
 TABLES = {"position_pnl", "trade_candles_1s", "trade_candles_1m", "mark_candles_1s", "mark_candles_1m",
@@ -41,19 +40,6 @@ TABLES = {"position_pnl", "trade_candles_1s", "trade_candles_1m", "mark_candles_
 STEPS = {"BTC-PERPETUAL": (1.0, 0.001), "ETH-PERPETUAL": (0.1, 0.01)}  # app/venue/instruments.py
 
 
-@pytest.fixture
-async def stack(broker, registry_url, database, tmp_path):
-    s = Stack(broker, registry_url, database, tmp_path)
-    await s.start()
-    try:
-        yield s
-    finally:
-        for child, _ in s.workers.values():
-            if child.alive():
-                os.kill(child.pid, signal.SIGCONT)  # in case the test stopped there
-                child.popen.kill()
-                child.popen.wait(10)
-        await s.venue.stop()
 
 
 class Web:
@@ -105,11 +91,11 @@ def _on_step(value: float, step: float) -> bool:
     return abs(value / step - round(value / step)) < 1e-9 and written <= max(decimals, 1)
 
 
-async def test_two_workers_serve_every_view(stack):
-    stack.spawn("a")
-    stack.spawn("b")
+async def test_two_workers_serve_every_view(analytics_stack):
+    analytics_stack.spawn("a")
+    analytics_stack.spawn("b")
     async with aiohttp.ClientSession() as session:
-        web = Web(session, {name: port for name, (_, port) in stack.workers.items()})
+        web = Web(session, {name: port for name, (_, port) in analytics_stack.workers.items()})
 
         async def own_part(name: str, table: str) -> Optional[list]:
             try:
@@ -148,8 +134,8 @@ async def test_two_workers_serve_every_view(stack):
         owner_of = {key: name for name, held in keys.items() for key in held}
 
         # The tables stand still from here on: no market, no events.
-        await stack.venue.stop()
-        await stack.poll(stack._settled, "the analytics and the sink to settle", 60, interval=1.0)
+        await analytics_stack.venue.stop()
+        await analytics_stack.poll(analytics_stack._settled, "the analytics and the sink to settle", 60, interval=1.0)
 
         # -- GET /tables/ ------------------------------------------------------------------
         overviews = {name: await web.ok(name, "/tables/") for name in "ab"}
@@ -264,7 +250,7 @@ async def test_two_workers_serve_every_view(stack):
         # -- a peer that does not answer: partial, naming it -----------------------------------
         stopped = "b"
         stopped_key = next(key for key, name in owner_of.items() if name == stopped)
-        child = stack.workers[stopped][0]
+        child = analytics_stack.workers[stopped][0]
         os.kill(child.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -283,7 +269,7 @@ async def test_two_workers_serve_every_view(stack):
         # Back: whole again.
         await poll(lambda: _whole(web), "the stopped worker to answer again", 30)
 
-    stack.stop_all()
+    analytics_stack.stop_all()
 
 
 async def _whole(web: Web) -> Any:

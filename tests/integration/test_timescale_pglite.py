@@ -21,10 +21,13 @@ npm registry unreachable); ``./dev.sh test`` installs it with ``npm ci``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import random
 import shutil
 import subprocess
+import tempfile
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Iterator
 
 import asyncpg
@@ -50,7 +53,14 @@ CAGGS = {"trade_candles_1m", "ticker_candles_1m", "latency_1m", "markouts_1m"}
 
 
 def _install() -> str | None:
-    """Install the pinned PGlite packages if they are missing; the reason to skip, if that fails."""
+    """Install the pinned PGlite packages if they are missing; the reason to skip, if that fails.
+    One installer at a time: the suite runs in several pytest-xdist workers (dev.sh)."""
+    with open(Path(tempfile.gettempdir()) / "cryptics-pglite-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install_unlocked()
+
+
+def _install_unlocked() -> str | None:
     if (PGLITE / "node_modules" / "@unni-craftsman" / "pglite" / "package.json").exists() and \
             (PGLITE / "node_modules" / "@electric-sql" / "pglite-socket" / "package.json").exists():
         return None if shutil.which("node") else "node is not installed (PGlite runs on Node.js)"

@@ -4,7 +4,7 @@ Faust tables (tests/integration/test_analytics.py)."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
