@@ -19,13 +19,33 @@ from datetime import timezone
 import click
 
 from app import settings as settings_module
+from app.config import SettingsErrors
+
+
+class SettingsRefused(click.ClickException):
+    """Bad settings: a line for each refused variable, no traceback, exit code 2 (a usage error,
+    as for a bad option). Every command reads its settings before it starts anything."""
+
+    exit_code = 2
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+    def show(self, file=None) -> None:
+        for line in self.lines:
+            click.echo(f"cryptics: {line}", err=True)
+        click.echo(f"cryptics: {len(self.lines)} bad setting{'s' if len(self.lines) > 1 else ''}; nothing started "
+                   "(docs/operations.md lists every variable)", err=True)
 
 
 def _settings() -> settings_module.Settings:
     try:
         return settings_module.load()
+    except SettingsErrors as exc:
+        raise SettingsRefused(exc.lines) from None
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise SettingsRefused([str(exc)]) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,18 +66,20 @@ def up() -> None:
     embedded ones; CRYPTICS_VENUE=testnet or production trades on Thalex instead
     of the simulated venue (credentials from CRYPTICS_THALEX_*).
     """
+    s = _settings()
     from app.stack import supervisor
 
     logging.getLogger().setLevel(logging.WARNING)  # `up` prints its own progress lines
-    sys.exit(asyncio.run(supervisor.run(_settings())))
+    sys.exit(asyncio.run(supervisor.run(s)))
 
 
 @main.command()
 def worker() -> None:
     """Run the Faust worker against the services named in CRYPTICS_* URLs."""
+    s = _settings()  # before the import: the Faust app reads the settings as it is built
     from app import worker as worker_module
 
-    worker_module.run(_settings())
+    worker_module.run(s)
 
 
 @main.command()
@@ -124,7 +146,7 @@ def topics_create() -> None:
     try:
         report = asyncio.run(topics_module.ensure_topics(
             s.broker_url, topics_module.PIPELINE_TOPICS, s.topic_partitions, s.topic_replication))
-    except topics_module.TopicMismatch as exc:
+    except (topics_module.TopicMismatch, topics_module.TopicsRefused) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created: {list(report.created)}; already there: {list(report.existing)}")
 

@@ -74,12 +74,22 @@ def compiled_or_twin(compiled: str, twin: str) -> tuple[ModuleType, str]:
     return importlib.import_module(twin), "python"
 
 
+class SettingsErrors(ValueError):
+    """Every refused variable of an environment, one line each (``lines``), so that a user
+    fixes them all in one go; ``str()`` is the lines joined."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
 def fields_from_env(cls: type, environ: Optional[Mapping[str, str]], infix: str) -> dict[str, Any]:
     """Values for the dataclass ``cls`` from ``CRYPTICS_<infix><FIELD>`` variables, typed by
-    the fields (a tuple field takes comma-separated numbers: ``0.2,0.4``). A value that does
-    not parse raises ValueError naming the variable."""
+    the fields (a tuple field takes comma-separated numbers: ``0.2,0.4``). Values that do not
+    parse raise SettingsErrors, a line for each, naming its variable."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    errors: list[str] = []
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
@@ -102,5 +112,7 @@ def fields_from_env(cls: type, environ: Optional[Mapping[str, str]], infix: str)
             else:
                 values[f.name] = raw
         except ValueError as exc:
-            raise ValueError(f"{PREFIX}{name}={raw!r}: {exc}") from None
+            errors.append(f"{PREFIX}{name}={raw!r}: {exc}")
+    if errors:
+        raise SettingsErrors(errors)
     return values

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from app.analytics.config import AnalyticsConfig
-from app.config import PREFIX, SettingError, fields_from_env
+from app.config import PREFIX, SettingError, SettingsErrors, fields_from_env
 from app.gateway.params import GatewayParams
 from app.pipeline.sink.config import SinkConfig
 from app.trading.quote_params import QuoteParams
@@ -185,57 +185,72 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
         """Every field and every component from ``environ`` (default: the process environment).
-        A value that does not parse or validate raises ValueError naming its variable."""
+        Refused values raise SettingsErrors (a ValueError) with a line for each variable: every
+        unknown variable and every value that does not parse or that its component refuses;
+        the checks across settings (``validate``) once each variable is valid by itself."""
+        errors: list[str] = []
         process = {f.name for f in dataclasses.fields(cls)} - set(COMPONENTS)
-        values = {k: v for k, v in fields_from_env(cls, environ, "").items() if k in process}
+        values: dict[str, Any] = {}
+        try:
+            values = {k: v for k, v in fields_from_env(cls, environ, "").items() if k in process}
+        except SettingsErrors as exc:
+            errors += exc.lines
         state_dir = values.get("state_dir", cls.state_dir)
         own = {PREFIX + name.upper() for name in process}
         for name, (infix, config_class) in COMPONENTS.items():
-            _refuse_unknown(environ, infix, config_class, own)
-            component = fields_from_env(config_class, environ, infix)
+            errors += _unknown(environ, infix, config_class, own)
+            try:
+                component = fields_from_env(config_class, environ, infix)
+            except SettingsErrors as exc:
+                errors += exc.lines
+                continue
             if config_class is VenueConfig:
                 component.setdefault("trusted_keys_dir", state_dir / "venue" / "trusted_keys")
             try:
                 values[name] = config_class(**component)
             except ValueError as exc:  # the component names its field: say which variable that is
-                raise _with_variable(exc, infix) from None
+                errors.append(str(_with_variable(exc, infix)))
+        if errors:
+            raise SettingsErrors(errors)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
 
     def validate(self) -> None:
+        """The checks across settings; SettingsErrors with a line for each that fails."""
+        errors: list[str] = []
         if self.trading_state not in TRADING_STATES:
-            raise ValueError(f"{PREFIX}TRADING_STATE must be one of {', '.join(TRADING_STATES)}, "
-                             f"got {self.trading_state!r}")
+            errors.append(f"{PREFIX}TRADING_STATE must be one of {', '.join(TRADING_STATES)}, "
+                          f"got {self.trading_state!r}")
         if self.topic_partitions < 1:
-            raise ValueError(f"{PREFIX}TOPIC_PARTITIONS must be >= 1, got {self.topic_partitions}")
+            errors.append(f"{PREFIX}TOPIC_PARTITIONS must be >= 1, got {self.topic_partitions}")
         if self.producer_linger < 0:
-            raise ValueError(f"{PREFIX}PRODUCER_LINGER must be >= 0, got {self.producer_linger}")
+            errors.append(f"{PREFIX}PRODUCER_LINGER must be >= 0, got {self.producer_linger}")
         if self.heartbeat_interval < 0:
-            raise ValueError(f"{PREFIX}HEARTBEAT_INTERVAL must be >= 0, got {self.heartbeat_interval}")
+            errors.append(f"{PREFIX}HEARTBEAT_INTERVAL must be >= 0, got {self.heartbeat_interval}")
         if self.venue not in VENUES:
-            raise ValueError(f"{PREFIX}VENUE must be one of {', '.join(VENUES)}, got {self.venue!r}")
+            errors.append(f"{PREFIX}VENUE must be one of {', '.join(VENUES)}, got {self.venue!r}")
         if not self.instrument_names:
-            raise ValueError(f"{PREFIX}INSTRUMENTS names no instrument")
+            errors.append(f"{PREFIX}INSTRUMENTS names no instrument")
         if self.broker_url is not None and "://" not in self.broker_url:
-            raise ValueError(
-                f"{PREFIX}BROKER_URL must be a URL such as kafka://host:9092, got {self.broker_url!r}"
-            )
+            errors.append(f"{PREFIX}BROKER_URL must be a URL such as kafka://host:9092, got {self.broker_url!r}")
         # One position limit, the risk gate's: the quote core sizes its ladder against it too,
         # so it must be a limit the core can size against, and hold the target position.
         if not 0 < self.risk.max_position < float("inf"):
-            raise ValueError(f"{PREFIX}RISK_MAX_POSITION must be > 0 and finite (the quote core sizes against "
-                             f"it), got {self.risk.max_position}")
+            errors.append(f"{PREFIX}RISK_MAX_POSITION must be > 0 and finite (the quote core sizes against "
+                          f"it), got {self.risk.max_position}")
         if abs(self.quote.target_position) > self.risk.max_position:
-            raise ValueError(f"{PREFIX}QUOTE_TARGET_POSITION {self.quote.target_position} is outside "
-                             f"±{PREFIX}RISK_MAX_POSITION {self.risk.max_position}")
+            errors.append(f"{PREFIX}QUOTE_TARGET_POSITION {self.quote.target_position} is outside "
+                          f"±{PREFIX}RISK_MAX_POSITION {self.risk.max_position}")
         for name, (infix, config_class) in COMPONENTS.items():
             check = getattr(getattr(self, name), "validate", None)
             if check is not None:
                 try:
                     check()
                 except ValueError as exc:
-                    raise _with_variable(exc, infix) from None
+                    errors.append(str(_with_variable(exc, infix)))
+        if errors:
+            raise SettingsErrors(errors)
 
 
 #: Variables that no longer exist, and where their setting went.
@@ -245,15 +260,13 @@ RETIRED = {
 }
 
 
-def _refuse_unknown(environ: Optional[Mapping[str, str]], infix: str, config_class: type, own: set[str]) -> None:
-    """A ``CRYPTICS_<INFIX>*`` variable that is no field of the component is a typo or a retired
-    name: refused, rather than silently ignored (the user would run with the default)."""
+def _unknown(environ: Optional[Mapping[str, str]], infix: str, config_class: type, own: set[str]) -> list[str]:
+    """A line for each ``CRYPTICS_<INFIX>*`` variable that is no field of the component: a typo
+    or a retired name, refused rather than silently ignored (the user would run with the default)."""
     environ = os.environ if environ is None else environ
     known = {PREFIX + infix + f.name.upper() for f in dataclasses.fields(config_class)} | own
-    for variable in sorted(environ):
-        if variable.startswith(PREFIX + infix) and variable not in known:
-            hint = RETIRED.get(variable, f"no {config_class.__name__} field is called that")
-            raise ValueError(f"{variable}: unknown setting ({hint})")
+    return [f"{variable}: unknown setting ({RETIRED.get(variable, f'no {config_class.__name__} field is called that')})"
+            for variable in sorted(environ) if variable.startswith(PREFIX + infix) and variable not in known]
 
 
 def _with_variable(exc: ValueError, infix: str) -> ValueError:

@@ -62,10 +62,23 @@ def test_missing_service_url_is_a_clear_error(command, variable):
     assert variable in result.stderr + result.stdout
 
 
-def test_bad_setting_is_a_clear_error():
-    result = run("db", "migrate", env={"CRYPTICS_TOPIC_PARTITIONS": "many"})
-    assert result.returncode != 0
-    assert "CRYPTICS_TOPIC_PARTITIONS" in result.stderr
+#: Three refusals of three kinds: a value that does not parse (two of them) and a typo'd name.
+BAD = {"CRYPTICS_QUOTE_BID_SIZES": "abc", "CRYPTICS_TOPIC_PARTITIONS": "many", "CRYPTICS_SINK_BATCH_SIZ": "10"}
+
+
+@pytest.mark.parametrize("command", [["up"], ["worker"], ["venue"], ["db", "migrate"]], ids=" ".join)
+def test_bad_settings_get_a_line_each_and_exit_2_before_anything_starts(command, tmp_path):
+    state = tmp_path / "state"
+    result = run(*command, env={**BAD, "CRYPTICS_STATE_DIR": str(state), "CRYPTICS_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"})
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4, lines  # one per variable, then the count
+    for variable, line in zip(sorted(BAD), sorted(lines[:3])):
+        assert line.startswith(f"cryptics: {variable}"), (variable, line)
+    assert "3 bad settings; nothing started" in lines[3]
+    assert "abc" in result.stderr and "unknown setting" in result.stderr
+    assert not state.exists()  # `up` creates its state folder first thing when it starts
 
 
 def test_a_worker_open_to_the_network_needs_a_token():

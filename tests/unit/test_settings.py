@@ -124,3 +124,27 @@ def test_a_component_checked_after_construction_names_the_variable_too():
         Settings.from_env({"CRYPTICS_VENUE_TICK_INTERVAL": "0"})
     with pytest.raises(ValueError, match=r"^CRYPTICS_SINK_BATCH_SIZE: batch_size must be >= 1"):
         Settings.from_env({"CRYPTICS_SINK_BATCH_SIZE": "0"})
+
+
+def test_every_bad_variable_is_reported_at_once():
+    from app.config import SettingsErrors
+
+    with pytest.raises(SettingsErrors) as refused:
+        Settings.from_env({"CRYPTICS_QUOTE_BID_SIZES": "0.1,x", "CRYPTICS_TOPIC_PARTITIONS": "many",
+                           "CRYPTICS_SINK_BATCH_SIZ": "10", "CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS": "-1",
+                           "CRYPTICS_HEARTBEAT_INTERVAL": "1"})
+    lines = refused.value.lines
+    named = [line.split(":")[0].split("=")[0] for line in lines]
+    # one line per bad variable, none for the good one
+    assert sorted(named) == ["CRYPTICS_GATEWAY_AMEND_THRESHOLD_TICKS", "CRYPTICS_QUOTE_BID_SIZES",
+                             "CRYPTICS_SINK_BATCH_SIZ", "CRYPTICS_TOPIC_PARTITIONS"], lines
+    assert str(refused.value) == "\n".join(lines)
+
+
+def test_checks_across_settings_are_reported_together():
+    from app.config import SettingsErrors
+
+    with pytest.raises(SettingsErrors) as refused:
+        Settings.from_env({"CRYPTICS_TOPIC_PARTITIONS": "0", "CRYPTICS_HEARTBEAT_INTERVAL": "-1"})
+    assert [line.split(" ")[0] for line in refused.value.lines] == ["CRYPTICS_TOPIC_PARTITIONS",
+                                                                   "CRYPTICS_HEARTBEAT_INTERVAL"]
