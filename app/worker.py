@@ -35,9 +35,12 @@ def run(settings: Settings) -> None:
             "random string), or keep the web host on loopback."
         )
     # Topics before the worker (docs/architecture.md#d3-kafka-topics): idempotent, so harmless when `up` did it already.
-    asyncio.run(topics.ensure_topics(
-        settings.broker_url, topics.PIPELINE_TOPICS, settings.topic_partitions, settings.topic_replication
-    ))
+    try:
+        asyncio.run(topics.ensure_topics(
+            settings.broker_url, topics.PIPELINE_TOPICS, settings.topic_partitions, settings.topic_replication
+        ))
+    except (topics.TopicMismatch, topics.TopicsRefused) as exc:
+        raise SystemExit(f"cryptics worker: {exc}") from None
     import faust
 
     from app.faust_app import app

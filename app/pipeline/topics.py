@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from models.registry import RECORDS, topic_name
 
@@ -40,10 +40,36 @@ class TopicMismatch(RuntimeError):
     """An existing topic has a partition count other than the configured one."""
 
 
+class TopicsRefused(RuntimeError):
+    """The broker refused to create topics; ``refused`` maps each to the broker's error.
+    (aiokafka's ``create_topics`` returns the errors per topic instead of raising.)"""
+
+    def __init__(self, refused: dict[str, str], created: Sequence[str]) -> None:
+        lines = "; ".join(f"{topic}: {error}" for topic, error in sorted(refused.items()))
+        super().__init__(f"the broker refused {len(refused)} topic{'s' if len(refused) > 1 else ''}: {lines}"
+                         + (f" (created: {', '.join(created)})" if created else ""))
+        self.refused, self.created = dict(refused), tuple(created)
+
+
+def refused_topics(response) -> dict[str, str]:
+    """A CreateTopics response's refusals, topic → "ERROR_NAME (code N): message"; a topic
+    that exists already (another process made it between our list and create) is no refusal."""
+    refused = {}
+    for entry in response.topic_errors:
+        topic, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        name = for_code(code).__name__
+        refused[topic] = f"{name} (code {code})" + (f": {message}" if message else "")
+    return refused
+
+
 async def ensure_topics(
     broker_url: str, names: Iterable[str], partitions: int, replication: int = 1
 ) -> TopicReport:
-    """Create the missing topics; check that existing ones have ``partitions`` partitions."""
+    """Create the missing topics; check that existing ones have ``partitions`` partitions.
+    Raises TopicsRefused, naming each topic and the broker's error, if any was not created."""
     wanted: Sequence[str] = list(dict.fromkeys(names))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-admin")
     await admin.start()
@@ -52,11 +78,14 @@ async def ensure_topics(
         missing = [n for n in wanted if n not in existing]
         if missing:
             try:
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [NewTopic(n, num_partitions=partitions, replication_factor=replication) for n in missing]
                 )
             except TopicAlreadyExistsError:
-                pass  # another process created it between our list and create
+                response = None  # another process created it between our list and create
+            refused = refused_topics(response) if response is not None else {}
+            if refused:
+                raise TopicsRefused(refused, [n for n in missing if n not in refused])
         present = [n for n in wanted if n in existing]
         if present:
             described = await admin.describe_topics(present)
