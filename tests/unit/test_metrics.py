@@ -311,6 +311,31 @@ async def test_a_scrape_reads_the_latency_windows_in_slices_and_adds_each_growth
     assert family.name == "cryptics_stage_latency_seconds"
 
 
+async def test_the_sliced_exposition_is_the_whole_one_and_gives_the_loop_back_between_sections(monkeypatch):
+    from agents import metrics
+
+    def ours(text: str) -> dict:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) if f.name.startswith("cryptics_") for s in f.samples
+                if not s.name.startswith("cryptics_heartbeat_age")}  # the clock moves between the two
+    turns = 0
+    real_sleep = metrics.asyncio.sleep
+
+    async def counting_sleep(delay):
+        nonlocal turns
+        turns += 1
+        await real_sleep(delay)
+
+    monkeypatch.setattr(metrics.asyncio, "sleep", counting_sleep)
+    sliced = (await metrics.exposition_in_slices()).decode()
+    whole = metrics.exposition().decode()
+    assert ours(sliced) == ours(whole) and len(ours(whole)) > 60
+    names = [f.name for f in text_string_to_metric_families(sliced)]
+    assert len(names) == len(set(names))  # every family once
+    assert any(name.startswith("process_") for name in names)
+    assert turns >= len(metrics.SECTIONS)  # after the standard collectors and after each section
+
+
 def test_every_metric_is_in_the_operations_table_and_every_name_there_exists():
     from pathlib import Path
 
