@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -63,7 +64,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, AsyncContextManager, Awaitable, Callable, Optional
 
 import uvloop
 
@@ -312,7 +313,8 @@ class Stack:
 async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: Stack, args, private_key: Path,
                    trusted: Path, profile: Optional[Path], companion_env: Optional[dict[str, str]] = None,
                    companion_ready: Optional[Callable[[int], Awaitable[bool]]] = None,
-                   companion_view: Optional[Callable[[int], Awaitable[dict]]] = None) -> dict:
+                   companion_view: Optional[Callable[[int], Awaitable[dict]]] = None,
+                   observers: Optional[Callable[[dict[str, int]], AsyncContextManager[dict[str, int]]]] = None) -> dict:
     """One case: a fresh broker and venue, the worker ``argv``, the measured window.
 
     ``companion_env`` (for benchmarks/bench_analytics.py): a second `cryptics worker` of the same
@@ -320,7 +322,11 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
     environment with no venue URL (it never takes the quoting lease), a web port and state
     folder of its own, then ``companion_env``; started once the worker quotes, and the market
     stepped until ``companion_ready(its web port)`` is true, before the warm-up.
-    ``companion_view(port)`` is read before and after the window (result ``companion``)."""
+    ``companion_view(port)`` is read before and after the window (result ``companion``).
+
+    ``observers`` (for benchmarks/bench_observers.py): entered before the warm-up with the web
+    ports (``worker``, and ``companion`` if there is one), left after the window; it yields the
+    pids of what it started, whose CPU is measured with the rest."""
     from app.stack.broker import EmbeddedBroker
     from app.stack.process import environ_for_child, free_port, spawn
     from app.venue import Venue, VenueConfig
@@ -333,6 +339,7 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
     worker = None
     companion = None
     spy = None
+    observing = contextlib.AsyncExitStack()
     try:
         await broker.start()
         await venue.start()
@@ -391,6 +398,10 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
                 await _step_until(venue, args.rate, caught_up, "kafka: caught up", 10, worker)
             except RuntimeError:
                 pass  # reported: the lag never fell under CAUGHT_UP_MS
+        observer_pids: dict[str, int] = {}
+        if observers is not None:
+            ports = {"worker": web, **({"companion": companion_web} if companion_web else {})}
+            observer_pids = await observing.enter_async_context(observers(ports))
         await _step(venue, args.warmup, args.rate)
 
         quoting_before = await _aget(web, "/quoting/")
@@ -403,6 +414,7 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
             pids["postgres"] = stack.pg.child.pid
         if companion is not None:
             pids["companion"] = companion.pid
+        pids.update(observer_pids)
         meter = CpuMeter(pids, "venue (this benchmark)")
         # The probe (what GET /venue/latency?reset=1 does) and the per-session counts, reset together.
         venue.latency.reset()
@@ -424,6 +436,7 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
         market_after = await _aget(web, "/market-data/")
         paths_after = await _aget(web, "/kafka-quote-path/") if key == "kafka" else {"counts": {}, "lag_ms": {}}
         companion_after = await companion_view(companion_web) if companion_view and companion_web else None
+        await observing.aclose()
         if spy is not None:
             try:
                 spy.wait(30)
@@ -460,6 +473,7 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
             "companion": None if companion is None else {"before": companion_before, "after": companion_after},
         }
     finally:
+        await observing.aclose()
         if spy is not None and spy.poll() is None:
             spy.send_signal(signal.SIGINT)
             try:

@@ -74,8 +74,9 @@ def machine_busy() -> float:
 
 
 def cpu_of_tree(pid: int) -> float:
-    """CPU seconds of ``pid`` and its direct children (PostgreSQL: the postmaster and its backends)."""
-    total = process_cpu(pid)
+    """CPU seconds of ``pid`` and every process below it (PostgreSQL: the postmaster and its
+    backends; Chromium: its driver, the browser, its zygotes and renderers)."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -84,8 +85,14 @@ def cpu_of_tree(pid: int) -> float:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == pid:
-            total += process_cpu(int(entry))
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        cpu = process_cpu(current)
+        if cpu == cpu or current == pid:  # a descendant that just exited counts nothing, not NaN
+            total += cpu
+        todo += children.get(current, [])
     return total
 
 
