@@ -314,7 +314,8 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
                    trusted: Path, profile: Optional[Path], companion_env: Optional[dict[str, str]] = None,
                    companion_ready: Optional[Callable[[int], Awaitable[bool]]] = None,
                    companion_view: Optional[Callable[[int], Awaitable[dict]]] = None,
-                   observers: Optional[Callable[[dict[str, int]], AsyncContextManager[dict[str, int]]]] = None) -> dict:
+                   observers: Optional[Callable[[dict[str, int]], AsyncContextManager[dict[str, int]]]] = None,
+                   window: Optional[Callable[[Any, float, float], Awaitable[int]]] = None) -> dict:
     """One case: a fresh broker and venue, the worker ``argv``, the measured window.
 
     ``companion_env`` (for benchmarks/bench_analytics.py): a second `cryptics worker` of the same
@@ -324,9 +325,11 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
     stepped until ``companion_ready(its web port)`` is true, before the warm-up.
     ``companion_view(port)`` is read before and after the window (result ``companion``).
 
-    ``observers`` (for benchmarks/bench_observers.py): entered before the warm-up with the web
-    ports (``worker``, and ``companion`` if there is one), left after the window; it yields the
-    pids of what it started, whose CPU is measured with the rest."""
+    For benchmarks/bench_observers.py: ``observers`` is entered before the warm-up with the web
+    ports (``worker``, and ``companion`` if there is one) and left after the window; it yields
+    the pids of what it started, whose CPU is measured with the rest. ``window(venue, seconds,
+    rate)``, if given, steps the measured window instead of a plain run of steps (it returns
+    the steps it took); the probe's figures in the result are then only what it left there."""
     from app.stack.broker import EmbeddedBroker
     from app.stack.process import environ_for_child, free_port, spawn
     from app.venue import Venue, VenueConfig
@@ -424,7 +427,7 @@ async def run_case(key: str, argv: list[str], case_env: dict[str, str], stack: S
                                     "-r", "1000", "-f", "raw", "-o", str(root / f"profile-{key}.txt"), "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         started, wall_start = time.perf_counter(), time.time()
-        steps = await _step(venue, args.seconds, args.rate)
+        steps = await (window or _step)(venue, args.seconds, args.rate)
         elapsed, wall_end = time.perf_counter() - started, time.time()
         cpu = meter.stop()
         sent = sum(venue.notifications_sent.values()) - sent_before

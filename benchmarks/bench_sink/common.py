@@ -73,9 +73,8 @@ def machine_busy() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_of_tree(pid: int) -> float:
-    """CPU seconds of ``pid`` and every process below it (PostgreSQL: the postmaster and its
-    backends; Chromium: its driver, the browser, its zygotes and renderers)."""
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -86,13 +85,22 @@ def cpu_of_tree(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0.0, [pid]
+    out, todo = [], [pid]
     while todo:
         current = todo.pop()
+        out.append(current)
+        todo += children.get(current, [])
+    return out
+
+
+def cpu_of_tree(pid: int) -> float:
+    """CPU seconds of ``pid`` and every process below it (PostgreSQL: the postmaster and its
+    backends; Chromium: its driver, the browser, its zygotes and renderers)."""
+    total = 0.0
+    for current in descendants(pid):
         cpu = process_cpu(current)
         if cpu == cpu or current == pid:  # a descendant that just exited counts nothing, not NaN
             total += cpu
-        todo += children.get(current, [])
     return total
 
 
