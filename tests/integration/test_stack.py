@@ -131,6 +131,14 @@ def test_up_runs_the_stack_and_stops_it_in_order(service_root):
     assert not (up.state_dir / "up.json").exists()
 
 
+def _alive(process: psutil.Process) -> bool:
+    """Running and not a zombie; a process that exits while it is looked at is not alive."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_kill_9_of_up_takes_its_children_along(service_root):
     up = Up(service_root / "state-kill")
     try:
@@ -142,7 +150,7 @@ def test_kill_9_of_up_takes_its_children_along(service_root):
         up.finish()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        left = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        left = [p for p in descendants if _alive(p)]
         if not left:
             break
         time.sleep(0.2)
