@@ -74,6 +74,18 @@ def compiled_or_twin(compiled: str, twin: str) -> tuple[ModuleType, str]:
     return importlib.import_module(twin), "python"
 
 
+def without_password(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***``: what may be printed or
+    written where other people read (a terminal, up.json, a log line)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    user, _, host = rest.partition("@")
+    if ":" not in user:
+        return url
+    return f"{scheme}://{user.split(':', 1)[0]}:***@{host}"
+
+
 class SettingsErrors(ValueError):
     """Every refused variable of an environment, one line each (``lines``), so that a user
     fixes them all in one go; ``str()`` is the lines joined."""

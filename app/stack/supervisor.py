@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 import aiohttp
 
+from app.config import without_password
 from app.pipeline import topics
 from app.settings import Settings
 from app.stack import migrate
@@ -97,6 +98,7 @@ async def start(settings: Settings, say: Callable[[str], None] = _say) -> Runnin
         else:
             say(f"broker      external      {settings.broker_url}")
 
+        pg: Optional[EmbeddedPostgres] = None
         if settings.database_url is None:
             pg = EmbeddedPostgres(settings.postgres_dir, logs)
             took = await pg.start()
@@ -188,11 +190,13 @@ async def start(settings: Settings, say: Callable[[str], None] = _say) -> Runnin
             "web": web,
             "analytics": analytics_web or "",
             "registry": settings.schema_registry_url or "",
-            "database": settings.database_url or "",
+            "database": without_password(settings.database_url or ""),
             "broker": settings.broker_url or "",
             "venue": settings.venue_ws_url or "",
             "logs": str(logs.resolve()),
         }
+        if pg is not None:  # the password is in this file (mode 0600), never printed
+            stack.urls["database_password_file"] = str(pg.password_file.resolve())
         return stack
     except BaseException:
         stack.stop(say)

@@ -168,6 +168,13 @@ async def trader(client: WsClient, private_key: Path) -> WsClient:
     return client
 
 
+
+def database_url_of(urls: dict) -> str:
+    """The embedded database's URL from up.json's ``urls``, whose ``database`` hides the password
+    (``***``), with the password read from the file ``database_password_file`` names."""
+    password = Path(urls["database_password_file"]).read_text().strip()
+    return urls["database"].replace(":***@", f":{password}@", 1)
+
 @pytest.fixture
 async def analytics_stack(broker, registry_url, database, tmp_path):
     """The venue with a running market and room for workers (tests/integration/analytics_stack.py);

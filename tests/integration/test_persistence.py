@@ -55,7 +55,7 @@ from app.stack.process import Child, environ_for_child, free_port, spawn
 from models import examples
 from models.registry import record
 
-from .conftest import ROOT, cryptics
+from .conftest import ROOT, cryptics, database_url_of
 
 UTC = timezone.utc
 INSTRUMENTS = ("BTC-PERPETUAL", "ETH-PERPETUAL", "SOL-PERPETUAL")
@@ -575,10 +575,10 @@ async def test_up_persists_every_topic_record_once(service_root, tmp_path):
                        interval=2.0)
             counts = {name: await topic_keys(bootstrap, urls["registry"], name) for name in SPECS}
             expected = {name: keys for name, (_, keys) in counts.items()}
-            await assert_tables_hold(urls["database"], expected)
+            await assert_tables_hold(database_url_of(urls), expected)
             view = summed_sink_views(workers)
             # No fault in this run: every ack row the worker inserted was measured, once.
-            samples = await check_ack_samples(urls["database"], at_least=topic_stats(view, ACKS)["rows_written"])
+            samples = await check_ack_samples(database_url_of(urls), at_least=topic_stats(view, ACKS)["rows_written"])
         finally:
             os.kill(venue_pid, signal.SIGCONT)
     finally:

@@ -17,7 +17,7 @@ import psutil
 from app.stack import migrate
 from app.stack.process import free_port, pid_alive
 
-from .conftest import ROOT, cryptics
+from .conftest import ROOT, cryptics, database_url_of
 
 
 class Up:
@@ -85,7 +85,13 @@ def test_up_runs_the_stack_and_stops_it_in_order(service_root):
         assert isinstance(_http_json(f"{urls['registry']}/subjects"), list)
         assert "cryptics.system.heartbeat.avro-value" in _http_json(f"{urls['registry']}/subjects")
         plain = [m.version for m in migrate.discover() if not m.timescaledb_only]
-        assert asyncio.run(_migrations(urls["database"])) == plain
+        assert asyncio.run(_migrations(database_url_of(urls))) == plain
+        # The database password is in its 0600 file only: not printed, not in up.json.
+        password = Path(urls["database_password_file"]).read_text().strip()
+        assert len(password) >= 20 and ":***@" in urls["database"]
+        assert password not in (up.state_dir / "up.json").read_text()
+        assert not [line for line in up.lines if password in line]
+        assert Path(urls["database_password_file"]).stat().st_mode & 0o077 == 0
         assert urls["venue"].startswith("ws://127.0.0.1:") and urls["venue"].endswith("/ws/api/v2")
         assert (up.state_dir / "venue" / "cryptics-simulated.private.pem").exists()
         # The worker took the quoting lease and streams the simulated venue's market data.

@@ -148,3 +148,13 @@ def test_checks_across_settings_are_reported_together():
         Settings.from_env({"CRYPTICS_TOPIC_PARTITIONS": "0", "CRYPTICS_HEARTBEAT_INTERVAL": "-1"})
     assert [line.split(" ")[0] for line in refused.value.lines] == ["CRYPTICS_TOPIC_PARTITIONS",
                                                                    "CRYPTICS_HEARTBEAT_INTERVAL"]
+
+
+def test_a_url_without_its_password():
+    from app.config import without_password
+
+    assert without_password("postgresql://postgres:s3cr:et@127.0.0.1:5432/cryptics") == \
+        "postgresql://postgres:***@127.0.0.1:5432/cryptics"
+    assert without_password("postgresql://reader@db:5432/x") == "postgresql://reader@db:5432/x"  # no password
+    assert without_password("tansu://127.0.0.1:9092") == "tansu://127.0.0.1:9092"
+    assert without_password("http://127.0.0.1:8081/a@b") == "http://127.0.0.1:8081/a@b"  # an @ in the path
