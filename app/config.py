@@ -123,7 +123,7 @@ def fields_from_env(cls: type, environ: Optional[Mapping[str, str]], infix: str)
                 values[f.name] = float(raw)
             else:
                 values[f.name] = raw
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:  # RuntimeError: ~user of a user that does not exist
             errors.append(f"{PREFIX}{name}={raw!r}: {exc}")
     if errors:
         raise SettingsErrors(errors)

@@ -1,0 +1,72 @@
+"""Fuzzing the inputs a worker takes from outside: Avro bytes off a topic and the settings.
+
+Every bad input gets the error its callers catch (``WireFormatError`` for bytes, which the sink
+and the analytics dead-letter; ``SettingsErrors`` for settings, which the CLI prints a line per
+variable of), never another exception. The JSON-RPC parser's fuzz test is in
+test_exchange_messages.py.
+"""
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from app.config import SettingsErrors
+from app.pipeline.codec import AvroCodec, WireFormatError
+from app.settings import Settings
+from models.registry import RECORDS
+
+SCHEMA_ID = 7
+
+
+def _codec(name: str) -> AvroCodec:
+    """A consumer's codec that knows its writer schema already (no registry: no socket here)."""
+    r = RECORDS[name]
+    codec = AvroCodec(r.subject, r.schema, None)
+    codec._writers[SCHEMA_ID] = codec.parsed
+    return codec
+
+
+CODECS = {name: _codec(name) for name in RECORDS}
+HEADER = struct.pack(">bI", 0, SCHEMA_ID)
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+@settings(max_examples=150, deadline=None)
+@given(payload=st.binary(max_size=300), framed=st.booleans())
+def test_any_bytes_decode_to_a_record_or_a_wire_format_error(name, payload, framed):
+    # Framed: our schema id, then anything. Unframed: anything that is no frame (too short, or
+    # another magic byte); a frame with another schema id is a registry lookup, tested with the
+    # registry (tests/integration/test_codec.py).
+    assume(framed or len(payload) < 5 or payload[0] != 0)
+    data = HEADER + payload if framed else payload
+    try:
+        value = CODECS[name].loads(data)
+    except WireFormatError:
+        return
+    assert isinstance(value, dict)  # what decodes is a whole record of the schema
+
+
+#: Variables of each kind the settings parse: numbers, tuples, flags, names, paths, and names
+#: that are no setting.
+VARIABLES = ["CRYPTICS_TOPIC_PARTITIONS", "CRYPTICS_HEARTBEAT_INTERVAL", "CRYPTICS_QUOTE_BID_SIZES",
+             "CRYPTICS_QUOTE_HALF_SPREAD", "CRYPTICS_QUOTE_MODE", "CRYPTICS_RISK_MAX_POSITION",
+             "CRYPTICS_QUOTE_TARGET_POSITION", "CRYPTICS_GATEWAY_MASS_QUOTE", "CRYPTICS_VENUE",
+             "CRYPTICS_INSTRUMENTS", "CRYPTICS_BROKER_URL", "CRYPTICS_SINK_BATCH_SIZE", "CRYPTICS_ANALYTICS_ENABLED",
+             "CRYPTICS_STATE_DIR", "CRYPTICS_WEB_PORT", "CRYPTICS_SINK_BATCH_SIZ", "CRYPTICS_RISK_X"]
+VALUES = st.one_of(st.text(max_size=20), st.sampled_from(["", "0", "-1", "nan", "inf", "1e400", "0.1,0.2", ",", "1,x",
+                                                           "true", "maybe", "simulated", "kafka://h:1", "avellaneda_stoikov"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(env=st.dictionaries(st.sampled_from(VARIABLES), VALUES, max_size=6))
+def test_any_settings_parse_or_get_a_line_per_refusal(env):
+    env = {k: v.replace("\x00", "") for k, v in env.items()}
+    try:
+        Settings.from_env(env)
+    except SettingsErrors as exc:
+        assert exc.lines and all(line.startswith("CRYPTICS_") for line in exc.lines), exc.lines
+        for line in exc.lines:  # each line names a variable: one that was set, or one a check is about
+            assert "\n" not in line
