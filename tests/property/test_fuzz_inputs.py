@@ -7,6 +7,8 @@ test_exchange_messages.py.
 """
 from __future__ import annotations
 
+import base64
+import json
 import struct
 
 import pytest
@@ -70,3 +72,66 @@ def test_any_settings_parse_or_get_a_line_per_refusal(env):
         assert exc.lines and all(line.startswith("CRYPTICS_") for line in exc.lines), exc.lines
         for line in exc.lines:  # each line names a variable: one that was set, or one a check is about
             assert "\n" not in line
+
+
+# -- the web views' query parameters and headers (app/web/tables.py, app/web/auth.py) ----------
+
+_TEXT = st.one_of(st.text(max_size=40), st.sampled_from(["", "0", "-1", "1e9", "nan", "inf", "1000", "1001", " 5",
+                                                       "delta:60s", "delta:1.5m", "delta:-1s", "delta:", "series"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=_TEXT)
+def test_query_parameters_parse_or_get_a_bad_request(raw):
+    from app.web.tables import MAX_LIMIT, MAX_TIMEOUT, BadRequest, parse_flag, parse_limit, parse_timeout, parse_window
+
+    for parse, check in ((parse_limit, lambda v: 1 <= v <= MAX_LIMIT),
+                         (parse_timeout, lambda v: 0 < v <= MAX_TIMEOUT),
+                         (parse_window, lambda v: v.kind in ("now", "current", "series", "delta") and v.delta >= 0)):
+        try:
+            value = parse(raw)
+        except BadRequest as exc:
+            assert str(exc)  # a message for the 400
+        else:
+            assert check(value), (parse.__name__, raw, value)
+    assert isinstance(parse_flag(raw), bool)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+#: Cursors that are JSON, near ours: another table, a key of another type, odd window starts.
+_NEAR_CURSORS = st.fixed_dictionaries({
+    "t": st.sampled_from(["position_pnl", "mark_candles_1s", "other"]),
+    "p": st.lists(st.one_of(st.text(max_size=8), st.none(), st.floats(), st.integers(), st.booleans()), max_size=3),
+}).map(lambda d: _b64(json.dumps(d).encode()))
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=st.one_of(st.text(max_size=200), st.binary(max_size=200).map(_b64), _NEAR_CURSORS),
+       table=st.sampled_from(["position_pnl", "mark_candles_1s"]))
+def test_a_cursor_is_ours_or_a_bad_request(raw, table):
+    from app.web.tables import BadRequest, decode_cursor, encode_cursor
+
+    try:
+        position = decode_cursor(table, raw)
+    except BadRequest:
+        return
+    if position is not None:  # what decodes is a position this table's next cursor would carry
+        assert isinstance(position[0], str) and (position[1] is None or isinstance(position[1], float))
+        assert decode_cursor(table, encode_cursor(table, position)) == position
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=st.one_of(st.none(), st.text(max_size=60)), token=st.text(min_size=1, max_size=30))
+def test_a_bearer_header_is_the_token_or_unauthorized(header, token):
+    from app.web.auth import Unauthorized, check_bearer
+
+    headers = {} if header is None else {"Authorization": header}
+    try:
+        check_bearer(headers, token)
+    except Unauthorized as exc:
+        assert str(exc)
+    else:  # accepted only with the token itself
+        assert header is not None and header.partition(" ")[2].strip() == token
