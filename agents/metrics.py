@@ -105,6 +105,12 @@ def _store_items(table: Any) -> Iterable[tuple[Any, Any]]:
     return list((raw if isinstance(raw, dict) else store).items())
 
 
+def _analytics_items(name: str) -> list[tuple[Any, Any]]:
+    """The analytics table ``name``'s keys and values; none where the analytics are off (no table)."""
+    table = analytics.TABLE_OF.get(name)
+    return _store_items(table) if table is not None else []
+
+
 def _store_len(table: Any) -> int:
     store = table.data
     raw = getattr(store, "data", None)
@@ -274,8 +280,7 @@ async def refresh_stage_latency() -> None:
     """Take in what ``stage_latency_1m`` has grown by since the last scrape, yielding to the
     event loop every SLICE_SECONDS: the table holds a window per key and minute for hours, and
     a restarted worker's first scrape converts every recovered window."""
-    table = analytics.TABLE_OF.get("stage_latency_1m")  # none where the analytics are off
-    items = _store_items(table) if table is not None else []
+    items = _analytics_items("stage_latency_1m")
     deadline = time.perf_counter() + SLICE_SECONDS
     for n, (key, record) in enumerate(items):
         if record is not None:
@@ -415,8 +420,7 @@ def position_metrics() -> Iterator[Family]:
     position, average, mark, realized, unrealized, net, funding, volume, trades = (
         LabelSet(("instrument",)) for _ in range(9))
     fees = LabelSet(("instrument", "liquidity"))
-    table = analytics.TABLE_OF.get("position_pnl")  # none where the analytics are off
-    for _key, record in (_store_items(table) if table is not None else []):
+    for _key, record in _analytics_items("position_pnl"):
         if record is None:
             continue
         s = PositionState.from_record(record)

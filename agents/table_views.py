@@ -366,10 +366,12 @@ class TablesView(_JsonView):
                         totals[name][field] += c[field]
         tables = [{**describe(table), **totals[name]} for name, table in sorted(app.tables.items())]
         # Tables only other workers have (the analytics worker's, under `cryptics up`), as they describe them.
+        listed = set(app.tables)
         for url, (status, body, _) in zip(peers, answers):
             if status == 200 and isinstance(body, dict) and isinstance(body.get("described"), list):
                 for entry in body["described"]:
-                    if isinstance(entry, dict) and entry.get("name") not in {t["name"] for t in tables}:
+                    if isinstance(entry, dict) and entry.get("name") not in listed:
+                        listed.add(entry.get("name"))
                         tables.append({**entry, "via": url})
         tables.sort(key=lambda t: str(t.get("name")))
         return {"worker": own_url(), "workers": everyone, "tables": tables,

@@ -44,8 +44,6 @@ def _settings() -> settings_module.Settings:
         return settings_module.load()
     except SettingsErrors as exc:
         raise SettingsRefused(exc.lines) from None
-    except ValueError as exc:
-        raise SettingsRefused([str(exc)]) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,7 +144,7 @@ def topics_create() -> None:
     try:
         report = asyncio.run(topics_module.ensure_topics(
             s.broker_url, topics_module.PIPELINE_TOPICS, s.topic_partitions, s.topic_replication))
-    except (topics_module.TopicMismatch, topics_module.TopicsRefused) as exc:
+    except topics_module.TopicError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created: {list(report.created)}; already there: {list(report.existing)}")
 

@@ -39,7 +39,7 @@ def run(settings: Settings) -> None:
         asyncio.run(topics.ensure_topics(
             settings.broker_url, topics.PIPELINE_TOPICS, settings.topic_partitions, settings.topic_replication
         ))
-    except (topics.TopicMismatch, topics.TopicsRefused) as exc:
+    except topics.TopicError as exc:
         raise SystemExit(f"cryptics worker: {exc}") from None
     import faust
 

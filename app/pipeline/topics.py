@@ -36,11 +36,15 @@ class TopicReport:
     existing: tuple[str, ...]
 
 
-class TopicMismatch(RuntimeError):
+class TopicError(RuntimeError):
+    """The pipeline's topics are not as configured: nothing may start on them."""
+
+
+class TopicMismatch(TopicError):
     """An existing topic has a partition count other than the configured one."""
 
 
-class TopicsRefused(RuntimeError):
+class TopicsRefused(TopicError):
     """The broker refused to create topics; ``refused`` maps each to the broker's error.
     (aiokafka's ``create_topics`` returns the errors per topic instead of raising.)"""
 
@@ -69,7 +73,8 @@ async def ensure_topics(
     broker_url: str, names: Iterable[str], partitions: int, replication: int = 1
 ) -> TopicReport:
     """Create the missing topics; check that existing ones have ``partitions`` partitions.
-    Raises TopicsRefused, naming each topic and the broker's error, if any was not created."""
+    Raises TopicError: TopicsRefused, naming each topic and the broker's error, if any was not
+    created; TopicMismatch for an existing topic with another partition count."""
     wanted: Sequence[str] = list(dict.fromkeys(names))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-admin")
     await admin.start()

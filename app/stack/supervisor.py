@@ -258,7 +258,7 @@ async def run(settings: Settings, say: Callable[[str], None] = _say) -> int:
     say(f"starting the embedded stack (state in {settings.state_dir.resolve()})")
     try:
         stack = await start(settings, say)
-    except (StartupError, topics.TopicMismatch, topics.TopicsRefused) as exc:
+    except (StartupError, topics.TopicError) as exc:
         say(f"start-up failed: {exc}")
         return 1
     say(f"healthy in {time.monotonic() - started:.2f} s")
