@@ -93,6 +93,7 @@ from benchmarks.bench_sink.common import (
     create_database,
     get_json,
     machine_summary,
+    scratch_folder,
     profile_summary,
 )
 
@@ -1050,18 +1051,11 @@ async def main_async(args) -> int:
 
 
 async def main_part3(args) -> Optional[dict]:
-    root = Path(tempfile.mkdtemp(prefix="cryptics-bench-analytics-quoting-"))
-    os.chmod(root, 0o755)
-    try:
+    with scratch_folder("cryptics-bench-analytics-quoting-", args.keep) as root:
         print(f"\nPart 3: tick → order with the analytics off and on, {args.quoting_rounds} rounds of "
               f"{args.quoting_seconds:g} s at 20 steps/s (bench_quoting's in-process case, with the database)",
               flush=True)
         return await part3(root, args)
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

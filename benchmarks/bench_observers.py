@@ -32,11 +32,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional
@@ -45,7 +43,7 @@ import uvloop
 
 from app.venue.latency import summarise
 from benchmarks import bench_quoting
-from benchmarks.bench_sink.common import descendants, get_json, machine_summary
+from benchmarks.bench_sink.common import descendants, get_json, machine_summary, scratch_folder
 from tests.integration.observers import Prometheus, chromium, quit_chromium
 
 
@@ -246,20 +244,13 @@ def report(result: dict) -> None:
 
 
 async def main_async(args) -> int:
-    root = Path(tempfile.mkdtemp(prefix="cryptics-bench-observers-"))
-    os.chmod(root, 0o755)  # the PostgreSQL service user reads below it
-    try:
+    with scratch_folder("cryptics-bench-observers-", args.keep) as root:
         print(f"machine at the start: {machine_summary()}; {args.runs} runs of {args.seconds:g} s in segments of "
               f"{args.segment:g} s", flush=True)
         result = await run(root, args)
         report(result)
         print(f"\nmachine at the end: {machine_summary()}")
         return 1 if result["problems"] else 0
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

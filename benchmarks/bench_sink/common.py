@@ -8,15 +8,18 @@ what its client, its server and every other process on the machine used while it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Keys of the preloaded events, chosen so that the default (murmur2) partitioner puts two on
@@ -128,6 +131,21 @@ def machine_summary() -> str:
     """Cores and load: other processes on the machine show up here, not in the ratios."""
     one, five, _ = os.getloadavg()
     return f"{os.cpu_count()} cores, load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str, keep: bool) -> Iterator[Path]:
+    """A fresh temporary folder the PostgreSQL service user can read below (mode 0755), removed
+    at the end unless ``keep`` (then its place is printed: the logs are in it)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)
+    try:
+        yield root
+    finally:
+        if keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # -- services and child processes ---------------------------------------------------------------

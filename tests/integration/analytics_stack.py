@@ -20,18 +20,11 @@ from app.venue import Venue, VenueConfig, create_keypair
 from app.venue.auth import default_account
 
 from .conftest import ROOT, cryptics
+from .observers import get_json
 
 KID = "analytics"
 INSTRUMENTS = ("BTC-PERPETUAL", "ETH-PERPETUAL")
 PARTITIONS = 3
-
-
-def get_json(port: int, path: str) -> Optional[dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return json.loads(response.read())
-    except OSError:
-        return None
 
 
 #: The workers' web token: the test halts quoting at the end through the token-guarded POST.

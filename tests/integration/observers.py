@@ -51,9 +51,10 @@ def quit_chromium(driver: Any, folder: Path) -> None:
     shutil.rmtree(folder / "profile", ignore_errors=True)
 
 
-def _get_json(port: int, path: str) -> Optional[dict]:
+def get_json(port: int, path: str, timeout: float = 3.0) -> Optional[dict]:
+    """GET ``path`` on a loopback port as JSON; None while nothing answers there."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
             return json.loads(response.read())
     except OSError:
         return None
@@ -90,7 +91,7 @@ class Prometheus:
 
     def api(self, path: str, **params: str) -> Optional[dict]:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        answer = _get_json(self.port, f"/api/v1/{path}{query}")
+        answer = get_json(self.port, f"/api/v1/{path}{query}")
         if answer is None or answer.get("status") != "success":
             return None
         return answer["data"]

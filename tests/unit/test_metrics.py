@@ -278,7 +278,23 @@ def test_histogram_families_expose_cumulative_buckets_sum_and_count():
     assert samples[("cryptics_test_seconds_sum", None)] == pytest.approx(0.0021)
 
 
-async def test_a_scrape_reads_the_latency_windows_in_slices_and_adds_each_growth_once(monkeypatch):
+@pytest.fixture
+def loop_turns(monkeypatch) -> Counter:
+    """How often agents/metrics.py gives the event loop back (``asyncio.sleep``), under ``"sleep"``."""
+    from agents import metrics
+
+    turns: Counter = Counter()
+    real_sleep = metrics.asyncio.sleep
+
+    async def counting_sleep(delay):
+        turns["sleep"] += 1
+        await real_sleep(delay)
+
+    monkeypatch.setattr(metrics.asyncio, "sleep", counting_sleep)
+    return turns
+
+
+async def test_a_scrape_reads_the_latency_windows_in_slices_and_adds_each_growth_once(monkeypatch, loop_turns):
     from agents import metrics
 
     windows = {(f"BTC-PERPETUAL|stage{i % 3}", (i * 60.0, i * 60.0 + 59.9)): _window([100 + i, 2_000])
@@ -286,17 +302,8 @@ async def test_a_scrape_reads_the_latency_windows_in_slices_and_adds_each_growth
     monkeypatch.setattr(metrics, "_store_items", lambda table: list(windows.items()))
     monkeypatch.setattr(metrics, "_stage_windows", WindowedHistograms())
     monkeypatch.setattr(metrics, "SLICE_SECONDS", 0.0)  # yield at every chance
-    yielded = 0
-    real_sleep = metrics.asyncio.sleep
-
-    async def counting_sleep(delay):
-        nonlocal yielded
-        yielded += 1
-        await real_sleep(delay)
-
-    monkeypatch.setattr(metrics.asyncio, "sleep", counting_sleep)
     await metrics.refresh_stage_latency()
-    assert yielded >= 4  # 300 windows, a chance every 64
+    assert loop_turns["sleep"] >= 4  # 300 windows, a chance every 64
     totals = metrics._stage_windows.totals()
     assert {k: v.count for k, v in totals.items()} == {("BTC-PERPETUAL", f"stage{s}"): 200 for s in range(3)}
     first_key = next(iter(windows))
@@ -311,29 +318,20 @@ async def test_a_scrape_reads_the_latency_windows_in_slices_and_adds_each_growth
     assert family.name == "cryptics_stage_latency_seconds"
 
 
-async def test_the_sliced_exposition_is_the_whole_one_and_gives_the_loop_back_between_sections(monkeypatch):
+async def test_the_sliced_exposition_is_the_whole_one_and_gives_the_loop_back_between_sections(loop_turns):
     from agents import metrics
 
     def ours(text: str) -> dict:
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for f in text_string_to_metric_families(text) if f.name.startswith("cryptics_") for s in f.samples
                 if not s.name.startswith("cryptics_heartbeat_age")}  # the clock moves between the two
-    turns = 0
-    real_sleep = metrics.asyncio.sleep
-
-    async def counting_sleep(delay):
-        nonlocal turns
-        turns += 1
-        await real_sleep(delay)
-
-    monkeypatch.setattr(metrics.asyncio, "sleep", counting_sleep)
     sliced = (await metrics.exposition_in_slices()).decode()
     whole = metrics.exposition().decode()
     assert ours(sliced) == ours(whole) and len(ours(whole)) > 60
     names = [f.name for f in text_string_to_metric_families(sliced)]
     assert len(names) == len(set(names))  # every family once
     assert any(name.startswith("process_") for name in names)
-    assert turns >= len(metrics.SECTIONS)  # after the standard collectors and after each section
+    assert loop_turns["sleep"] >= len(metrics.SECTIONS)  # after the standard collectors and after each section
 
 
 def test_every_metric_is_in_the_operations_table_and_every_name_there_exists():
