@@ -339,6 +339,9 @@ def trading_metrics() -> Iterator[Family]:
     yield gauge("cryptics_kill_switch_tripped",
                 "1 while the kill switch is latched (session PnL below -CRYPTICS_RISK_MAX_DRAWDOWN), until the "
                 "operator resumes trading.", q.risk.kill_switch is not None)
+    yield gauge("cryptics_risk_max_position_contracts",
+                "The position limit per instrument (CRYPTICS_RISK_MAX_POSITION), in contracts.",
+                q.risk.limits.max_position)
     denials = LabelSet(("reason",))
     for reason, n in q.risk.denials.items():
         denials.add(n, reason)

@@ -116,13 +116,20 @@ def db() -> None:
 
 @db.command("migrate")
 def db_migrate() -> None:
-    """Apply pending timescale/ migrations to CRYPTICS_DATABASE_URL (each once)."""
+    """Apply pending timescale/ migrations to CRYPTICS_DATABASE_URL (each once); with
+    CRYPTICS_DATABASE_READER_PASSWORD_FILE, also the dashboards' read-only login."""
     from app.stack import migrate
 
     s = _settings()
     if not s.database_url:
         raise click.ClickException("set CRYPTICS_DATABASE_URL (the embedded database is migrated by `cryptics up`)")
-    report = asyncio.run(migrate.migrate(s.database_url))
+    reader_password = None
+    if s.database_reader_password_file is not None:
+        try:
+            reader_password = s.database_reader_password_file.read_text().strip()
+        except OSError as exc:
+            raise click.ClickException(f"CRYPTICS_DATABASE_READER_PASSWORD_FILE: cannot read it ({exc.strerror})")
+    report = asyncio.run(migrate.migrate(s.database_url, reader_password=reader_password))
     click.echo(f"applied: {list(report.applied)}; already applied: {list(report.already)}; "
                f"TimescaleDB {'present' if report.timescaledb else 'absent'}"
                + (f"; skipped TimescaleDB-only: {list(report.skipped_timescaledb)}" if report.skipped_timescaledb else ""))

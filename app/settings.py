@@ -69,6 +69,7 @@ class Settings:
     | state_dir | CRYPTICS_STATE_DIR | ./.cryptics |
     | broker_url | CRYPTICS_BROKER_URL | embedded Tansu |
     | database_url | CRYPTICS_DATABASE_URL | embedded PostgreSQL |
+    | database_reader_password_file | CRYPTICS_DATABASE_READER_PASSWORD_FILE | none: `cryptics db migrate` makes no login for the dashboards |
     | schema_registry_url | CRYPTICS_SCHEMA_REGISTRY_URL | embedded registry |
     | pg_data_dir | CRYPTICS_PG_DATA_DIR | <state_dir>/postgres |
     | topic_partitions | CRYPTICS_TOPIC_PARTITIONS | 3 |
@@ -94,6 +95,9 @@ class Settings:
     state_dir: Path = Path(".cryptics")
     broker_url: Optional[str] = None
     database_url: Optional[str] = None
+    #: The password of cryptics_grafana, the dashboards' read-only login (timescale/0008): a file,
+    #: never a value in the environment.
+    database_reader_password_file: Optional[Path] = None
     schema_registry_url: Optional[str] = None
     pg_data_dir: Optional[Path] = None
     topic_partitions: int = 3

@@ -11,6 +11,10 @@ and not recorded, so it applies once the extension becomes available.
 A session-level advisory lock makes concurrent runners (two workers starting at
 once) take turns. Editing a migration that was already applied is an error: add
 a new one instead.
+
+After every run the read-only role of the dashboards (``cryptics_reader``, 0008) gets its
+grants again, and ``reader_password`` makes ``cryptics_grafana`` a login role with those
+rights (docs/operations.md#dashboards).
 """
 from __future__ import annotations
 
@@ -88,15 +92,28 @@ async def timescaledb_available(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"))
 
 
-async def migrate(dsn: str, folder: Path = MIGRATIONS_DIR, *, conn: Optional[asyncpg.Connection] = None) -> MigrationReport:
-    """Apply every pending migration in ``folder`` to the database at ``dsn``."""
+#: The login role Grafana reads as: no rights of its own, only cryptics_reader's.
+READER_LOGIN = "cryptics_grafana"
+
+
+async def migrate(dsn: str, folder: Path = MIGRATIONS_DIR, *, conn: Optional[asyncpg.Connection] = None,
+                  reader_password: Optional[str] = None) -> MigrationReport:
+    """Apply every pending migration in ``folder`` to the database at ``dsn``; with
+    ``reader_password``, create (or update the password of) the dashboards' login role."""
     migrations = discover(folder)
     own = conn is None
     conn = conn or await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
         try:
-            return await _apply(conn, migrations)
+            report = await _apply(conn, migrations)
+            if await conn.fetchval("SELECT to_regproc('cryptics_grant_reader') IS NOT NULL"):
+                await conn.execute("SELECT cryptics_grant_reader()")
+                if reader_password is not None:
+                    await _reader_login(conn, reader_password)
+            elif reader_password is not None:
+                raise MigrationError("a reader password was given, but no migration here creates cryptics_reader")
+            return report
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     finally:
@@ -134,3 +151,21 @@ async def _apply(conn: asyncpg.Connection, migrations: list[Migration]) -> Migra
         log.info("applied migration %s", m.path.name)
         applied.append(m.version)
     return MigrationReport(tuple(applied), tuple(skipped), tuple(already), has_timescaledb)
+
+
+async def _reader_login(conn: asyncpg.Connection, password: str) -> None:
+    """``cryptics_grafana``: LOGIN with ``password``, a member of cryptics_reader and nothing else.
+    The password goes in as a quoted literal built by the server (``format('%L')``): utility
+    statements take no parameters, and it never appears in a log line of ours."""
+    if not password:
+        raise MigrationError("the reader password is empty")
+    exists = await conn.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", READER_LOGIN)
+    verb = "ALTER" if exists else "CREATE"
+    statement = await conn.fetchval(
+        f"SELECT format('{verb} ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT PASSWORD %L', $1::text, $2::text)",
+        READER_LOGIN, password)
+    try:
+        await conn.execute(statement)
+    except (asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):  # a concurrent runner made it
+        await conn.execute(statement.replace("CREATE ROLE", "ALTER ROLE", 1))
+    await conn.execute(f"GRANT cryptics_reader TO {READER_LOGIN}")

@@ -62,9 +62,11 @@ def get_json(port: int, path: str, timeout: float = 3.0) -> Optional[dict]:
 
 class Prometheus:
     """Prometheus on a free loopback port scraping ``targets`` (host:port) every
-    ``interval`` seconds; its TSDB under ``folder``, removed by ``stop()``."""
+    ``interval`` seconds, putting ``labels`` on every series (a stack's ``account``); its TSDB
+    under ``folder``, removed by ``stop()``."""
 
-    def __init__(self, folder: Path, *targets: str, interval: float = 1.0) -> None:
+    def __init__(self, folder: Path, *targets: str, interval: float = 1.0,
+                 labels: Optional[dict[str, str]] = None) -> None:
         assert PROMETHEUS is not None, "no prometheus: ./dev.sh installs Debian's prometheus package"
         self.folder = folder
         self.port = free_port()
@@ -75,7 +77,8 @@ class Prometheus:
             f"global:\n  scrape_interval: {interval:g}s\n  scrape_timeout: {interval:g}s\n"
             f"  evaluation_interval: {interval:g}s\n"
             "scrape_configs:\n  - job_name: cryptics\n    metrics_path: /metrics\n"
-            f"    static_configs:\n      - targets: [{listed}]\n")
+            f"    static_configs:\n      - targets: [{listed}]\n"
+            + (f"        labels: {{{', '.join(f'{k}: {v!r}' for k, v in labels.items())}}}\n" if labels else ""))
         self.child: Optional[Child] = None
 
     def start(self) -> None:
