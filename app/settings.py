@@ -77,6 +77,7 @@ class Settings:
     | web_host | CRYPTICS_WEB_HOST | 127.0.0.1 |
     | web_port | CRYPTICS_WEB_PORT | 6066 |
     | web_token | CRYPTICS_WEB_TOKEN | none (`cryptics up` makes one in <state_dir>/web_token): the bearer token state-changing endpoints ask for |
+    | web_token_file | CRYPTICS_WEB_TOKEN_FILE | none: a file holding the web token, read when CRYPTICS_WEB_TOKEN is unset |
     | registry_port | CRYPTICS_REGISTRY_PORT | 0 (a free port) |
     | broker_session_timeout | CRYPTICS_BROKER_SESSION_TIMEOUT | 6.0 s embedded, 30.0 s external |
     | heartbeat_interval | CRYPTICS_HEARTBEAT_INTERVAL | 1.0 s (0 turns the wiring heartbeat off) |
@@ -104,8 +105,11 @@ class Settings:
     topic_replication: int = 1
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    #: A secret: from the environment only, never printed (app/web/auth.py).
+    #: A secret: from the environment or CRYPTICS_WEB_TOKEN_FILE, never printed (app/web/auth.py).
     web_token: Optional[str] = field(default=None, repr=False)
+    #: The web token in a file (a compose secret, docs/deployment.md): read by ``from_env`` when
+    #: CRYPTICS_WEB_TOKEN is unset, so the token need not sit in the environment.
+    web_token_file: Optional[Path] = None
     registry_port: int = 0
     broker_session_timeout: Optional[float] = None
     heartbeat_interval: float = 1.0
@@ -214,6 +218,8 @@ class Settings:
                 values[name] = config_class(**component)
             except ValueError as exc:  # the component names its field: say which variable that is
                 errors.append(str(_with_variable(exc, infix)))
+        if values.get("web_token") is None and values.get("web_token_file") is not None:
+            errors += _token_from_file(values)
         if errors:
             raise SettingsErrors(errors)
         settings = cls(**values)  # type: ignore[arg-type]
@@ -271,6 +277,20 @@ def _unknown(environ: Optional[Mapping[str, str]], infix: str, config_class: typ
     known = {PREFIX + infix + f.name.upper() for f in dataclasses.fields(config_class)} | own
     return [f"{variable}: unknown setting ({RETIRED.get(variable, f'no {config_class.__name__} field is called that')})"
             for variable in sorted(environ) if variable.startswith(PREFIX + infix) and variable not in known]
+
+
+def _token_from_file(values: dict[str, Any]) -> list[str]:
+    """Fill ``values["web_token"]`` from CRYPTICS_WEB_TOKEN_FILE: the file's text, stripped. A line
+    if it cannot be read or holds nothing."""
+    path = values["web_token_file"]
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{PREFIX}WEB_TOKEN_FILE={str(path)!r}: cannot read it ({getattr(exc, 'strerror', None) or exc})"]
+    if not token:
+        return [f"{PREFIX}WEB_TOKEN_FILE={str(path)!r}: the file is empty"]
+    values["web_token"] = token
+    return []
 
 
 def _with_variable(exc: ValueError, infix: str) -> ValueError:
