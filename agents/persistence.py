@@ -59,6 +59,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 
 from app.faust_app import app, produce_confirmed, produce_later, settings
+from app.pipeline.order_records import persistence_group
 from app.pipeline.sink import SPECS, SourceRecord, TopicSink, for_record
 from app.pipeline.sink.tables import ack_persisted_sample
 from app.pipeline.topics import bootstrap_servers
@@ -110,7 +111,7 @@ class PersistenceService(Service):
         self.consumer = AIOKafkaConsumer(
             *SINKS,
             bootstrap_servers=bootstrap_servers(settings.broker_url),
-            group_id=f"{settings.app_id}-persistence",
+            group_id=persistence_group(settings.app_id),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=int(settings.session_timeout * 1000),

@@ -36,6 +36,11 @@ Contract
   timed ack, next to its latency samples; ``GET /metrics`` reads it (agents/metrics.py).
 - tables: none; per-instrument state lives in this worker (it is rebuilt from the venue on
   every session: positions from private/portfolio, orders from session.orders).
+- with a database, the gateway gets the records of our orders (app/pipeline/order_records.py):
+  each session that opens records the ending of the orders earlier sessions left open there,
+  a worker killed with -9 or a standby's predecessor included
+  (docs/architecture.md#d17-orders-that-end-with-a-session). A session that closes waits for the
+  venue's reports of the orders it cancels, and hands them to Kafka before the worker stops.
 - web views: ``GET /quoting/`` → state, per instrument inputs, position, PnL, ladder, open
   orders, gateway and risk counters; ``POST /quoting/state/`` with ``{"state": "active" |
   "reducing" | "halted", "reason": "..."}`` and ``Authorization: Bearer <CRYPTICS_WEB_TOKEN>``
@@ -63,8 +68,9 @@ from agents.market_data import MarketEvent, source
 from app.analytics.histogram import LogHistogram
 from app.clock import micros, utc_now
 from app.exchange.client import ThalexClient
-from app.faust_app import app, produce_later, settings
+from app.faust_app import app, deferred_producer, produce_later, settings
 from app.gateway import OrderGateway, QuoteStamps
+from app.pipeline.order_records import PersistedOrders, persistence_group
 from app.trading.position import PositionKeeper
 from app.trading.quote import IMPLEMENTATION, Quoter, volatility_estimator
 from app.trading.risk import RiskGate, TradingState
@@ -72,6 +78,7 @@ from app.web.auth import SCHEME, Unauthorized, check_bearer
 from models.latency import LatencySample
 from models.orders import Ack, Fill
 from models.quote import QuoteDecision, QuoteLevel
+from models.registry import record
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +150,7 @@ class Quoting:
         self.positions = PositionKeeper()
         gateway = OrderGateway(client, settings.gateway, on_ack=self._on_ack, on_fill=self._on_fill,
                                products={name: instruments[name]["product"] for name in self.instruments},
-                               on_requote=self._on_requote, positions=self.positions)
+                               on_requote=self._on_requote, positions=self.positions, records=order_records())
         await gateway.start()  # cancel-on-disconnect before the first order (no orphans)
         self.gateway = gateway
         log.info("quoting %s on %s (%s core, state %s)", ", ".join(self.instruments), client.account,
@@ -153,6 +160,9 @@ class Quoting:
         gateway, self.gateway = self.gateway, None
         if gateway is not None:
             await gateway.close()  # cancel_session: nothing of ours rests once we leave
+            # The acks of what it cancelled are the orders' endings in the records: onto Kafka now,
+            # before the worker's producer stops (the worker stops this service after its flush).
+            await deferred_producer.flush()
 
     # -- market events -----------------------------------------------------------------
 
@@ -332,6 +342,20 @@ class Quoting:
             "gateway": {k: (dict(v) if isinstance(v, dict) else v) for k, v in gateway.stats.items()} if gateway else {},
             "instruments": instruments,
         }
+
+
+async def _flush_to_kafka() -> None:
+    """Everything this worker has produced so far, on the broker."""
+    await deferred_producer.flush()
+    await app.producer.flush()
+
+
+def order_records() -> Optional[PersistedOrders]:
+    """The records of our orders for the gateway, when this worker has a database (and hence persists)."""
+    if not settings.database_url or not settings.broker_url:
+        return None
+    return PersistedOrders(settings.database_url, settings.broker_url, persistence_group(settings.app_id),
+                           [record("ack").topic, record("fill").topic], flush=_flush_to_kafka)
 
 
 def _json_number(value: float) -> Optional[float]:

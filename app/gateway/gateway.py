@@ -36,35 +36,62 @@ Contract (overview; each module below holds its part)
   client_order_ids were session-local); on the new session, before anything else,
   cancel-on-disconnect is set again, the old orders whose order_id is known are cancelled
   by id (in case the venue had not noticed the drop yet), and positions are read again.
+- earlier sessions' orders in the records (``records``, given when there is a database):
+  after each session opens, a task compares the orders the records say are open (once every
+  update published before has been persisted) with the venue's open orders, and produces the
+  ending of each one the venue no longer holds: an ``Ack`` with change_reason ``reconciled``,
+  ``filled`` or deleted with its session (``session_end``) as the venue's trade history says,
+  and a ``Fill`` for each of its trades not yet recorded. An earlier session's order the venue
+  still holds is cancelled by id. This session's own orders are left to their own reports.
+  (app/gateway/leftovers.py, docs/architecture.md#d17-orders-that-end-with-a-session.) These
+  fills were in the portfolio the session started from: the position keeper does not take them.
 - ``cancel_all()`` (private/cancel_session: only this session's orders; other bots' and the
-  UI's survive) and ``close()`` (cancel_session, then no more requests).
+  UI's survive) and ``close()`` (cancel_session, then no more requests; it waits, briefly,
+  for the final report of every order the session held, so that their endings are recorded
+  by the session itself).
 
 The package: params.py (GatewayParams), context.py (what the parts share), tracker.py (the
 orders' state, acks and fills), records.py (stamps, actions, Ack and Fill), planning.py
-(pure planning), orders.py and mass_quote.py (the two modes), and this module (life cycle,
-session, buckets, dispatch).
+(pure planning), orders.py and mass_quote.py (the two modes), leftovers.py (earlier sessions'
+orders in the records, pure), and this module (life cycle, session, buckets, dispatch).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable, Optional, Protocol, Sequence
 
+from app.clock import utc
 from app.exchange.client import NotConnected, ThalexClient, ThalexError
 from app.exchange.protocol import ORDER_NOT_FOUND, SLOW_DOWN_CODES
 from app.exchange.rate_limit import TokenBucket
 from app.gateway.context import Callback, GatewayContext
+from app.gateway.leftovers import (
+    FILLED_REASON,
+    OrderRecords,
+    RecordedOrder,
+    closing_status,
+    split_leftovers,
+    trades_by_order,
+    unrecorded_fills,
+)
 from app.gateway.mass_quote import MassQuoteMode
 from app.gateway.orders import OrderMode
 from app.gateway.params import GatewayParams
-from app.gateway.records import Actions
+from app.gateway.records import Actions, ack_record, fill_record
 from app.gateway.tracker import OrderTracker, TrackedOrder, open_copies
 from app.trading.position import PositionKeeper
 
 log = logging.getLogger(__name__)
+
+#: Seconds between tries of the earlier sessions' orders check when the records or the venue failed.
+LEFTOVERS_RETRY_S = 5.0
+#: Trades per private/trade_history page (the most the venue gives, docs/thalex-protocol.md §4.8).
+TRADE_HISTORY_PAGE = 1000
 
 
 class Mode(Protocol):
@@ -86,6 +113,34 @@ class Mode(Protocol):
     def session_reset(self) -> None:
         """The venue forgot the session's orders (a new session, cancel_session)."""
 
+    def live_order_ids(self) -> set[str]:
+        """The order_ids of every order not known to be final, of every instrument."""
+
+
+class _FinalReports:
+    """The orders of a closing session still waiting for their final report (a status listener)."""
+
+    def __init__(self, open_ids: set[str]) -> None:
+        self.waiting = set(open_ids)
+        self._finished: set[str] = set()
+        #: Set while nothing is waiting.
+        self.done = asyncio.Event()
+        self._update()
+
+    def on_status(self, order_id: str, final: bool) -> None:
+        if final:
+            self._finished.add(order_id)
+            self.waiting.discard(order_id)
+        elif order_id not in self._finished:  # an answer in flight (an insert) that the venue deletes next
+            self.waiting.add(order_id)
+        self._update()
+
+    def _update(self) -> None:
+        if self.waiting:
+            self.done.clear()
+        else:
+            self.done.set()
+
 
 def _in_context(name: str, doc: str) -> property:
     """An attribute of the gateway kept in its GatewayContext, where the tracker and the modes read it."""
@@ -104,6 +159,8 @@ class OrderGateway:
     ``OrderGateway(client, GatewayParams(...))``: keyword arguments override fields of
     ``params`` (see GatewayParams for each one). ``positions``: the quoting session's
     PositionKeeper, which the gateway sets and updates (a fresh one when not given).
+    ``records``: the records of our orders (app/gateway/leftovers.py ``OrderRecords``); with
+    them, each session that opens records the ending of the orders earlier sessions left open.
     """
 
     def __init__(self, client: ThalexClient, params: Optional[GatewayParams] = None, *,
@@ -113,6 +170,7 @@ class OrderGateway:
                  products: Optional[dict[str, str]] = None,
                  on_requote: Callback = None,
                  positions: Optional[PositionKeeper] = None,
+                 records: Optional[OrderRecords] = None,
                  **overrides: Any) -> None:
         self.client = client
         self.params = replace(params or GatewayParams(), **overrides)
@@ -132,6 +190,12 @@ class OrderGateway:
             "unknown_orders": 0,  # updates for orders this gateway does not know (e.g. no client_order_id)
             "unrecordable_updates": 0,  # updates an Ack could not be built from (missing fields)
             "orphans_cancelled": 0, "orphans_gone": 0,  # previous sessions' orders, after a reconnect
+            # earlier sessions' orders the records held open (app/gateway/leftovers.py): checks done,
+            # endings recorded as cancelled or filled, their fills recorded, and ones still resting
+            # that were cancelled by id
+            "leftover_checks": 0, "leftovers_cancelled": 0, "leftovers_filled": 0, "leftover_fills": 0,
+            "leftovers_resting": 0,
+            "final_reports_missing": 0,  # close(): orders whose final report did not come in time
             "callback_errors": 0,
             # mass quoting
             "mass_quotes": 0, "quote_levels_failed": 0,
@@ -147,6 +211,13 @@ class OrderGateway:
         #: order_ids that may still rest under the previous session: cancelled after a reconnect.
         self._orphans: list[str] = []
         self._started = False
+        self._records = records
+        #: While the earlier sessions' orders are checked: every order_id this session has had a
+        #: status for (they are its own to report).
+        self._this_session: Optional[set[str]] = None
+        self._leftovers_task: Optional[asyncio.Task] = None
+        if records is not None:
+            self._tracker.status_listeners.append(self._note_session_order)
 
     # -- the agent's callbacks (settable after construction; the context holds them) -------
 
@@ -178,11 +249,17 @@ class OrderGateway:
         for channel, handler in self._mode.channels.items():
             await self.client.subscribe([channel], handler)
         self._started = True
+        self._check_leftovers()
         log.info("order gateway on %s: cancel-on-disconnect set (%.0f s), inserts and amends at most %.1f/s",
                  self.client.account, self.params.cod_timeout_s, self._context.order_bucket.rate)
 
     async def _open_session(self) -> None:
         """On every connection: COD before any order, old session's orders cancelled, positions read."""
+        if self._records is not None:
+            # This session's orders are told apart from earlier ones' from its first status on
+            # (the answers to the orphans' cancels included: those close their orders already).
+            self._stop_leftovers()
+            self._this_session = set()
         result = await self.client.call("private/set_cancel_on_disconnect",
                                         {"timeout_secs": self.params.cod_timeout_s})
         rate = self.params.order_rate_cod
@@ -201,6 +278,7 @@ class OrderGateway:
             return
         self._context.order_bucket, self._context.cancel_bucket = self._new_buckets()
         await self._open_session()
+        self._check_leftovers()
 
     def _on_disconnect(self) -> None:
         """The connection dropped: with COD the venue deletes the session's orders. The ones
@@ -228,6 +306,120 @@ class OrderGateway:
             if isinstance(status, dict):
                 self._tracker.on_status(status)
 
+    # -- earlier sessions' orders in the records (app/gateway/leftovers.py) --------------------
+
+    def _note_session_order(self, order_id: str, final: bool) -> None:
+        if self._this_session is not None:
+            self._this_session.add(order_id)
+
+    def _check_leftovers(self) -> None:
+        """A session opened: check the records for orders of earlier sessions, in a task of its own
+        (the records may have to catch up first; quoting does not wait for it)."""
+        if self._records is None or self._context.closed or self._this_session is None:
+            return
+        self._leftovers_task = asyncio.get_running_loop().create_task(self._leftovers(self._this_session))
+
+    def _stop_leftovers(self) -> None:
+        task, self._leftovers_task = self._leftovers_task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _leftovers(self, this_session: set[str]) -> None:
+        """Record the ending of every order an earlier session left open in the records; retried
+        until it succeeds, the session ends (the next one checks again) or the gateway closes."""
+        while not self._context.closed:
+            try:
+                await self._close_leftovers(this_session)
+            except asyncio.CancelledError:
+                raise
+            except NotConnected:
+                return  # this session is gone; the next one checks again
+            except Exception as exc:  # the database, the broker or the venue failed: try again
+                self._context.log_once(("leftovers", type(exc).__name__), "checking earlier sessions' orders "
+                                       "failed (%s: %s); trying again every %.0f s", type(exc).__name__, exc,
+                                       LEFTOVERS_RETRY_S)
+                await asyncio.sleep(LEFTOVERS_RETRY_S)
+                continue
+            self.stats["leftover_checks"] += 1
+            if self._this_session is this_session:
+                self._this_session = None  # done: this session's orders need no telling apart any more
+            return
+
+    async def _close_leftovers(self, this_session: set[str]) -> None:
+        recorded = await self._records.open_orders(self.params.label)  # type: ignore[union-attr]
+        if not recorded:
+            return
+        open_now = await self.client.call("private/open_orders")
+        resting = {str(o["order_id"]) for o in open_now if isinstance(o, dict) and o.get("order_id") is not None} \
+            if isinstance(open_now, list) else set()
+        gone, still_resting = split_leftovers(recorded, resting, this_session)
+        cancelled: list[tuple[RecordedOrder, dict]] = []
+        for order in still_resting:
+            # The venue has not deleted it yet (its session may still be half open): we do.
+            try:
+                status = await self.client.call("private/cancel", {"order_id": order.order_id})
+            except ThalexError as exc:
+                if exc.code != ORDER_NOT_FOUND:
+                    raise
+                gone.append(order)  # deleted or filled meanwhile: the trade history tells which
+                continue
+            if isinstance(status, dict):
+                self.stats["leftovers_resting"] += 1
+                cancelled.append((order, status))
+        if not gone and not cancelled:
+            return
+        orders = gone + [order for order, _ in cancelled]
+        trades = trades_by_order(await self._trade_history(min(o.create_time for o in orders)),
+                                 (o.order_id for o in orders))
+        for order, status in cancelled:
+            self._record_leftover(status, unrecorded_fills(order, trades[order.order_id]))
+        filled = 0
+        for order in gone:
+            status = closing_status(order, trades[order.order_id])
+            if status["delete_reason"] == FILLED_REASON:
+                filled += 1
+                self.stats["leftovers_filled"] += 1
+            else:
+                self.stats["leftovers_cancelled"] += 1
+            self._record_leftover(status, status["fills"])
+        log.info("orders earlier sessions left open in the records: %d ended (%d of them filled), %d still "
+                 "resting and cancelled now", len(gone), filled, len(cancelled))
+
+    async def _trade_history(self, since: float) -> list[dict]:
+        """Our account's trades from ``since`` (unix seconds) on, oldest first, every page."""
+        params: dict[str, Any] = {"time_low": math.floor(since), "sort": "ascending", "limit": TRADE_HISTORY_PAGE}
+        trades: list[dict] = []
+        while True:
+            result = await self.client.call("private/trade_history", params)
+            page = result.get("trades") if isinstance(result, dict) else None
+            if not isinstance(page, list):
+                raise TypeError(f"private/trade_history answered {result!r}, not a page of trades")
+            trades.extend(page)
+            bookmark = result.get("bookmark")
+            if not bookmark or not page:
+                return trades
+            params = {**params, "bookmark": bookmark}
+
+    def _record_leftover(self, status: dict, fills: list[dict]) -> None:
+        """The Ack of an earlier session's order and a Fill per fill not yet recorded. Not through the
+        tracker: the order is not this session's (its client_order_id may be one of ours now), and
+        its fills are in the portfolio this session started from."""
+        context = self._context
+        learnt_at = utc(self._clock())
+        try:
+            ack = ack_record(status, None, learnt_at)
+            instrument = str(status["instrument_name"])
+            records = [fill_record(raw, status, None, str(raw["trade_id"]), ack.order_id, instrument, ack.direction,
+                                   learnt_at) for raw in fills]
+        except (KeyError, TypeError, ValueError) as exc:
+            self.stats["unrecordable_updates"] += 1
+            context.log_once(("unrecordable",), "an order update without %s: %r", exc, status)
+            return
+        context.emit(context.on_ack, ack)
+        for fill in records:
+            self.stats["leftover_fills"] += 1
+            context.emit(context.on_fill, fill)
+
     async def cancel_all(self) -> None:
         """Delete every order of this session, in flight included (private/cancel_session,
         docs/thalex-protocol.md §4.6).
@@ -252,19 +444,37 @@ class OrderGateway:
         raise ThalexError("private/cancel_session", 4, "still throttled after 3 attempts")
 
     async def close(self) -> None:
-        """Shutdown: cancel_session, wait (briefly) for answers in flight; reconcile does nothing after.
+        """Shutdown: cancel_session, wait (briefly) for answers in flight and for the final report
+        of every order the session held; reconcile does nothing after.
 
-        Does not close the client (the market-data source owns it). If the session is
-        already gone, its orders went with it (COD)."""
+        Does not close the client (the market-data source owns it). If the session is already
+        gone, its orders went with it (COD), and the next session records their ending."""
         if self._context.closed:
             return
         self._context.closed = True
+        self._stop_leftovers()
+        reports = _FinalReports(self._mode.live_order_ids())
+        self._tracker.status_listeners.append(reports.on_status)
         try:
-            await self.cancel_all()
-        except (ThalexError, NotConnected, asyncio.TimeoutError) as exc:
-            log.warning("cancel_session on close failed (cancel-on-disconnect deletes the orders "
-                        "when the session ends): %s", exc)
-        await self.wait_idle(self.params.request_timeout_s)
+            try:
+                await self.cancel_all()
+            except (ThalexError, NotConnected, asyncio.TimeoutError) as exc:
+                log.warning("cancel_session on close failed (cancel-on-disconnect deletes the orders "
+                            "when the session ends): %s", exc)
+                await self.wait_idle(self.params.request_timeout_s)
+                return
+            await self.wait_idle(self.params.request_timeout_s)
+            # The venue reports each order it deleted on session.orders: those reports are the
+            # orders' endings in the records, worth a short wait.
+            try:
+                await asyncio.wait_for(reports.done.wait(), self.params.request_timeout_s)
+            except asyncio.TimeoutError:
+                self.stats["final_reports_missing"] += len(reports.waiting)
+                log.warning("%d orders got no final report after cancel_session; the next session records "
+                            "their ending (docs/architecture.md#d17-orders-that-end-with-a-session)",
+                            len(reports.waiting))
+        finally:
+            self._tracker.status_listeners.remove(reports.on_status)
 
     async def wait_idle(self, timeout: Optional[float] = None) -> None:
         """Wait until every request sent so far has its answer (or failed)."""

@@ -132,6 +132,9 @@ class MassQuoteMode:
     def open_orders(self, instrument: str) -> list[TrackedOrder]:
         return [q for q in self._quotes.values() if q.instrument == instrument]
 
+    def live_order_ids(self) -> set[str]:
+        return set(self._quotes)
+
     def session_lost(self) -> list[str]:
         """The connection dropped: the quotes' order_ids (they may still rest, until the venue
         notices), and everything of the session forgotten."""

@@ -98,6 +98,9 @@ class OrderMode:
     def open_orders(self, instrument: str) -> list[TrackedOrder]:
         return self._tracker.live(instrument)
 
+    def live_order_ids(self) -> set[str]:
+        return {o.order_id for o in self._tracker.orders.values() if not o.final and o.order_id is not None}
+
     def session_lost(self) -> list[str]:
         return self._tracker.session_lost()
 

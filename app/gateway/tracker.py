@@ -17,6 +17,9 @@ Contract (this part of the gateway's, app/gateway/gateway.py)
   before ``on_fill`` is called.
 - a status without a client_order_id is a mass quote's: it goes to ``quote_handler`` (set by
   app/gateway/mass_quote.py), or counts as an unknown order.
+- ``status_listeners`` are told the order_id of every status handled, and whether it is final
+  (the gateway's session bookkeeping: which orders are this session's, and which of them have
+  had their final report).
 
 Fills come from ``session.orders`` only, not ``account.trade_history``: the order feed
 carries them first (trade history waits for the exchange's database,
@@ -98,6 +101,8 @@ class OrderTracker:
         self.refused: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
         #: Mass quoting: takes each status without a client_order_id (a quote's).
         self.quote_handler: Optional[Callable[[dict], TrackedOrder]] = None
+        #: Told ``(order_id, final)`` of every status handled (app/gateway/gateway.py adds and removes them).
+        self.status_listeners: list[Callable[[str, bool], None]] = []
         self._finished: OrderedDict[int, None] = OrderedDict()
         self._seen_fills: OrderedDict[tuple[str, str], None] = OrderedDict()
 
@@ -174,6 +179,13 @@ class OrderTracker:
         else:
             stats["unknown_orders"] += 1
         stats["acks"] += 1
+        if self.status_listeners and status.get("order_id") is not None:
+            order_id = str(status["order_id"])
+            remaining = status.get("remaining_amount")
+            # Remaining 0 means inactive (docs/thalex-protocol.md §4.10).
+            final = status.get("status") in FINAL_STATUSES or (isinstance(remaining, (int, float)) and remaining <= 0)
+            for listener in self.status_listeners:
+                listener(order_id, final)
         try:
             ack = ack_record(status, order, ack_received_at)
         except (KeyError, TypeError, ValueError) as exc:
