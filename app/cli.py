@@ -1,6 +1,7 @@
 """The ``cryptics`` command line. Every command has ``--help``.
 
     cryptics up               the embedded stack (broker, PostgreSQL, registry) plus the worker
+    cryptics status           the children of a running `cryptics up`: state, pid, restarts
     cryptics worker           only the Faust worker, against the services in CRYPTICS_* URLs
     cryptics registry         only the embedded schema registry
     cryptics venue            only the simulated Thalex venue
@@ -59,6 +60,9 @@ def main() -> None:
 def up() -> None:
     """Start broker, PostgreSQL, schema registry, simulated venue and worker; Ctrl-C stops them all.
 
+    A child that exits is started again after a backoff; 5 exits of one child within 60 s stop
+    the stack (exit code 1). `cryptics status` shows the children (docs/operations.md#supervision).
+
     Services given by URL (CRYPTICS_BROKER_URL, CRYPTICS_DATABASE_URL,
     CRYPTICS_SCHEMA_REGISTRY_URL, CRYPTICS_VENUE_URL) are used instead of starting
     embedded ones; CRYPTICS_VENUE=testnet or production trades on Thalex instead
@@ -69,6 +73,30 @@ def up() -> None:
 
     logging.getLogger().setLevel(logging.WARNING)  # `up` prints its own progress lines
     sys.exit(asyncio.run(supervisor.run(s)))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print up.json as it is instead of the table.")
+def status(as_json: bool) -> None:
+    """Show the stack `cryptics up` runs: each child's state, pid, restarts and last exit.
+
+    Reads <state folder>/up.json (CRYPTICS_STATE_DIR). Exit code 0 when the stack is up,
+    1 while a child is being restarted, 3 when no stack runs.
+    """
+    import json
+
+    from app.stack import status as status_module
+    from app.stack.process import pid_alive
+
+    path = _settings().state_dir / "up.json"
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        state = None
+    alive = state is not None and isinstance(state.get("pid"), int) and pid_alive(state["pid"])
+    text, code = status_module.describe(state, alive)
+    click.echo(json.dumps(state, indent=2) if as_json and state is not None else text)
+    sys.exit(code)
 
 
 @main.command()

@@ -96,6 +96,25 @@ class Child:
         return self.popen.returncode
 
 
+def stop_together(children: Sequence[Child], timeout: float) -> None:
+    """Stop several children at once: the stop signal to all, then ``timeout`` for all of them
+    together, then kill whichever is left."""
+    for child in children:
+        if child.alive():
+            try:
+                child.popen.send_signal(child.stop_signal)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0f s; killing it", child.name, timeout)
+            child.popen.kill()
+            child.popen.wait(5)
+
+
 def spawn(
     name: str,
     argv: Sequence[str],

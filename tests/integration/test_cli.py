@@ -10,7 +10,7 @@ from app.stack import migrate
 
 from .conftest import ROOT, cryptics
 
-COMMANDS = [[], ["up"], ["worker"], ["registry"], ["venue"], ["db"], ["db", "migrate"], ["topics"], ["topics", "create"],
+COMMANDS = [[], ["up"], ["status"], ["worker"], ["registry"], ["venue"], ["db"], ["db", "migrate"], ["topics"], ["topics", "create"],
             ["deadletter"], ["deadletter", "list"], ["deadletter", "replay"]]
 
 
@@ -89,3 +89,17 @@ def test_a_worker_open_to_the_network_needs_a_token():
     assert result.returncode != 0
     assert "CRYPTICS_WEB_TOKEN" in result.stderr and "0.0.0.0" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_status_without_a_running_stack_exits_3(tmp_path):
+    state = tmp_path / "state"
+    result = run("status", env={"CRYPTICS_STATE_DIR": str(state)})
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "no stack running (no up.json" in result.stdout
+    # An up.json left behind by a supervisor killed with -9: its pid is gone.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    state.mkdir()
+    (state / "up.json").write_text(f'{{"pid": {gone.pid}, "services": {{"broker": {{"state": "running"}}}}}}')
+    result = run("status", env={"CRYPTICS_STATE_DIR": str(state)})
+    assert result.returncode == 3 and f"pid {gone.pid}, which is gone" in result.stdout, result.stdout
