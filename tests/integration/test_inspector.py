@@ -359,7 +359,8 @@ async def test_the_inspector_in_chromium(analytics_stack, browser):
         assert pages.js("return document.querySelectorAll('#position-chart g.scatterlayer g.trace').length") == 2
         # a stage's row appears with its first minute's histogram: the feed's stage can come first
         pages.wait(lambda: "BTC-PERPETUAL|received_to_quoted" in pages.texts("#latency-table [data-key] a")
-                   or NotYet(pages.texts("#latency-table [data-key] a")), "received_to_quoted in the latency table")
+                   or NotYet(pages.texts("#latency-table [data-key] a")), "received_to_quoted in the latency table",
+                   60)
         assert pages.js("return document.querySelectorAll('#latency-chart g.trace.bars path').length") >= 3
 
         def positions_as_the_view() -> Any:

@@ -42,7 +42,8 @@ SIZE_STEP = 0.001
 
 
 def _get(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+    # generous: a worker's event loop can be slow to answer on a loaded machine
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
         return json.loads(response.read())
 
 
