@@ -18,11 +18,12 @@ Contract
   instrument): one ``ack_received_to_persisted`` sample per order_acks row a batch newly
   inserted, from the ack's arrival to the row's ``persisted_at``, produced with
   ``produce_later`` once the row has committed (a redelivered ack is not measured again).
-- tables (PostgreSQL, timescale/0002–0007): tickers, book_tops, index_prices,
-  public_trades, quote_decisions, order_acks (and, through its trigger, orders), fills,
+- tables (PostgreSQL, timescale/0002–0010): tickers, book_tops and book_updates (both from
+  the book topic: one consume, one write per table), index_prices, public_trades, quote_decisions, order_acks (and, through its trigger, orders), fills,
   positions, latency_samples, markouts, pnl_snapshots, quote_quality_1m. No Faust tables.
-- web view: ``GET /sink/`` → per topic: records, rows_written, duplicates, batches,
-  transactions, retries, dead_letters (by stage), last error; and the totals. ``GET /metrics``
+- web view: ``GET /sink/`` → per table (and per topic, its tables added up): records,
+  rows_written, duplicates, batches, transactions, retries, dead_letters (by stage), last
+  error; and the totals. A topic of two tables counts each record once per table. ``GET /metrics``
   (agents/metrics.py) reads the same counters, and the group's lag from ``service``.
 - off when CRYPTICS_DATABASE_URL is unset (a worker without a database persists nothing).
 
@@ -191,11 +192,36 @@ else:
 
 @app.page("/sink/")
 async def sink_view(web, request):
-    topics = {topic: {"table": sink.spec.table, **sink.stats.as_dict()} for topic, sink in SINKS.items()}
-    summed = ("records", "rows_written", "duplicates", "batches", "transactions", "retries", "dead_letters")
+    tables = {table.spec.table: {"topic": topic, **table.stats.as_dict()}
+              for topic, sink in SINKS.items() for table in sink.tables}
+    topics = {topic: topic_view(sink) for topic, sink in SINKS.items()}
     return web.json({
         "enabled": bool(SINKS),
         "config": {"batch_size": config.batch_size, "batch_age": config.batch_age, "write_mode": config.write_mode},
         "topics": topics,
-        "totals": {key: sum(t[key] for t in topics.values()) for key in summed},
+        "tables": tables,
+        "totals": {key: sum(t[key] for t in tables.values()) for key in SUMMED},
     })
+
+
+#: The counters that add up across tables.
+SUMMED = ("records", "rows_written", "duplicates", "batches", "transactions", "retries", "dead_letters")
+
+
+def topic_view(sink: TopicSink) -> dict[str, Any]:
+    """One topic's counters: its tables' added up; waiting while any waits, the latest error."""
+    views = [table.stats.as_dict() for table in sink.tables]
+    latest = max(views, key=lambda v: v["last_error_at"] or "")
+    stages: dict[str, int] = defaultdict(int)
+    for v in views:
+        for stage, n in v["dead_letters_by_stage"].items():
+            stages[stage] += n
+    return {
+        "tables": [table.spec.table for table in sink.tables],
+        **{key: sum(v[key] for v in views) for key in SUMMED},
+        "dead_letters_by_stage": dict(stages),
+        "write_seconds": round(sum(v["write_seconds"] for v in views), 3),
+        "last_flush_at": max((v["last_flush_at"] for v in views if v["last_flush_at"]), default=None),
+        "last_error": latest["last_error"], "last_error_at": latest["last_error_at"],
+        "waiting": any(v["waiting"] for v in views),
+    }

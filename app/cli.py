@@ -9,6 +9,8 @@
     cryptics topics create    create the pipeline topics with the configured partitions
     cryptics deadletter list  the dead letters: records the persistence agents could not write
     cryptics deadletter replay  put chosen dead letters back on their source topic after a fix
+    cryptics record export    a recorded range to a Parquet dataset; `record import` loads one
+    cryptics backtest         replay a recorded range through the strategy code; report or sweep
 """
 from __future__ import annotations
 
@@ -355,6 +357,224 @@ def deadletter_replay(ids, source_topics: tuple[str, ...], stages: tuple[str, ..
     verb = "would replay" if dry_run else "replayed"
     click.echo(f"{verb} {replayed} of {len(outcomes)} chosen; skipped {skipped}"
                + (" (dry run: nothing produced)" if dry_run else ""))
+
+
+# -- cryptics record ------------------------------------------------------------------------------
+
+
+class RecordingRefused(click.ClickException):
+    """Bad input to `cryptics record`: its one line, exit code 2 (as for a bad option)."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"cryptics: {self.message}", err=True)
+
+
+def _recording_database() -> str:
+    s = _settings()
+    if not s.database_url:
+        raise click.ClickException("set CRYPTICS_DATABASE_URL: the database the recording is read from or written to")
+    return s.database_url
+
+
+def _run_recording(coroutine):
+    """Run ``coroutine``; bad input becomes its one line (exit 2), an unreachable database a message."""
+    from app.pipeline.recording import RecordingError
+
+    try:
+        return asyncio.run(coroutine)
+    except RecordingError as exc:
+        raise RecordingRefused(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"database unreachable: {type(exc).__name__}: {exc}") from None
+
+
+@main.group()
+def record() -> None:
+    """Recorded ranges as Parquet datasets: export them to share or replay, import them elsewhere.
+
+    A dataset is a directory with one Parquet file per table (the tables' own columns) and
+    manifest.json (docs/operations.md#recordings). Needs CRYPTICS_DATABASE_URL.
+    """
+
+
+@record.command("export")
+@click.option("--from", "start", required=True, metavar="ISO", help="Start of the range (ISO 8601 with a zone).")
+@click.option("--to", "end", required=True, metavar="ISO", help="End of the range, exclusive.")
+@click.option("--instrument", "instruments", multiple=True, metavar="NAME",
+              help="Only this instrument (repeatable; default: every instrument).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=str),
+              help="The dataset directory to create (new, or empty).")
+def record_export(start: str, end: str, instruments: tuple[str, ...], out_dir: str) -> None:
+    """Export the rows of [--from, --to) of the dataset tables to a Parquet dataset."""
+    from pathlib import Path
+
+    from app.pipeline import recording
+
+    dsn = _recording_database()
+    try:
+        begin, finish = recording.parse_time(start, "--from"), recording.parse_time(end, "--to")
+    except recording.RecordingError as exc:
+        raise RecordingRefused(str(exc)) from None
+    manifest = _run_recording(recording.export_range(dsn, begin, finish, instruments, Path(out_dir)))
+    rows = ", ".join(f"{table} {entry['rows']}" for table, entry in manifest["tables"].items())
+    click.echo(f"exported {out_dir}: {rows}")
+
+
+@record.command("import")
+@click.argument("dataset", type=click.Path(path_type=str))
+def record_import(dataset: str) -> None:
+    """Import a Parquet dataset into the migrated database (rows already there are skipped)."""
+    from pathlib import Path
+
+    from app.pipeline import recording
+
+    reports = _run_recording(recording.import_dataset(_recording_database(), Path(dataset)))
+    click.echo(f"imported {dataset}: {recording.describe(reports)} rows")
+
+
+
+# -- cryptics backtest ----------------------------------------------------------------------------
+
+
+def _moment(text: str) -> float:
+    """An ISO 8601 time (UTC when it names no zone) as unix seconds."""
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2026-12-03T10:00:00Z") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+@main.command(context_settings={"allow_interspersed_args": True})
+@click.option("--from", "start", help="Start of the recorded range (ISO 8601, UTC by default); with the database.")
+@click.option("--to", "end", help="End of the range (exclusive); with the database.")
+@click.option("--instrument", help="Instrument to replay (default: the first of CRYPTICS_INSTRUMENTS).")
+@click.option("--dataset", type=click.Path(file_okay=False, path_type=str),
+              help="A Parquet dataset directory instead of the database (CRYPTICS_DATABASE_URL).")
+@click.option("--queue-model", type=click.Choice(["conservative", "probabilistic"]), default="conservative",
+              show_default=True, help="How our orders advance in the queue (app/backtest/matching.py).")
+@click.option("--latency", "latency_spec", default="constant", show_default=True,
+              help="constant, constant:FEED_MS,ORDER_MS, or recorded (D9 samples of the range, from the database).")
+@click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2",
+              help="A parameter axis of a sweep (repeat it, or list more NAME=V1,V2 after it).")
+@click.option("--workers", type=int, default=None, help="Processes of a sweep (default: every core).")
+@click.option("--dask-scheduler", default=None, help="Run the sweep on this dask.distributed scheduler.")
+@click.option("--gap-threshold", type=float, default=5.0, show_default=True,
+              help="Seconds without market data reported as a gap in the recording.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default="backtest-report",
+              show_default=True, help="Directory for report.json and report.html (or sweep.json).")
+@click.argument("more_grid", nargs=-1, metavar="[NAME=V1,V2]...")
+def backtest(start, end, instrument, dataset, queue_model, latency_spec, grid, workers, dask_scheduler,
+             gap_threshold, out_dir, more_grid) -> None:
+    """Replay a recorded range through the live strategy code (CRYPTICS_QUOTE_*, CRYPTICS_RISK_*,
+    CRYPTICS_GATEWAY_* as for the worker) against an in-process matching model; write a report.
+
+    Exit code 2 with one line on bad input: no data in the range, an unknown instrument, a
+    Parquet file of the wrong shape, an unknown grid parameter.
+    """
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from app.analytics.positions import FeeSchedule
+    from app.backtest import data as backtest_data
+    from app.backtest import report as backtest_report
+    from app.backtest import run as backtest_run
+    from app.backtest.latency import RecordedLatency, parse_latency
+
+    settings = _settings()
+
+    def refuse(message: str):
+        click.echo(f"cryptics backtest: {message}", err=True)
+        sys.exit(2)
+
+    if more_grid and not grid:
+        refuse(f"unexpected argument {more_grid[0]!r} (grid axes follow --grid)")
+    try:
+        points = backtest_run.parse_grid(list(grid) + list(more_grid)) if grid else []
+        latency = parse_latency(latency_spec)
+    except ValueError as exc:
+        refuse(str(exc))
+    instrument = instrument or settings.instrument_names[0]
+    try:
+        if dataset:
+            market = backtest_data.load_parquet(Path(dataset), instrument,
+                                                _moment(start) if start else None, _moment(end) if end else None,
+                                                gap_threshold)
+        else:
+            if not (start and end):
+                refuse("--from and --to are required with the database (or give --dataset DIR)")
+            if not settings.database_url:
+                refuse("no database: set CRYPTICS_DATABASE_URL, or give --dataset DIR")
+            market = asyncio.run(backtest_data.load_postgres(settings.database_url, instrument, _moment(start),
+                                                             _moment(end), gap_threshold))
+        if latency == "recorded":
+            if dataset or not settings.database_url:
+                refuse("--latency recorded reads the D9 samples from the database (CRYPTICS_DATABASE_URL)")
+            samples = asyncio.run(backtest_data.load_latency_samples(settings.database_url, instrument,
+                                                                     market.start, market.end))
+            try:
+                latency = RecordedLatency(samples["feed"], samples["order"])
+            except ValueError as exc:
+                refuse(str(exc))
+    except backtest_data.DataError as exc:
+        refuse(str(exc))
+    for a, b in market.gaps:
+        click.echo(f"cryptics backtest: gap in the recording: no market data for {b - a:.1f} s from "
+                   f"{backtest_report.iso(a)} (not filled in)", err=True)
+    if market.book_depth == "top":
+        click.echo("cryptics backtest: no book_updates table/file: replaying book_tops, top of book only", err=True)
+    config = backtest_run.Backtest(quote=settings.quote, risk=settings.risk, gateway=settings.gateway,
+                                   trading_state=settings.trading_state, queue_model=queue_model, latency=latency,
+                                   fees=FeeSchedule(settings.analytics.maker_fee_rate, settings.analytics.taker_fee_rate))
+    meta = {"from": backtest_report.iso(market.start), "to": backtest_report.iso(market.end),
+            "instrument": instrument, "source": market.source, "queue_model": queue_model,
+            "latency": latency.name, "events": market.counts(),
+            "parameters": {"quote": _plain(dataclasses.asdict(settings.quote)),
+                           "risk": dataclasses.asdict(settings.risk)}}
+    out = Path(out_dir)
+    for point in points or [{}]:
+        try:
+            point_config = config.with_overrides(point)
+        except ValueError as exc:
+            refuse(f"grid point {point}: {exc}")
+        if point_config.gateway.mass_quote:
+            refuse("the backtest replays the order mode only: unset CRYPTICS_GATEWAY_MASS_QUOTE")
+    if not points:
+        result = backtest_run.run_one(market, config)
+        document = backtest_report.write(result, out, meta)
+        click.echo(json.dumps(document["summary"]))
+        click.echo(f"cryptics backtest: {out / 'report.json'}, {out / 'report.html'}", err=True)
+        return
+    if dask_scheduler:
+        from dask.distributed import Client
+
+        with Client(dask_scheduler) as client:
+            rows = backtest_run.run_grid_dask(market, config, points, client)
+    else:
+        rows = backtest_run.run_grid(market, config, points, workers)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(backtest_report.strict_json({"meta": meta, "rows": rows}), indent=1))
+    click.echo(_sweep_table(rows))
+
+
+def _plain(values: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _sweep_table(rows: list[dict]) -> str:
+    """One line per grid point: its parameters and the summary's main figures."""
+    names = list(rows[0]["parameters"]) if rows else []
+    columns = names + ["net_pnl", "sharpe_1min", "max_drawdown", "fills", "volume", "uptime"]
+    lines = ["  ".join(f"{c:>14}" for c in columns)]
+    for row in rows:
+        cells = [row["parameters"][n] for n in names] + [row[c] for c in columns[len(names):]]
+        lines.append("  ".join(f"{c:>14.6g}" if isinstance(c, float) else f"{str(c):>14}" for c in cells))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,14 @@ Real parts throughout: Tansu, the schema registry, PostgreSQL and `cryptics work
   all three: each belongs to one order_acks row, ends at that row's persisted_at (so a
   redelivered ack measured again would match no row), and there is one per ack row the
   worker counted as newly inserted.
+- The book topic feeds two tables, book_tops and book_updates (one consume, one write per
+  table): the accounting is per table throughout, each book record one row in each.
 - Poison records ride along in the last two: schema-valid values that break a table
   constraint, and bytes that are no Avro at all. Each lands on the dead-letter topic
-  with its topic, partition, offset and error; every other row is written. After the
-  outage, the constraint is relaxed and `cryptics deadletter replay` puts the refused
-  records back: exactly those rows appear.
+  with its topic, partition, offset and error, once per table it could not enter (a book
+  whose level change only book_updates refuses is a book_tops row and a book_updates dead
+  letter); every other row is written. After the outage, the constraints are relaxed and
+  `cryptics deadletter replay` puts the refused records back: exactly those rows appear.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from app.pipeline.codec import AvroCodec
-from app.pipeline.sink import SPECS, SourceRecord, spec
+from app.pipeline.sink import SPECS, TABLES, SourceRecord, tables_of
 from app.pipeline.sink.tables import ACK_PERSISTED_STAGE
 from app.pipeline.topics import PIPELINE_TOPICS, bootstrap_servers, ensure_topics, read_until_quiet
 from app.stack import migrate
@@ -101,30 +104,39 @@ def make_value(name: str, i: int, at: datetime) -> dict:
     return v
 
 
+#: The tables that refuse each record's poison_value (the book's others take it).
+REFUSING = {"ticker": ("tickers",), "trade": ("public_trades",), "book": ("book_updates",)}
+
+
 def poison_value(name: str, i: int, at: datetime) -> dict:
-    """Schema-valid, but the table refuses it: a negative price breaks positive_float8."""
+    """Schema-valid, but a table refuses it (REFUSING): a negative price breaks positive_float8,
+    a negative level price book_updates' CHECK (book_tops keeps the top, which is fine)."""
     v = make_value(name, i, at)
     if name == "ticker":
         v["mark_price"] = -1.0
     elif name == "trade":
         v["amount"] = -0.5  # nonnegative_float8
+    elif name == "book":
+        v["bid_changes"] = [{"price": -1.0, "amount": 0.5, "outright_amount": 0.5}]
     else:
         raise ValueError(name)
     return v
 
 
-def natural_key(name: str, value: dict) -> tuple:
-    table_spec = spec(name)
-    return table_spec.key_of(table_spec.build(value, SourceRecord("t", 0, 0, None, None, time.time())))
+def natural_keys(name: str, value: dict) -> dict[str, tuple]:
+    """The value's natural key in each table of record ``name``, by table."""
+    src = SourceRecord("t", 0, 0, None, None, time.time())
+    return {s.table: s.key_of(s.build(value, src)) for s in tables_of(name)}
 
 
 @dataclass
 class Sent:
     """What the test producer put on the topics, with the coordinates Kafka gave each record."""
 
-    keys: dict[str, set] = field(default_factory=lambda: {name: set() for name in SPECS})
-    #: (topic, partition, offset) → the reason the record must become a dead letter.
-    poison: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    #: By table: the natural keys the table must hold.
+    keys: dict[str, set] = field(default_factory=lambda: {table: set() for table in TABLES})
+    #: (topic, partition, offset, table) → the reason the record must become a dead letter for that table.
+    poison: dict[tuple[str, int, int, str], str] = field(default_factory=dict)
 
 
 class RecordProducer:
@@ -157,17 +169,23 @@ class RecordProducer:
     async def send(self, name: str, value: dict) -> None:
         key = value.get("instrument_name") or value.get("index_name")
         self.pending.append(await self._send(name, key, self.codecs[name].dumps(value)))
-        self.sent.keys[name].add(natural_key(name, value))
+        for table, key in natural_keys(name, value).items():
+            self.sent.keys[table].add(key)
         if len(self.pending) >= 1000:
             await self.flush()
 
     async def send_poison(self, name: str, value: Optional[dict], reason: str) -> None:
         """A record that must end on the dead-letter topic: a refused value, or (None) bytes that are no Avro."""
         payload = b"\x00\x00\x00\x00\x01 no avro here" if value is None else self.codecs[name].dumps(value)
+        refusing = tuple(s.table for s in tables_of(name)) if value is None or reason != "database" else REFUSING[name]
         if value is not None:
             self.refused[name] = value
+            for table, key in natural_keys(name, value).items():
+                if table not in refusing:  # the tables that take it hold it
+                    self.sent.keys[table].add(key)
         meta = await (await self._send(name, INSTRUMENTS[0], payload))
-        self.sent.poison[(meta.topic, meta.partition, meta.offset)] = reason
+        for table in refusing:
+            self.sent.poison[(meta.topic, meta.partition, meta.offset, table)] = reason
 
     async def stream(self, names: tuple[str, ...], rate: float, seconds: float, at: datetime,
                      start: int = 0) -> int:
@@ -186,14 +204,17 @@ class RecordProducer:
 # -- reading back ----------------------------------------------------------------------------
 
 
-async def topic_keys(bootstrap: str, registry_url: str, name: str) -> tuple[int, set]:
-    """The number of records on record ``name``'s topic and their distinct natural keys."""
+async def topic_keys(bootstrap: str, registry_url: str, name: str) -> tuple[int, dict[str, set]]:
+    """The number of records on record ``name``'s topic and, per table it feeds, their distinct natural keys."""
     r = record(name)
     codec = AvroCodec(r.subject, r.schema, registry_url)
     messages = await read_until_quiet(bootstrap, r.topic)
-    table_spec = spec(name)
-    keys = {table_spec.key_of(table_spec.build(codec.loads(m.value), SourceRecord(
-        m.topic, m.partition, m.offset, m.key, m.value, m.timestamp / 1000))) for m in messages}
+    keys: dict[str, set] = {s.table: set() for s in tables_of(name)}
+    for m in messages:
+        value, src = codec.loads(m.value), SourceRecord(m.topic, m.partition, m.offset, m.key, m.value,
+                                                        m.timestamp / 1000)
+        for s in tables_of(name):
+            keys[s.table].add(s.key_of(s.build(value, src)))
     return len(messages), keys
 
 
@@ -201,11 +222,11 @@ async def table_keys(dsn: str) -> dict[str, set]:
     conn = await asyncpg.connect(dsn)
     try:
         out = {}
-        for name, table_spec in SPECS.items():
-            rows = await conn.fetch(f"SELECT {', '.join(table_spec.key)} FROM {table_spec.table}")
-            out[name] = {tuple(row) for row in rows}
+        for table, table_spec in TABLES.items():
+            rows = await conn.fetch(f"SELECT {', '.join(table_spec.key)} FROM {table}")
+            out[table] = {tuple(row) for row in rows}
             # the primary key is the natural key, so the rows are the distinct keys
-            assert len(out[name]) == len(rows)
+            assert len(out[table]) == len(rows)
         return out
     finally:
         await conn.close()
@@ -215,7 +236,7 @@ async def row_count(dsn: str) -> int:
     """Rows in the pipeline tables, but for the sink's own ack latency samples (``ack_samples``)."""
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
-        total = sum([await conn.fetchval(f"SELECT count(*) FROM {s.table}") for s in SPECS.values()])
+        total = sum([await conn.fetchval(f"SELECT count(*) FROM {table}") for table in TABLES])
         return total - await conn.fetchval("SELECT count(*) FROM latency_samples WHERE stage = $1",
                                            ACK_PERSISTED_STAGE)
     finally:
@@ -295,25 +316,23 @@ async def poll(predicate: Callable[[], Any], what: str, timeout: float, child: O
 
 
 async def check_dead_letters(bootstrap: str, registry_url: str, sent: Sent) -> list[dict]:
-    """The dead-letter topic holds exactly the poison records, each with its coordinates."""
+    """The dead-letter topic holds exactly the poison records, each with its coordinates, once
+    per table that could not take it."""
     codec = AvroCodec(record("dead_letter").subject, record("dead_letter").schema, registry_url)
     letters = [codec.loads(m.value) for m in await read_until_quiet(bootstrap, DEAD_LETTERS)]
-    by_origin = {(d["source_topic"], d["source_partition"], d["source_offset"]): d for d in letters}
-    # Exactly the poison, once each: a batch written again after a fault can dead-letter a
-    # record a second time, which is why the coordinates identify it.
+    by_origin = {(d["source_topic"], d["source_partition"], d["source_offset"], d["target_table"]): d
+                 for d in letters}
+    # Exactly the poison, once each per table: a batch written again after a fault can
+    # dead-letter a record a second time, which is why the coordinates identify it.
     assert set(by_origin) == set(sent.poison)
     for origin, reason in sent.poison.items():
         letter = by_origin[origin]
         assert letter["stage"] == reason, (origin, letter)
-        assert letter["target_table"] == spec(record_name_of(origin[0])).table
         assert letter["value"] and letter["error"]
         if reason == "database":
-            assert "positive_float8" in letter["error"] or "nonnegative_float8" in letter["error"], letter["error"]
+            assert any(check in letter["error"] for check in
+                       ("positive_float8", "nonnegative_float8", "book_updates_levels_check")), letter["error"]
     return letters
-
-
-def record_name_of(topic: str) -> str:
-    return next(name for name in SPECS if record(name).topic == topic)
 
 
 # -- a worker on its own services --------------------------------------------------------------
@@ -361,9 +380,9 @@ def sink_postgres(service_root: Path) -> EmbeddedPostgres:
 
 async def assert_tables_hold(dsn: str, expected: dict[str, set]) -> None:
     got = await table_keys(dsn)
-    for name in SPECS:
-        missing, extra = expected[name] - got[name], got[name] - expected[name]
-        assert not missing and not extra, f"{spec(name).table}: {len(missing)} missing, {len(extra)} extra"
+    for table in TABLES:
+        missing, extra = expected[table] - got[table], got[table] - expected[table]
+        assert not missing and not extra, f"{table}: {len(missing)} missing, {len(extra)} extra"
 
 
 # -- the tests ---------------------------------------------------------------------------------
@@ -387,6 +406,7 @@ async def test_postgres_stopped_for_20_s_mid_stream(broker, registry_url, sink_p
                              "the sinks to notice the outage", 15, worker)
         await producer.send_poison("trade", poison_value("trade", 10**6 + 1, at), "database")
         await producer.send_poison("book", None, "decode")
+        await producer.send_poison("book", poison_value("book", 10**6 + 2, at), "database")
         i = await outage
         during = pipeline.view()
         await sink_postgres.start()
@@ -403,7 +423,7 @@ async def test_postgres_stopped_for_20_s_mid_stream(broker, registry_url, sink_p
         measured = topic_stats(final, ACKS)["rows_written"]
         samples = await check_ack_samples(sink_postgres.dsn(), at_least=measured)
         assert len(samples) == measured
-        expected["latency"] |= samples
+        expected["latency_samples"] |= samples
         await assert_tables_hold(sink_postgres.dsn(), producer.sent.keys)
         await check_dead_letters(broker.bootstrap, registry_url, producer.sent)
 
@@ -413,6 +433,7 @@ async def test_postgres_stopped_for_20_s_mid_stream(broker, registry_url, sink_p
         try:
             await conn.execute("ALTER DOMAIN positive_float8 DROP CONSTRAINT positive_float8_check")
             await conn.execute("ALTER DOMAIN nonnegative_float8 DROP CONSTRAINT nonnegative_float8_check")
+            await conn.execute("ALTER TABLE book_updates DROP CONSTRAINT book_updates_levels_check")
         finally:
             await conn.close()
         replay = subprocess.run(
@@ -420,10 +441,12 @@ async def test_postgres_stopped_for_20_s_mid_stream(broker, registry_url, sink_p
             text=True, timeout=120, env=environ_for_child({"CRYPTICS_BROKER_URL": broker.url,
                                                            "CRYPTICS_SCHEMA_REGISTRY_URL": registry_url}))
         assert replay.returncode == 0, replay.stderr
-        await poll(lambda: _rows_equal(sink_postgres, total + 2), "the replayed rows", 60, worker)
+        refused = {(table, key) for name, value in producer.refused.items()
+                   for table, key in natural_keys(name, value).items() if table in REFUSING[name]}
+        await poll(lambda: _rows_equal(sink_postgres, total + len(refused)), "the replayed rows", 60, worker)
         await asyncio.sleep(1.0)  # a stray extra row would show up below
-        for name, value in producer.refused.items():
-            expected[name].add(natural_key(name, value))
+        for table, key in refused:
+            expected[table].add(key)
         await assert_tables_hold(sink_postgres.dsn(), expected)
     finally:
         await producer.stop()
@@ -437,7 +460,7 @@ async def test_postgres_stopped_for_20_s_mid_stream(broker, registry_url, sink_p
     assert final["totals"]["retries"] >= len(waiting)
     # A COMMIT that the stopping server carried out but never answered is retried, and the
     # retry finds its rows already there: they count as duplicates, not as rows written.
-    assert final["totals"]["dead_letters"] >= 3
+    assert final["totals"]["dead_letters"] >= 5  # the book's undecodable bytes: one per table
     assert final["totals"]["rows_written"] + final["totals"]["duplicates"] == total + measured
     assert not any(s["waiting"] for s in final["topics"].values())
 
@@ -469,7 +492,7 @@ async def test_worker_killed_mid_batch_and_restarted(broker, registry_url, sink_
     finally:
         await producer.stop()
     total = sum(len(k) for k in producer.sent.keys.values())
-    assert total == per_record * len(names)
+    assert total == per_record * sum(len(tables_of(name)) for name in names)
 
     first = await pipeline.start_worker()
     written = await poll(lambda: _rows_between(sink_postgres, total // 10, total * 6 // 10),
@@ -495,7 +518,7 @@ async def test_worker_killed_mid_batch_and_restarted(broker, registry_url, sink_
     # The first worker's samples are at most once (it may have died between a commit and
     # their produce), the second's are all there; none is a redelivered ack measured again.
     samples = await check_ack_samples(sink_postgres.dsn(), at_least=topic_stats(view, ACKS)["rows_written"])
-    producer.sent.keys["latency"] |= samples
+    producer.sent.keys["latency_samples"] |= samples
     await assert_tables_hold(sink_postgres.dsn(), producer.sent.keys)
     await check_dead_letters(broker.bootstrap, registry_url, producer.sent)
     # The second worker resumed at the first offset the first had not committed: it wrote
@@ -574,7 +597,7 @@ async def test_up_persists_every_topic_record_once(service_root, tmp_path):
             await poll(Quiet(lambda: summed_sink_views(workers)["totals"]["records"]), "the sinks to go quiet", 60, up,
                        interval=2.0)
             counts = {name: await topic_keys(bootstrap, urls["registry"], name) for name in SPECS}
-            expected = {name: keys for name, (_, keys) in counts.items()}
+            expected = {table: keys for _, per_table in counts.values() for table, keys in per_table.items()}
             await assert_tables_hold(database_url_of(urls), expected)
             view = summed_sink_views(workers)
             # No fault in this run: every ack row the worker inserted was measured, once.
@@ -586,13 +609,16 @@ async def test_up_persists_every_topic_record_once(service_root, tmp_path):
     assert up.popen.returncode == 0, up.log_tail(60)
 
     # Real traffic on every topic: the venue's market data and the test's trading records.
-    for name, (records, keys) in counts.items():
-        assert len(keys) >= 10, (name, records)
-        if name != "trade":
-            # one record, one event: nothing on these topics repeats a natural key
-            assert records == len(keys), (name, records, len(keys))
+    for name, (records, per_table) in counts.items():
+        for table, keys in per_table.items():
+            assert len(keys) >= 10, (table, records)
+            if name != "trade":
+                # one record, one event: nothing on these topics repeats a natural key (the
+                # book's records are one row in book_tops and one in book_updates)
+                assert records == len(keys), (table, records, len(keys))
     # The test's records are all there, next to the quote agent's own (it quotes out of the box).
-    assert all(producer.sent.keys[name] <= expected[name] for name in TRADING_RECORDS)
-    assert samples and samples <= expected["latency"]  # on the latency topic, like every sample
+    assert all(producer.sent.keys[s.table] <= expected[s.table] for name in TRADING_RECORDS for s in tables_of(name))
+    assert samples and samples <= expected["latency_samples"]  # on the latency topic, like every sample
     assert view["totals"]["dead_letters"] == 0 and view["totals"]["retries"] == 0, view["totals"]
-    assert view["totals"]["records"] == sum(records for records, _ in counts.values())
+    # The sink counts each record once per table it feeds.
+    assert view["totals"]["records"] == sum(records * len(tables_of(name)) for name, (records, _) in counts.items())

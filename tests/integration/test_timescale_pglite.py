@@ -33,7 +33,7 @@ from typing import Iterator
 import asyncpg
 import pytest
 
-from app.pipeline.sink import SPECS, SourceRecord, TableWriter, spec
+from app.pipeline.sink import TABLES, SourceRecord, TableWriter, spec
 from app.stack import migrate
 from app.stack.process import free_port, spawn, wait_until
 from models import examples
@@ -42,13 +42,14 @@ from .conftest import ROOT
 
 PGLITE = ROOT / "tests" / "integration" / "pglite"
 UTC = timezone.utc
-HYPERTABLES = {s.table for s in SPECS.values()}
-CHUNK_INTERVALS = {"tickers": timedelta(hours=6), "book_tops": timedelta(hours=6), "public_trades": timedelta(hours=6),
+HYPERTABLES = set(TABLES)  # every table the sink writes, book_updates (0009/0010) too
+CHUNK_INTERVALS = {"tickers": timedelta(hours=6), "book_tops": timedelta(hours=6), "book_updates": timedelta(hours=6),
+                   "public_trades": timedelta(hours=6),
                    "quote_decisions": timedelta(hours=6), "latency_samples": timedelta(hours=6),
                    "index_prices": timedelta(days=1), "order_acks": timedelta(days=1), "fills": timedelta(days=1),
                    "positions": timedelta(days=1), "markouts": timedelta(days=1),
                    "pnl_snapshots": timedelta(days=7), "quote_quality_1m": timedelta(days=7)}
-RETAINED = {"tickers", "book_tops", "quote_decisions", "latency_samples", "public_trades", "index_prices"}
+RETAINED = {"tickers", "book_tops", "book_updates", "quote_decisions", "latency_samples", "public_trades", "index_prices"}
 CAGGS = {"trade_candles_1m", "ticker_candles_1m", "latency_1m", "markouts_1m"}
 
 
@@ -325,3 +326,29 @@ async def test_retention_drops_old_chunks_and_orders_follow_acks(conn):
     await _write(conn, "ack", list(reversed(acks)), at)
     order = await conn.fetchrow("SELECT * FROM orders WHERE order_id = 'hyper-1'")
     assert (order["status"], order["filled_amount"], order["is_final"]) == ("cancelled_partially_filled", 0.05, True)
+
+
+async def test_book_updates_compress_and_skip_redeliveries(conn):
+    # book_updates (0009/0010): the level arrays through the unnest path, ordered for compression
+    # like book_tops, and a redelivery skipped inside a compressed chunk.
+    orderby = [r["attname"] for r in await conn.fetch(
+        "SELECT attname FROM timescaledb_information.compression_settings "
+        "WHERE hypertable_name = 'book_updates' AND orderby_column_index IS NOT NULL ORDER BY orderby_column_index")]
+    assert orderby == ["time", "received_at"]
+    old = datetime.now(UTC) - timedelta(days=3)
+    values = [{**examples.example("book"), "instrument_name": "SOL-PERPETUAL", "snapshot": i == 0,
+               "time": (old + timedelta(seconds=i)).timestamp(), "received_at": old + timedelta(seconds=i, milliseconds=2),
+               "bid_changes": [{"price": 150.0 - j, "amount": float(i % 3), "outright_amount": 0.0} for j in range(3)],
+               "ask_changes": [{"price": 151.0 + i, "amount": 1.5, "outright_amount": 1.5}]} for i in range(100)]
+    book_updates = TABLES["book_updates"]
+    rows = [book_updates.build(v, SourceRecord("t", 0, i, None, None, None)) for i, v in enumerate(values)]
+    first = await TableWriter(book_updates, "unnest").write(conn, rows, old)
+    assert (first.inserted, first.rejected) == (100, [])
+    await conn.execute(f"CALL run_job({await _job(conn, 'policy_compression', 'book_updates')})")
+    assert await conn.fetchval(
+        "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'book_updates' AND is_compressed") >= 1
+    again = await TableWriter(book_updates, "unnest").write(conn, rows, old)
+    assert (again.inserted, again.duplicates) == (0, 100)
+    stored = await conn.fetchrow("SELECT * FROM book_updates WHERE instrument_name = 'SOL-PERPETUAL' ORDER BY time LIMIT 1")
+    assert (stored["snapshot"], stored["bid_prices"], stored["bid_amounts"], stored["ask_prices"]) == \
+        (True, [150.0, 149.0, 148.0], [0.0, 0.0, 0.0], [151.0])

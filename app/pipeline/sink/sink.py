@@ -1,7 +1,9 @@
 """One topic's persistence, apart from Faust: decode, build rows, write, dead-letter.
 
 ``TopicSink.persist(records)`` takes a batch of raw Kafka records and returns only when
-each of them is either in its table or on the dead-letter topic. The persistence consumer
+each of them is either in its table or on the dead-letter topic (for a topic of several
+tables, the book's: in each table or on the dead-letter topic for it; every table retries,
+counts and dead-letters as if alone, see ``TopicSink``). The persistence consumer
 (agents/persistence.py) commits the batch's offsets to Kafka after that, and not before:
 an event counts as processed only once its batch has committed (docs/architecture.md#d8-persistence-semantics).
 
@@ -114,12 +116,28 @@ class Backoff:
         return delay * random.uniform(0.8, 1.0)
 
 
+@dataclass
+class SinkTable:
+    """One table of a topic's sink: its spec, its writer and its own counters."""
+
+    spec: TableSpec
+    writer: TableWriter
+    stats: SinkStats = field(default_factory=SinkStats)
+
+
 class TopicSink:
-    """Persists the records of one topic into one table."""
+    """Persists the records of one topic into its table, or tables.
+
+    A topic feeding several tables (the book's: book_tops and book_updates) is consumed and
+    decoded once; each table then gets its rows built, written with retries and its failures
+    dead-lettered on its own, as if it were the topic's only table: a table that waits for
+    the database does not undo the other's committed rows, and a record one table refuses
+    is a dead letter for that table alone (``target_table``), written into the others. The
+    tables are written one after the other on the topic's one connection."""
 
     def __init__(
         self,
-        spec: TableSpec,
+        spec: "TableSpec | Sequence[TableSpec]",
         topic: str,
         decode: Decoder,
         connect: Connect,
@@ -128,7 +146,10 @@ class TopicSink:
         clock: Callable[[], datetime] = utc_now,
         on_inserted: Optional[OnInserted] = None,
     ) -> None:
-        self.spec = spec
+        specs = (spec,) if isinstance(spec, TableSpec) else tuple(spec)
+        if not specs or len({s.record for s in specs}) != 1:
+            raise ValueError(f"{topic}: a topic's sink writes one record's tables, got {[s.table for s in specs]}")
+        self.tables = tuple(SinkTable(s, TableWriter(s, config.write_mode)) for s in specs)
         self.topic = topic
         self.decode = decode
         self.connect = connect
@@ -136,65 +157,101 @@ class TopicSink:
         self.config = config
         self.clock = clock
         self.on_inserted = on_inserted
-        self.writer = TableWriter(spec, config.write_mode)
-        self.stats = SinkStats()
         self._conn: Optional[asyncpg.Connection] = None
+
+    @property
+    def spec(self) -> TableSpec:
+        """The first table's spec (a sink's only one, but for the book's)."""
+        return self.tables[0].spec
+
+    @property
+    def writer(self) -> TableWriter:
+        """The first table's writer."""
+        return self.tables[0].writer
+
+    @writer.setter
+    def writer(self, writer: TableWriter) -> None:
+        self.tables[0].writer = writer
+
+    @property
+    def stats(self) -> SinkStats:
+        """The first table's counters (a sink's only one, but for the book's; ``tables`` has each)."""
+        return self.tables[0].stats
 
     # -- the batch ------------------------------------------------------------------------
 
     async def persist(self, records: Sequence[SourceRecord]) -> None:
-        """Write ``records``; return once each is in the table or on the dead-letter topic."""
-        self.stats.records += len(records)
-        rows: list[Row] = []
-        origins: list[SourceRecord] = []
+        """Write ``records``; return once each is in each table or on the dead-letter topic for it."""
+        for table in self.tables:
+            table.stats.records += len(records)
+        decoded: list[tuple[SourceRecord, Mapping[str, Any]]] = []
         letters: list[DeadLetter] = []
         for i, src in enumerate(records):
             if i % RECORDS_PER_SLICE == RECORDS_PER_SLICE - 1:
                 await asyncio.sleep(0)  # the quoting worker's hot path shares this event loop
-            value = await self._decode(src, letters)
-            if value is None:
-                continue
+            value, error = await self._decode(src)
+            if error is not None:
+                # Lost to every table: each has its dead letter, as it would if it were alone.
+                letters.extend(self._dead_letter(src, "decode", error, table) for table in self.tables)
+            else:
+                decoded.append((src, value))
+
+        results = []
+        for table in self.tables:
+            result = await self._persist_into(table, decoded, letters)
+            results.append((table, result))
+        if letters:
+            await self._publish(letters)
+
+        flushed_at = self.clock()
+        for table, result in results:
+            table.stats.rows_written += result.inserted
+            table.stats.duplicates += result.duplicates
+            table.stats.transactions += result.transactions
+            table.stats.batches += 1
+            table.stats.last_flush_at = flushed_at
+
+    async def _persist_into(self, table: SinkTable, decoded: Sequence[tuple[SourceRecord, Mapping[str, Any]]],
+                            letters: list[DeadLetter]) -> WriteResult:
+        """Build and write one table's rows; its refused records are added to ``letters``."""
+        rows: list[Row] = []
+        origins: list[SourceRecord] = []
+        for i, (src, value) in enumerate(decoded):
+            if i % RECORDS_PER_SLICE == RECORDS_PER_SLICE - 1:
+                await asyncio.sleep(0)
             try:
-                rows.append(self.spec.build(value, src))
+                rows.append(table.spec.build(value, src))
             except Exception as exc:  # builders are pure: whatever they raise is this record's fault
-                letters.append(self._dead_letter(src, "row", describe(exc)))
+                letters.append(self._dead_letter(src, "row", describe(exc), table))
                 continue
             origins.append(src)
 
         started = time.perf_counter()
-        result = await self._write(rows)
-        self.stats.write_seconds += time.perf_counter() - started
+        result = await self._write(table, rows)
+        table.stats.write_seconds += time.perf_counter() - started
         if result.returned and self.on_inserted is not None:
             try:
                 self.on_inserted(result.returned)
             except Exception:  # what the rows report is secondary: they are in, the batch goes on
                 log.exception("%s: reporting %d inserted rows failed", self.topic, len(result.returned))
         for index, error in result.rejected:
-            letters.append(self._dead_letter(origins[index], "database", error))
-        if letters:
-            await self._publish(letters)
+            letters.append(self._dead_letter(origins[index], "database", error, table))
+        return result
 
-        self.stats.rows_written += result.inserted
-        self.stats.duplicates += result.duplicates
-        self.stats.transactions += result.transactions
-        self.stats.batches += 1
-        self.stats.last_flush_at = self.clock()
-
-    async def _decode(self, src: SourceRecord, letters: list[DeadLetter]) -> Optional[Mapping[str, Any]]:
+    async def _decode(self, src: SourceRecord) -> tuple[Optional[Mapping[str, Any]], Optional[str]]:
+        """(the decoded value, None), or (None, why these bytes are no record of the topic)."""
         if src.value is None:
-            letters.append(self._dead_letter(src, "decode", "the record has no value"))
-            return None
+            return None, "the record has no value"
         backoff = Backoff(self.config.retry_initial, self.config.retry_max)
         while True:
             try:
-                return self.decode(src.value)
+                return self.decode(src.value), None
             except DECODE_ERRORS as exc:
-                letters.append(self._dead_letter(src, "decode", describe(exc)))
-                return None
+                return None, describe(exc)
             except Exception as exc:  # the registry did not answer: not the record's fault
-                await self._wait_after(exc, backoff, "decoding (schema registry)")
+                await self._wait_after(exc, backoff, "decoding (schema registry)", self.tables)
 
-    async def _write(self, rows: list[Row]) -> WriteResult:
+    async def _write(self, table: SinkTable, rows: list[Row]) -> WriteResult:
         if not rows:
             return WriteResult()
         backoff = Backoff(self.config.retry_initial, self.config.retry_max)
@@ -202,12 +259,12 @@ class TopicSink:
             try:
                 conn = await self._connection()
                 # persisted_at is stamped per attempt: the stamp of the attempt that committed.
-                result = await self.writer.write(conn, rows, self.clock())
+                result = await table.writer.write(conn, rows, self.clock())
             except Exception as exc:  # data errors never get here: the writer bisects them
                 await self._drop_connection()
-                await self._wait_after(exc, backoff, f"writing {self.spec.table}")
+                await self._wait_after(exc, backoff, f"writing {table.spec.table}", (table,))
                 continue
-            self.stats.waiting = False
+            table.stats.waiting = False
             return result
 
     async def _publish(self, letters: list[DeadLetter]) -> None:
@@ -216,31 +273,40 @@ class TopicSink:
             try:
                 await self.publish_dead_letters(letters)
             except Exception as exc:
-                await self._wait_after(exc, backoff, "producing dead letters")
+                await self._wait_after(exc, backoff, "producing dead letters", self.tables)
                 continue
-            self.stats.waiting = False
+            for table in self.tables:
+                table.stats.waiting = False
             break
-        self.stats.dead_letters += len(letters)
+        by_table = {table.spec.table: table.stats for table in self.tables}
         for letter in letters:
-            self.stats.dead_letters_by_stage[letter.stage] += 1
-            log.warning("dead letter: %s[%d]@%d (%s) %s", letter.source_topic, letter.source_partition,
-                        letter.source_offset, letter.stage, letter.error)
+            stats = by_table[letter.target_table]
+            stats.dead_letters += 1
+            stats.dead_letters_by_stage[letter.stage] += 1
+            log.warning("dead letter: %s[%d]@%d (%s, %s) %s", letter.source_topic, letter.source_partition,
+                        letter.source_offset, letter.target_table, letter.stage, letter.error)
 
-    async def _wait_after(self, exc: BaseException, backoff: Backoff, doing: str) -> None:
+    async def _wait_after(self, exc: BaseException, backoff: Backoff, doing: str,
+                          tables: Sequence[SinkTable]) -> None:
+        """Pause before the next attempt; ``tables`` are the ones waiting (their counters say so)."""
         delay = backoff.next_delay()
-        self.stats.retries += 1
-        self.stats.waiting = True
-        self.stats.last_error = f"{doing}: {describe(exc)}"
-        self.stats.last_error_at = self.clock()
-        log.warning("%s: %s; retrying in %.1f s (attempt %d)", self.topic, self.stats.last_error, delay,
-                    backoff.attempt)
+        error, now = f"{doing}: {describe(exc)}", self.clock()
+        for table in tables:
+            table.stats.retries += 1
+            table.stats.waiting = True
+            table.stats.last_error = error
+            table.stats.last_error_at = now
+        log.warning("%s: %s; retrying in %.1f s (attempt %d)", self.topic, error, delay, backoff.attempt)
         await asyncio.sleep(delay)
 
-    def _dead_letter(self, src: SourceRecord, stage: str, error: str) -> DeadLetter:
+    def _dead_letter(self, src: SourceRecord, stage: str, error: str,
+                     table: Optional[SinkTable] = None) -> DeadLetter:
+        """A dead letter of ``src`` for ``table`` (the first table when None)."""
+        table = table or self.tables[0]
         return DeadLetter(
             source_topic=src.topic, source_partition=src.partition, source_offset=src.offset,
             stage=stage, error=error, failed_at=self.clock(), key=src.key, value=src.value,
-            target_table=self.spec.table,
+            target_table=table.spec.table,
         )
 
     # -- the connection ---------------------------------------------------------------------
@@ -285,9 +351,10 @@ def for_record(
     connect: Optional[Connect] = None,
     on_inserted: Optional[OnInserted] = None,
 ) -> TopicSink:
-    """The sink of one record's topic, with the topic's Avro codec and a plain asyncpg connection."""
+    """The sink of one record's topic (into each of the record's tables), with the topic's Avro
+    codec and a plain asyncpg connection."""
     from app.pipeline.codec import AvroCodec
-    from app.pipeline.sink.tables import spec
+    from app.pipeline.sink.tables import tables_of
     from models.registry import record
 
     r = record(record_name)
@@ -296,5 +363,5 @@ def for_record(
     async def connect_default() -> asyncpg.Connection:
         return await asyncpg.connect(database_url, timeout=config.connect_timeout, command_timeout=COMMAND_TIMEOUT)
 
-    return TopicSink(spec(record_name), r.topic, codec.loads, connect or connect_default, publish_dead_letters,
+    return TopicSink(tables_of(record_name), r.topic, codec.loads, connect or connect_default, publish_dead_letters,
                      config, on_inserted=on_inserted)

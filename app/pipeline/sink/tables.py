@@ -1,10 +1,13 @@
 """Which record goes into which table, and how a decoded record becomes a row.
 
-One ``TableSpec`` per persisted record (timescale/0002, 0003 and 0006 hold the tables). A
-spec names the table, its columns in the order the row builder fills them
-(``persisted_at`` is not among them: the writer stamps it per flush), the PostgreSQL type
-of each column as the unnest write path passes it, the natural key
-(docs/architecture.md#d8-persistence-semantics) that the table's primary key enforces,
+One ``TableSpec`` per persisted table (timescale/0002, 0003, 0006 and 0009 hold the tables).
+A record feeds one table, but for the book, whose notifications go into two: book_tops (the
+top they led to) and book_updates (the level changes as sent, for replays); its sink decodes
+each record once and writes both (app/pipeline/sink/sink.py). A spec names the table, its
+columns in the order the row builder fills them (``persisted_at`` is not among them: the
+writer stamps it per flush), the PostgreSQL type of each column as the unnest write path
+passes it, the natural key (docs/architecture.md#d8-persistence-semantics) that the table's
+primary key enforces,
 and the columns, if any, that the insert hands back for each row it newly inserted.
 
 Row builders take the record as fastavro decodes it (a dict with every field of the
@@ -125,6 +128,15 @@ def book_row(v: Mapping[str, Any], src: SourceRecord) -> Row:
         v["best_bid_price"], v["best_bid_amount"], v["best_ask_price"], v["best_ask_amount"],
         v["total_bid_amount"], v["total_ask_amount"],
         len(v["bid_changes"]), len(v["ask_changes"]), len(v["trades"] or ()),
+    )
+
+
+def book_update_row(v: Mapping[str, Any], src: SourceRecord) -> Row:
+    bids, asks = v["bid_changes"], v["ask_changes"]
+    return (
+        exchange_time(v["time"]), v["instrument_name"], v["received_at"] or kafka_stamp(src), v["snapshot"],
+        [level["price"] for level in bids], [level["amount"] for level in bids],
+        [level["price"] for level in asks], [level["amount"] for level in asks],
     )
 
 
@@ -253,7 +265,8 @@ def ack_persisted_sample(row: Mapping[str, Any]) -> Optional[LatencySample]:
 _F = "float8"
 _TS = "timestamptz"
 
-SPECS: Mapping[str, TableSpec] = {s.record: s for s in (
+#: Every persisted table's spec, in the order each record's sink writes them.
+TABLE_SPECS: tuple[TableSpec, ...] = (
     TableSpec(
         "ticker", "tickers",
         ("time", "instrument_name", "received_at", "mark_price", "delta", "index_price",
@@ -273,6 +286,14 @@ SPECS: Mapping[str, TableSpec] = {s.record: s for s in (
         (_TS, "text", _TS, "bool") + (_F,) * 6 + ("int4",) * 3,
         ("instrument_name", "time", "received_at"),
         book_row,
+    ),
+    TableSpec(
+        "book", "book_updates",
+        ("time", "instrument_name", "received_at", "snapshot", "bid_prices", "bid_amounts", "ask_prices",
+         "ask_amounts"),
+        (_TS, "text", _TS, "bool", "float8[]", "float8[]", "float8[]", "float8[]"),
+        ("instrument_name", "time", "received_at"),
+        book_update_row,
     ),
     TableSpec(
         "index", "index_prices",
@@ -362,11 +383,28 @@ SPECS: Mapping[str, TableSpec] = {s.record: s for s in (
         ("instrument_name", "time"),
         quote_quality_row,
     ),
-)}
+)
+
+#: Every persisted table's spec, by table name.
+TABLES: Mapping[str, TableSpec] = {s.table: s for s in TABLE_SPECS}
+#: The tables of each persisted record, by record name: its topic's sink writes each of them.
+RECORD_TABLES: dict[str, tuple[TableSpec, ...]] = {}
+for _spec in TABLE_SPECS:
+    RECORD_TABLES[_spec.record] = RECORD_TABLES.get(_spec.record, ()) + (_spec,)
+#: Each persisted record's first table, by record name: the keys are the persisted records.
+#: Every record has one table, but for the book (book_tops here; book_updates in RECORD_TABLES).
+SPECS: Mapping[str, TableSpec] = {name: specs[0] for name, specs in RECORD_TABLES.items()}
 
 
 def spec(record: str) -> TableSpec:
+    """A record's first table (its only one but for the book's)."""
     try:
         return SPECS[record]
     except KeyError:
         raise KeyError(f"no table for record {record!r}; persisted records: {', '.join(SPECS)}") from None
+
+
+def tables_of(record: str) -> tuple[TableSpec, ...]:
+    """Every table ``record`` feeds, in the order its sink writes them."""
+    spec(record)  # the same error for a record that is not persisted
+    return RECORD_TABLES[record]
