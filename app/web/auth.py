@@ -32,7 +32,9 @@ def check_bearer(headers: Mapping[str, str], token: Optional[str]) -> None:
     if scheme != SCHEME or not value:
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>' (CRYPTICS_WEB_TOKEN)")
     # Constant time: how long the comparison takes says nothing about how much of it matched.
-    if not hmac.compare_digest(value.strip().encode(), token.encode()):
+    # aiohttp decodes a header's bytes that are not UTF-8 as surrogate escapes: encoded back
+    # the same way they are only a wrong token, not an error.
+    if not hmac.compare_digest(value.strip().encode("utf-8", "surrogateescape"), token.encode()):
         raise Unauthorized("wrong bearer token")
 
 

@@ -124,7 +124,11 @@ def test_a_cursor_is_ours_or_a_bad_request(raw, table):
 
 
 @settings(max_examples=300, deadline=None)
-@given(header=st.one_of(st.none(), st.text(max_size=60)), token=st.text(min_size=1, max_size=30))
+# aiohttp hands a header over decoded as UTF-8 with surrogate escapes for the bytes that are not
+# (the web fuzz test's 'Bearer \x80' was a 500 before check_bearer encoded them back).
+@given(header=st.one_of(st.none(), st.text(max_size=60),
+                        st.binary(max_size=40).map(lambda b: "Bearer " + b.decode("utf-8", "surrogateescape"))),
+       token=st.text(min_size=1, max_size=30))
 def test_a_bearer_header_is_the_token_or_unauthorized(header, token):
     from app.web.auth import Unauthorized, check_bearer
 
