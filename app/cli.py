@@ -465,13 +465,21 @@ def _moment(text: str) -> float:
 @click.option("--dask-scheduler", default=None, help="Run the sweep on this dask.distributed scheduler.")
 @click.option("--gap-threshold", type=float, default=5.0, show_default=True,
               help="Seconds without market data reported as a gap in the recording.")
+@click.option("--orders-from-recording", "fidelity", is_flag=True,
+              help="The fidelity check: no strategy; the orders the recorded live session sent, replayed against "
+                   "every queue model, fills compared with the live ones (table on stdout, fidelity.json).")
+@click.option("--tolerance", type=float, default=1.0, show_default=True,
+              help="With --orders-from-recording: seconds within which a replayed fill reproduces a live one.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default="backtest-report",
-              show_default=True, help="Directory for report.json and report.html (or sweep.json).")
+              show_default=True, help="Directory for report.json and report.html (or sweep.json, fidelity.json).")
 @click.argument("more_grid", nargs=-1, metavar="[NAME=V1,V2]...")
 def backtest(start, end, instrument, dataset, queue_model, latency_spec, grid, workers, dask_scheduler,
-             gap_threshold, out_dir, more_grid) -> None:
+             gap_threshold, fidelity, tolerance, out_dir, more_grid) -> None:
     """Replay a recorded range through the live strategy code (CRYPTICS_QUOTE_*, CRYPTICS_RISK_*,
     CRYPTICS_GATEWAY_* as for the worker) against an in-process matching model; write a report.
+
+    With --orders-from-recording, the fidelity check instead (app/backtest/fidelity.py): the
+    range's own orders replayed as sent, against the market without them.
 
     Exit code 2 with one line on bad input: no data in the range, an unknown instrument, a
     Parquet file of the wrong shape, an unknown grid parameter.
@@ -494,6 +502,8 @@ def backtest(start, end, instrument, dataset, queue_model, latency_spec, grid, w
 
     if more_grid and not grid:
         refuse(f"unexpected argument {more_grid[0]!r} (grid axes follow --grid)")
+    if fidelity and (grid or latency_spec != "constant"):
+        refuse("--orders-from-recording replays the recorded orders at their recorded times: no --grid, no --latency")
     try:
         points = backtest_run.parse_grid(list(grid) + list(more_grid)) if grid else []
         latency = parse_latency(latency_spec)
@@ -528,6 +538,9 @@ def backtest(start, end, instrument, dataset, queue_model, latency_spec, grid, w
                    f"{backtest_report.iso(a)} (not filled in)", err=True)
     if market.book_depth == "top":
         click.echo("cryptics backtest: no book_updates table/file: replaying book_tops, top of book only", err=True)
+    if fidelity:
+        _fidelity(settings, market, dataset, tolerance, Path(out_dir), refuse)
+        return
     config = backtest_run.Backtest(quote=settings.quote, risk=settings.risk, gateway=settings.gateway,
                                    trading_state=settings.trading_state, queue_model=queue_model, latency=latency,
                                    fees=FeeSchedule(settings.analytics.maker_fee_rate, settings.analytics.taker_fee_rate))
@@ -560,6 +573,31 @@ def backtest(start, end, instrument, dataset, queue_model, latency_spec, grid, w
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(backtest_report.strict_json({"meta": meta, "rows": rows}), indent=1))
     click.echo(_sweep_table(rows))
+
+
+def _fidelity(settings, market, dataset, tolerance: float, out, refuse) -> None:
+    """`cryptics backtest --orders-from-recording`: the check, its table and fidelity.json."""
+    import json
+    from pathlib import Path
+
+    from app.backtest import fidelity
+    from app.backtest.data import DataError
+    from app.backtest.report import strict_json
+
+    name = market.instrument.name
+    try:
+        if dataset:
+            session = fidelity.load_session_parquet(Path(dataset), name, market.start, market.end)
+        else:
+            session = asyncio.run(fidelity.load_session_postgres(settings.database_url, name, market.start,
+                                                                 market.end))
+        report = fidelity.check(market, session, tolerance_s=tolerance)
+    except DataError as exc:
+        refuse(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fidelity.json").write_text(json.dumps(strict_json(report.to_json()), indent=1))
+    click.echo(fidelity.table(report))
+    click.echo(f"cryptics backtest: {out / 'fidelity.json'}", err=True)
 
 
 def _plain(values: dict) -> dict:

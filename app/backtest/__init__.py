@@ -7,5 +7,6 @@ docs/architecture.md#d15-backtests-run-the-live-strategy-code. The parts, by rol
 - ``latency``: feed and order latency models (constant, or drawn from recorded D9 samples);
 - ``replay``: the replay clock driving the quote core, risk gate and gateway planning; the analytics;
 - ``report``: the summary, report.json and report.html;
-- ``run``: one backtest or a parameter grid on local cores (or a Dask cluster).
+- ``run``: one backtest or a parameter grid on local cores (or a Dask cluster);
+- ``fidelity``: a recorded live session's own orders replayed without the strategy, fills compared.
 """

@@ -8,7 +8,9 @@ Contract
   app/pipeline/recording.py writes it: one ``<table>.parquet`` per table, columns named as
   the SQL columns, and a ``manifest.json`` naming the instruments.
 - out: ``MarketData``: the events sorted by exchange time (ties keep the order tickers,
-  index, book, trades of one instant), the instrument's tick and size step, and the gaps
+  index, trades, book of one instant: a book notification carries the trades that led to its
+  level changes, docs/thalex-protocol.md §3.3, so they are replayed before them; book rows of
+  one instant in ``received_at`` order), the instrument's tick and size step, and the gaps
   (no market data for longer than ``gap_threshold_s``): reported, never filled.
 - errors: ``DataError`` with one line for people (the command line exits 2): a range with no
   data, an unknown instrument, a Parquet file of the wrong shape.
@@ -33,6 +35,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 TICKER, INDEX, BOOK, TRADE = 0, 1, 2, 3
 KIND_NAMES = {TICKER: "ticker", INDEX: "index", BOOK: "book", TRADE: "trade"}
+#: The order of events of one instant: a notification's trades come before its level changes
+#: (else the queue models would read the traded amount as cancelled, then see it trade too).
+_TIE_ORDER = {TICKER: 0, INDEX: 1, TRADE: 2, BOOK: 3}
 
 #: The columns each source table must have (a Parquet file may carry more: the SQL table's others).
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -125,6 +130,8 @@ def build(instrument: InstrumentInfo, start: float, end: float, tickers: Sequenc
                        _optional(row.get("best_bid_price")), _optional(row.get("best_ask_price"))))
     for row in indexes:
         events.append((unix(row["time"]), INDEX, row["index_name"], float(row["price"])))
+    if books and "received_at" in books[0]:  # notifications of one instant in arrival order
+        books = sorted(books, key=lambda r: (unix(r["time"]), unix(r["received_at"] or r["time"])))
     for row in books:
         if book_depth == "full":
             bids = list(zip(map(float, row["bid_prices"] or ()), map(float, row["bid_amounts"] or ())))
@@ -141,7 +148,8 @@ def build(instrument: InstrumentInfo, start: float, end: float, tickers: Sequenc
     events = [e for e in events if start <= e[0] < end]
     if not events:
         raise DataError(f"no market data for {name} between {_iso(start)} and {_iso(end)} in {source}")
-    events.sort(key=lambda e: (e[0], e[1]))  # stable: a table's own order breaks ties
+    tie = _TIE_ORDER
+    events.sort(key=lambda e: (e[0], tie[e[1]]))  # stable: a table's own order breaks further ties
     own = [e[0] for e in events if e[1] != INDEX]  # the index feed alone does not keep a book alive
     return MarketData(instrument, events, start, end, book_depth, source, gap_threshold_s,
                       find_gaps(own, start, end, gap_threshold_s))
