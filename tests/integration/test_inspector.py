@@ -357,10 +357,18 @@ async def test_the_inspector_in_chromium(analytics_stack, browser):
                            ".map(p => (p.getAttribute('d').match(/L/g) || []).length)")
         assert len(history) == len(INSTRUMENTS) + 1 and max(history) >= 1, history  # instruments and the account
         assert pages.js("return document.querySelectorAll('#position-chart g.scatterlayer g.trace').length") == 2
-        # a stage's row appears with its first minute's histogram: the feed's stage can come first
-        pages.wait(lambda: "BTC-PERPETUAL|received_to_quoted" in pages.texts("#latency-table [data-key] a")
-                   or NotYet(pages.texts("#latency-table [data-key] a")), "received_to_quoted in the latency table",
-                   60)
+        # The table shows this minute's window of each stage (?window=now): the rows the JSON view
+        # has now, no more, no fewer. At the start of a minute only the stages sampled since are
+        # there, so the quote stage is looked for among the live windows, not in this minute.
+        def latency_rows_as_the_view() -> Any:
+            view = _json(port, "/tables/stage_latency_1m/?window=now&limit=1000")
+            wanted = {i["key"] for i in view["items"] if i.get("value") and i["value"].get("summary")}
+            shown = set(pages.texts("#latency-table [data-key] a"))
+            return (wanted and shown == wanted) or NotYet({"shown": sorted(shown), "view": sorted(wanted)})
+
+        pages.wait(latency_rows_as_the_view, "the latency table's rows to be the view's", 60)
+        quote_stage = urllib.parse.quote("BTC-PERPETUAL|received_to_quoted", safe="")
+        assert _json(port, f"/tables/stage_latency_1m/{quote_stage}/?window=series")["windows"]
         assert pages.js("return document.querySelectorAll('#latency-chart g.trace.bars path').length") >= 3
 
         def positions_as_the_view() -> Any:
