@@ -84,11 +84,15 @@ class QuotingLease:
         self.held = False
         self.losses += 1
         log.warning("quoting lease %r lost: stopping the venue session", self.name)
-        await self._close()
+        # The session stops before the connection closes: while the connection lives, so may the
+        # lock (a hold query that timed out on a slow machine), and closing it first would let
+        # a standby start quoting while this worker still does.
         try:
             await self.on_lost()
         except Exception:
             log.exception("stopping after losing the quoting lease failed")
+        finally:
+            await self._close()
 
     async def _close(self) -> None:
         if self._conn is not None:
