@@ -104,7 +104,9 @@ async def test_kill_9_of_the_session_holder_hands_over(broker, registry_url, dat
                                           "the new holder's orders", 30)
         assert peak == 1, f"{peak} logged-in sessions at once"
         assert peak_quoting == 1, f"orders of {peak_quoting} sessions at once"
-        assert quoting_sessions == first_sessions | new_sessions
+        # no third session ever quoted (the new holder's orders can first show in the very read
+        # that ended the wait, after that round's sample: so a subset, not equality)
+        assert first_sessions <= quoting_sessions <= first_sessions | new_sessions, (quoting_sessions, new_sessions)
     finally:
         for worker in workers.values():
             worker.stop(timeout=30)
