@@ -142,7 +142,15 @@ def build(instrument: InstrumentInfo, start: float, end: float, tickers: Sequenc
             asks = [] if row["best_ask_price"] is None else [(float(row["best_ask_price"]),
                                                                float(row["best_ask_amount"] or 0.0))]
         events.append((unix(row["time"]), BOOK, name, bool(row["snapshot"]) or book_depth != "full", bids, asks))
-    for row in trades:
+    # Trades of one instant (a taker's sweep) carry no sequence, and neither the database nor a
+    # dataset keeps an order among them: replay them as the sweep went, away from the touch
+    # (a taker buy up the asks, a taker sell down the bids), so that both sources agree.
+    def sweep_order(row: dict) -> tuple:
+        price = float(row["price"])
+        return (unix(row["time"]), str(row["direction"]), price if row["direction"] == "buy" else -price,
+                float(row["amount"]))
+
+    for row in sorted(trades, key=sweep_order):
         events.append((unix(row["time"]), TRADE, name, float(row["price"]), float(row["amount"]),
                        str(row["direction"])))
     events = [e for e in events if start <= e[0] < end]

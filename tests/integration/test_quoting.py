@@ -241,7 +241,10 @@ async def test_orders_rest_at_the_configured_prices_after_each_tick(broker, regi
         samples = [v for v in (codec.loads(m.value) for m in await read_until_quiet(broker.bootstrap, latency.topic))
                    if v["stage"] == "order_sent_to_ack_received"]
         assert 0 < len(samples) <= gateway["mass_quotes"], (len(samples), gateway["mass_quotes"])
-        assert max(v["duration_us"] for v in samples) < 1_000_000, sorted(v["duration_us"] for v in samples)[-5:]
+        # Timed from the wrong request, most samples would last as long as a quote rests; a loaded
+        # machine delays a few answers past a second, not the middle of them.
+        durations = sorted(v["duration_us"] for v in samples)
+        assert durations[len(durations) // 2] < 500_000 and durations[-1] < 5_000_000, durations[-5:]
 
 
 #: A venue where informed takers see the index 30 s ahead and a trending, jumpy market.

@@ -65,7 +65,8 @@ def test_our_resting_amount_leaves_the_book_and_our_fill_is_found_among_the_trad
     assert levels == [(0.0, [(100.0, 2.0)]), (1.0, [(100.0, 2.0)]), (1.5, [(100.0, pytest.approx(2.0))]),
                       (2.0, [(100.0, pytest.approx(0.0))]), (3.0, [(100.0, 0.0)])]
     assert stats["own_trades_found"] == 1 and stats["levels_corrected"] == 3
-    assert [e[4] for e in events if e[1] == TRADE] == [2.0, 0.3]  # kept as the taker's flow
+    # kept as the taker's flow (one instant, one price: in the replay's tie order, the smaller first)
+    assert [e[4] for e in events if e[1] == TRADE] == [0.3, 2.0]
     removed, stats = fidelity.market_without_us(data, session, reqs, own_trades="removed")
     assert [e[4] for e in removed if e[1] == TRADE] == [2.0] and stats["own_trades_removed"] == 1
 
@@ -110,3 +111,15 @@ def test_compare_matches_by_order_then_time_one_to_one():
     assert result["matches"] == [0, None, None]
     assert (result["reproduced"], result["missed"], result["extra"]) == (1, 2, 2)
     assert result["reproduced_amount"] == pytest.approx(0.05) and result["mean_offset_s"] == pytest.approx(0.2)
+
+
+def test_the_trades_of_one_instant_replay_in_one_order_whatever_order_they_were_read_in():
+    """The database and a dataset return the trades of one instant in no fixed order: the
+    replay's order must not depend on it (a backtest from either gave different fills)."""
+    sweep = [{"time": 5.0, "price": p, "amount": 0.1, "direction": "buy"} for p in (101.0, 100.0, 102.0)] + \
+            [{"time": 5.0, "price": p, "amount": 0.2, "direction": "sell"} for p in (98.0, 99.0)]
+    orders = [build(INFO, 0.0, 10.0, [], [], [], rows, book_depth="full", source="hand-built").events
+              for rows in (sweep, list(reversed(sweep)), sweep[2:] + sweep[:2])]
+    assert orders[0] == orders[1] == orders[2]
+    assert [(e[5], e[3]) for e in orders[0]] == [("buy", 100.0), ("buy", 101.0), ("buy", 102.0),
+                                                 ("sell", 99.0), ("sell", 98.0)]  # each sweep away from the touch
