@@ -99,7 +99,7 @@ async def test_a_recorded_run_rebuilds_the_book_and_travels_as_parquet(analytics
                                        "ORDER BY time, received_at", instrument)
             tops = await conn.fetch(f"SELECT time, received_at, {', '.join(TOP)} FROM book_tops "
                                     "WHERE instrument_name = $1 ORDER BY time, received_at", instrument)
-            assert len(updates) >= 20 and any(r["snapshot"] for r in updates), (instrument, len(updates))
+            assert len(updates) >= 5 and any(r["snapshot"] for r in updates), (instrument, len(updates))
             assert sum(len(r["bid_prices"]) + len(r["ask_prices"]) for r in updates) > len(updates)
             assert _replayed_tops(updates, instrument) == [tuple(r) for r in tops]
         bounds = [await conn.fetchrow(f"SELECT min(time), max(time) FROM {t}") for t in recording.DATASET_TABLES]
