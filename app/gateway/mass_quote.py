@@ -18,10 +18,17 @@ Contract (this part of the gateway's, app/gateway/gateway.py)
 - quotes have no client_order_id: they are tracked by order_id from ``session.orders`` (the
   tracker hands them here), and their acks carry the stamps of the mass quote that placed
   them.
-- with ``max_position``, the pre-trade check (planning.py ``fit_side``) counts the side being
-  replaced as fillable, at full size, until the venue has read the new one (replacement is
-  not volume-safe), and holds back the new side's deepest levels when both would not fit;
-  ``on_requote`` follows the answer, when the held-back levels may fit.
+- with ``max_position``, the pre-trade check (planning.py ``fit_side``) cuts a side about to
+  be sent from its deepest level until the position, plus what the venue may still fill of
+  this side (``_exposure``), plus the new side in full, stays within the limit; a side not
+  sent adds nothing. ``on_requote`` follows the answer, when the held-back levels may fit.
+  Replacement is not volume-safe: what the venue holds can fill until it reads the new side,
+  and a quote it keeps can fill in part and then be replaced by a fresh one. The account of
+  what the venue may fill rests on the order of one connection: the venue answers a request
+  after it has carried it out, and reports every fill before anything it answers later. So
+  a fill reported before the answer is of the side being replaced, and after a successful
+  answer the venue holds the new side and nothing older; a request with no answer may still
+  have been carried out, so both sides count until a later one is answered.
 - a filled or pulled quote, a failed or throttled request, a lost protection group: the
   side is no longer known to be what was sent, and goes out again with the next decision.
 """
@@ -39,6 +46,7 @@ from app.gateway.context import GatewayContext
 from app.gateway.planning import Level, desired_levels, fit_side, held_side
 from app.gateway.records import Actions, fills_of
 from app.gateway.tracker import OrderTracker, TrackedOrder
+from models.orders import Fill
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,9 @@ class MassQuoteMode:
         #: (instrument, direction) → the side as last sent, or None when the venue's side is
         #: not known to be it (never sent, a fill, a pull, a failed request): sent again.
         self._sent_sides: dict[tuple[str, str], Optional[tuple[Level, ...]]] = {}
+        #: (instrument, direction) → the most the venue may still fill of what it holds (or
+        #: may hold) on that side, beyond the fills reported: the pre-trade check's account.
+        self._exposure: dict[tuple[str, str], float] = {}
         #: instruments whose mass quote is unanswered: one at a time, as orders are.
         self._in_flight: set[str] = set()
         #: instruments to re-quote once their mass quote is answered: a decision came while it
@@ -66,6 +77,7 @@ class MassQuoteMode:
         #: product → "set" | "pulled" (until refilled) | "refused" (the account may not mass quote).
         self._protection: dict[str, str] = {}
         tracker.quote_handler = self._apply_quote
+        tracker.fill_listeners.append(self._on_fill)
         self.channels = {"session.mm_protection": self._on_protection}
 
     # -- the mode's interface (app/gateway/gateway.py Mode) ---------------------------------
@@ -92,9 +104,9 @@ class MassQuoteMode:
         for direction, key, ladder in (("buy", "b", bids), ("sell", "a", asks)):
             last = self._sent_sides.get((instrument, direction))
             side = held_side(desired_levels(ladder), last or (), tick_size, context.params.amend_threshold_ticks)
-            if max_position is not None:
-                resting = [q for q in self._quotes.values() if q.instrument == instrument and q.direction == direction]
-                side, cut = fit_side(side, last or (), resting, direction, position, max_position)
+            if side != last and max_position is not None:
+                exposure = self._exposure.get((instrument, direction), 0.0)
+                side, cut = fit_side(side, exposure, direction, position, max_position)
                 stats["skipped_exposure"] += cut
                 skipped += cut
             if side != last:
@@ -126,7 +138,8 @@ class MassQuoteMode:
         stats["mass_quotes"] += 1
         if skipped:
             self._requote_wanted.add(instrument)  # the held-back levels fit once the old side is gone
-        context.track(self._await_quote_reply(instrument, product, reply))
+        sent = {direction: sum(amount for _price, amount in side) for direction, side in sides.items()}
+        context.track(self._await_quote_reply(instrument, product, reply, sent))
         return Actions(skipped=skipped, quotes=1)
 
     def open_orders(self, instrument: str) -> list[TrackedOrder]:
@@ -146,6 +159,7 @@ class MassQuoteMode:
         """The session's quotes and protection groups are gone (new session, cancel_session)."""
         self._quotes.clear()
         self._sent_sides.clear()
+        self._exposure.clear()
         self._in_flight.clear()
         self._requote_wanted.clear()
         self._protection.clear()
@@ -215,11 +229,14 @@ class MassQuoteMode:
 
     # -- answers and reports ----------------------------------------------------------------
 
-    async def _await_quote_reply(self, instrument: str, product: str, reply: asyncio.Future) -> None:
+    async def _await_quote_reply(self, instrument: str, product: str, reply: asyncio.Future,
+                                 sent: dict[str, float]) -> None:
+        """The answer to a mass quote that sent ``sent`` (direction → the side's total amount)."""
         context, stats = self._context, self._context.stats
         try:
             result = await asyncio.wait_for(reply, context.params.request_timeout_s)
         except ThalexError as exc:
+            # Refused as a whole: the venue kept what it held, and the exposure with it.
             if exc.code in SLOW_DOWN_CODES:
                 stats["throttled_venue"] += 1
                 pause = context.order_bucket.pause(context.clock())
@@ -238,9 +255,16 @@ class MassQuoteMode:
             context.log_once(("request_failure", "private/mass_quote"), "mass_quote %s got no answer: %r",
                              instrument, exc)
             self._forget_sides(instrument)
+            for direction, amount in sent.items():  # carried out or not: both sides may fill
+                key = (instrument, direction)
+                self._exposure[key] = self._exposure.get(key, 0.0) + amount
             return
         finally:
             self._in_flight.discard(instrument)
+        for direction, amount in sent.items():
+            # Carried out: the venue holds the new side and nothing older (a level it refused
+            # still counts, which errs on the safe side).
+            self._exposure[(instrument, direction)] = amount
         context.order_bucket.recovered(context.clock())
         errors = result.get("errors") if isinstance(result, dict) else None
         for error in errors if isinstance(errors, list) else ():
@@ -287,6 +311,11 @@ class MassQuoteMode:
             # Filled, or pulled by the venue: the side is no longer what was sent.
             self._sent_sides[(quote.instrument, quote.direction)] = None
         return quote
+
+    def _on_fill(self, fill: Fill) -> None:
+        """A new fill of a quote (the tracker's fill listener): that much less may still fill."""
+        key = (fill.instrument_name, fill.direction)
+        self._exposure[key] = max(0.0, self._exposure.get(key, 0.0) - fill.amount)
 
     def _instruments_of(self, product: str) -> list[str]:
         return [instrument for instrument, its_product in self._products.items() if its_product == product]

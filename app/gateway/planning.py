@@ -25,9 +25,11 @@ Mass-quote mode (app/gateway/mass_quote.py):
   threshold from the same level as last sent (same amount) kept at its old price, so that the
   venue keeps that quote and its priority.
 - ``fit_side``: the pre-trade check of a mass quote. Replacement is not volume-safe
-  (docs/thalex-protocol.md §4.7): until the venue has read the new side, the old one can
-  fill, and then the new one. The side is cut from its deepest level until the position plus
-  all that could fill stays within ±max_position.
+  (docs/thalex-protocol.md §4.7): until the venue has read the new side, what it holds can
+  fill, and then the new side in full (a quote the venue keeps can fill in part first, and
+  is then replaced by a fresh one). The side is cut from its deepest level until the
+  position, plus what the venue may still fill of what it holds, plus the new side, stays
+  within ±max_position.
 """
 from __future__ import annotations
 
@@ -208,22 +210,14 @@ def held_side(desired: Sequence[Level], last: Sequence[Level], tick_size: float,
     return tuple(side)
 
 
-def fit_side(side: tuple[Level, ...], last: Sequence[Level], resting: Sequence[TrackedOrder], direction: str,
-             position: float, max_position: float) -> tuple[tuple[Level, ...], int]:
+def fit_side(side: tuple[Level, ...], exposure: float, direction: str, position: float,
+             max_position: float) -> tuple[tuple[Level, ...], int]:
     """(the side cut from its deepest level to fit, how many levels were cut).
 
-    ``last`` is the side as last sent, ``resting`` the side's quotes as the venue reports
-    them. What could fill is the new side plus every resting quote it does not keep: the side
-    last sent, at full size (fills not yet reported are in neither the position nor the quotes'
-    remaining amounts), and any other quote the venue still reports. A level is kept only when
-    the venue reports a quote at that price that never filled and has that amount (the venue
-    replaces a quote whose remaining amount differs)."""
-    untouched = {(quote.price, quote.amount) for quote in resting if quote.filled_amount == 0}
-    kept = {level for level in side if level in last and level in untouched}
-    at_risk = sum(amount for price, amount in last if (price, amount) not in kept)
-    at_risk += sum(quote.remaining_amount for quote in resting if (quote.price, quote.amount) not in last)
+    ``exposure`` is the most the venue may still fill on this side before it reads the new
+    one, beyond the fills already in ``position`` (app/gateway/mass_quote.py keeps it)."""
     sign = 1.0 if direction == "buy" else -1.0
-    room = max_position - sign * position - at_risk
+    room = max_position - sign * position - exposure
     used = 0.0
     for level, (_price, amount) in enumerate(side):
         used += amount

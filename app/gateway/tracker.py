@@ -20,6 +20,8 @@ Contract (this part of the gateway's, app/gateway/gateway.py)
 - ``status_listeners`` are told the order_id of every status handled, and whether it is final
   (the gateway's session bookkeeping: which orders are this session's, and which of them have
   had their final report).
+- ``fill_listeners`` are told every new fill, once it is in the position keeper (the mass-
+  quote mode's pre-trade check: what the venue may still fill shrinks by what it filled).
 
 Fills come from ``session.orders`` only, not ``account.trade_history``: the order feed
 carries them first (trade history waits for the exchange's database,
@@ -41,6 +43,7 @@ from app.exchange.protocol import FINAL_STATUSES, POST_ONLY_CANCEL
 from app.gateway.context import GatewayContext
 from app.gateway.records import ack_record, fill_record, fills_of
 from app.trading.position import PositionKeeper
+from models.orders import Fill
 
 #: Local states: not yet answered; refused at insert (never existed); gone without a
 #: final report from the venue (error 1, or the session ended under us).
@@ -103,6 +106,8 @@ class OrderTracker:
         self.quote_handler: Optional[Callable[[dict], TrackedOrder]] = None
         #: Told ``(order_id, final)`` of every status handled (app/gateway/gateway.py adds and removes them).
         self.status_listeners: list[Callable[[str, bool], None]] = []
+        #: Told every new Fill, after the position keeper (app/gateway/mass_quote.py).
+        self.fill_listeners: list[Callable[[Fill], None]] = []
         self._finished: OrderedDict[int, None] = OrderedDict()
         self._seen_fills: OrderedDict[tuple[str, str], None] = OrderedDict()
 
@@ -250,5 +255,7 @@ class OrderTracker:
             if len(self._seen_fills) > self._context.params.fills_remembered:
                 self._seen_fills.popitem(last=False)
             self._positions.add_fill(instrument, direction, fill.amount, fill.price)
+            for listener in self.fill_listeners:
+                listener(fill)
             stats["fills"] += 1
             self._context.emit(self._context.on_fill, fill)

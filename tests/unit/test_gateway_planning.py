@@ -184,36 +184,16 @@ def test_a_held_side_never_repeats_a_price():
     assert held_side([(94.0, 0.2), (93.0, 0.4)], last, TICK, THRESHOLD) == ((94.0, 0.2), (93.0, 0.4))
 
 
-def quote(direction: str, price: float, amount: float, filled: float = 0.0) -> TrackedOrder:
-    return TrackedOrder(client_order_id=None, instrument=BTC, direction=direction, level=0, target_price=price,
-                        target_amount=amount, price=price, amount=amount, filled_amount=filled,
-                        remaining_amount=amount - filled, status="open", order_id=f"{direction}{price}")
-
-
-def test_fit_side_counts_the_side_being_replaced_at_full_size():
-    last = ((100.0, 0.2), (95.0, 0.4))
-    resting = [quote("buy", 100.0, 0.2), quote("buy", 95.0, 0.4)]
+def test_fit_side_cuts_the_new_side_to_what_is_left_beside_the_exposure():
     new = ((90.0, 0.2), (85.0, 0.4))
-    # Every level moves: the old 0.6 can fill before the venue reads the new side: 0.4 of room.
-    assert fit_side(new, last, resting, "buy", 0.0, 1.0) == (((90.0, 0.2),), 1)
-    assert fit_side(new, last, resting, "buy", 0.0, 2.0) == (new, 0)
+    # The venue may still fill 0.6 of what it holds: 0.4 of room for the new side.
+    assert fit_side(new, 0.6, "buy", 0.0, 1.0) == (((90.0, 0.2),), 1)
+    assert fit_side(new, 0.6, "buy", 0.0, 2.0) == (new, 0)
+    # Exactly at the limit counts as within.
+    assert fit_side(new, 0.4, "buy", 0.0, 1.0) == (new, 0)
     # Long 0.3: the asks sell down, with room to -1.0: 1.3 - 0.6 is enough for the new 0.6.
-    asks = [quote("sell", 110.0, 0.2), quote("sell", 115.0, 0.4)]
-    assert fit_side(((120.0, 0.2), (125.0, 0.4)), ((110.0, 0.2), (115.0, 0.4)), asks, "sell", 0.3, 1.0)[1] == 0
-    assert fit_side(new, last, resting, "buy", 0.5, 1.0) == ((), 2)
-
-
-def test_fit_side_does_not_count_a_kept_quote_twice():
-    last = ((100.0, 0.2), (95.0, 0.4))
-    resting = [quote("buy", 100.0, 0.2), quote("buy", 95.0, 0.4)]
-    # Level 0 is kept (same price and amount, never filled): only the old level 1 is at risk.
-    assert fit_side(((100.0, 0.2), (90.0, 0.4)), last, resting, "buy", 0.0, 1.0) == (((100.0, 0.2), (90.0, 0.4)), 0)
-    # A quote that filled is replaced by the venue, so it is at risk in full.
-    filled = [quote("buy", 100.0, 0.2, filled=0.05), quote("buy", 95.0, 0.4)]
-    assert fit_side(((100.0, 0.2), (90.0, 0.4)), last, filled, "buy", 0.0, 1.0) == (((100.0, 0.2),), 1)
-
-
-def test_fit_side_counts_quotes_the_venue_still_reports_beyond_the_side_last_sent():
-    # A quote of an older side that the venue has not reported gone yet: its remaining amount is at risk.
-    straggler = quote("buy", 80.0, 0.6, filled=0.1)  # 0.5 left: room for 0.5 of the new side
-    assert fit_side(((90.0, 0.2), (85.0, 0.4)), (), [straggler], "buy", 0.0, 1.0) == (((90.0, 0.2),), 1)
+    assert fit_side(((120.0, 0.2), (125.0, 0.4)), 0.6, "sell", 0.3, 1.0) == (((120.0, 0.2), (125.0, 0.4)), 0)
+    # Long 0.5 with 0.6 exposed: no room at all on the bid.
+    assert fit_side(new, 0.6, "buy", 0.5, 1.0) == ((), 2)
+    # Short past the limit on the ask (a fill overshot): nothing more is sold.
+    assert fit_side(((120.0, 0.2),), 0.0, "sell", -1.1, 1.0) == ((), 1)
