@@ -94,6 +94,26 @@ class SimOrder:
         return max(0.0, self.amount - self.filled)
 
 
+def _apply_levels(book: dict[float, float], levels: list, snapshot: bool, best: float, bid: bool) -> float:
+    """One side's levels of a book update applied to ``book`` (the bids if ``bid``, else the
+    asks); returns the side's new best price, NaN when the side is empty."""
+    if snapshot:
+        book.clear()
+        best = math.nan
+    stale = False
+    for price, amount in levels:
+        if amount > 0:
+            book[price] = amount
+            # A plain comparison, not max()/min(): a builtin's call costs more on this hot path.
+            if not (price <= best if bid else price >= best):  # also when best is NaN
+                best = price
+        elif book.pop(price, None) is not None and price == best:
+            stale = True  # the best level left: the next one is found below
+    if stale:
+        return (max(book) if bid else min(book)) if book else math.nan
+    return best
+
+
 class MatchingModel:
     """Recorded book + our orders + queue positions; fills from the recorded trades."""
 
@@ -115,39 +135,18 @@ class MatchingModel:
 
     def book(self, snapshot: bool, bids: list, asks: list) -> None:
         """One book update (a snapshot replaces the book; amount 0 removes a level)."""
-        orders = self.orders
+        orders, bid_book, ask_book = self.orders, self.bids, self.asks
         # The depth at each of our prices before the update: what the queue models compare.
-        before = [(order, (self.bids if order.direction == "buy" else self.asks).get(order.price, 0.0))
+        before = [(order, (bid_book if order.direction == "buy" else ask_book).get(order.price, 0.0))
                   for order in orders.values()] if orders else ()
-        book = self.bids
-        if snapshot:
-            book.clear()
-        best, stale = (math.nan if snapshot else self.best_bid), False
-        for price, amount in bids:
-            if amount > 0:
-                book[price] = amount
-                if not price <= best:  # also when best is NaN
-                    best = price
-            elif book.pop(price, None) is not None and price == best:
-                stale = True  # the best level left: find the next one below
-        self.best_bid = (max(book) if book else math.nan) if stale else best
-        book = self.asks
-        if snapshot:
-            book.clear()
-        best, stale = (math.nan if snapshot else self.best_ask), False
-        for price, amount in asks:
-            if amount > 0:
-                book[price] = amount
-                if not price >= best:
-                    best = price
-            elif book.pop(price, None) is not None and price == best:
-                stale = True
-        self.best_ask = (min(book) if book else math.nan) if stale else best
+        self.best_bid = _apply_levels(bid_book, bids, snapshot, self.best_bid, True)
+        self.best_ask = _apply_levels(ask_book, asks, snapshot, self.best_ask, False)
         for order, depth_before in before:
-            depth_after = (self.bids if order.direction == "buy" else self.asks).get(order.price, 0.0)
+            depth_after = (bid_book if order.direction == "buy" else ask_book).get(order.price, 0.0)
             if depth_after != depth_before or order.ahead > depth_after:
                 self._level_changed(order, depth_before, depth_after)
-        self._traded.clear()
+        if self._traded:
+            self._traded.clear()
 
     def _level_changed(self, order: SimOrder, depth_before: float, depth_after: float) -> None:
         shrunk = depth_before - depth_after

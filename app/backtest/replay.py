@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -141,6 +141,10 @@ class Replay:
         self._sigma_time: Optional[float] = None
         #: The best level of each side of the last decision, as quote records list them (quote quality).
         self._quoted_sides: tuple = ([], [])
+        #: The last decision's quote record, as quote quality reads it.
+        self._quote_record: Optional[dict] = None
+        self._fair_value_source = quote.fair_value_source
+        self._min_interval = quote.min_interval_seconds
         self._dirty = True
         self._next_recheck = data.start + RECHECK_INTERVAL
         self._last_ladder: tuple = ([], [])
@@ -151,7 +155,6 @@ class Replay:
         self._venue_position = 0.0
         self._funding_paid = 0.0
         self._last_funding: Optional[tuple[float, float]] = None  # (time, funding_mark or NaN)
-        self._last_delivery = -math.inf
         # analytics
         self.pnl = PositionState(self.name)
         self.markouts = MarkoutBook(self.name)
@@ -166,44 +169,49 @@ class Replay:
 
     def run(self) -> Result:
         events, heap = self.data.events, self._heap
-        deliveries: list[tuple] = []  # (time, event, top) in delivery order (a feed keeps its order)
-        head = 0
+        # What the strategy is yet to see, in delivery order (a feed keeps its order): (time, event, top).
+        deliveries: deque[tuple] = deque()
         i, n = 0, len(events)
-        feed = self.latency.feed
-        pop = heapq.heappop
-        end = self.data.end
+        feed, pop, inf = self.latency.feed, heapq.heappop, math.inf
+        at_venue, internal, to_strategy = self._at_venue, self._internal, self._to_strategy
+        end, next_recheck, last_delivery = self.data.end, self._next_recheck, -inf
+        # Four time-ordered sources, merged; at equal times the market goes first, then the
+        # venue's answers (the heap), then the strategy's feed, then the re-check timer.
         while True:
-            t_market = events[i][0] if i < n else math.inf
-            t_heap = heap[0][0] if heap else math.inf
-            t_delivery = deliveries[head][0] if head < len(deliveries) else math.inf
+            t_market = events[i][0] if i < n else inf
+            t_heap = heap[0][0] if heap else inf
+            t_delivery = deliveries[0][0] if deliveries else inf
             # The live re-check timer ticks through gaps in the data too (stale data pulls the quotes).
-            t_recheck = self._next_recheck if self._next_recheck < end else math.inf
+            t_recheck = next_recheck if next_recheck < end else inf
             if t_market <= t_heap and t_market <= t_delivery and t_market <= t_recheck:
-                if t_market == math.inf:
+                if t_market == inf:
                     break
                 event = events[i]
                 i += 1
                 self.now = t_market
-                top = self._at_venue(event)
-                # A feed is one ordered stream: nothing overtakes what was sent before it.
-                at = max(t_market + feed(), self._last_delivery)
-                self._last_delivery = at
-                deliveries.append((at, event, top))
+                top = at_venue(event)
+                # A feed is one ordered stream: nothing overtakes what was sent before it. Every
+                # event draws its feed latency, a public trade too, so that a recorded latency
+                # model draws the same sequence whatever the strategy reads.
+                at = t_market + feed()
+                if at < last_delivery:
+                    at = last_delivery
+                last_delivery = at
+                # Public trades reach the quote agent inside book notifications and set nothing
+                # it reads: not queued (dropping a no-op from the feed moves nothing else).
+                if event[1] != TRADE:
+                    deliveries.append((at, event, top))
             elif t_heap <= t_delivery and t_heap <= t_recheck:
                 item = pop(heap)
                 self.now = item[0]
-                self._internal(item)
+                internal(item)
             elif t_delivery <= t_recheck:
-                at, event, top = deliveries[head]
-                head += 1
-                if head > 4096:  # keep the list short
-                    del deliveries[:head]
-                    head = 0
+                at, event, top = deliveries.popleft()
                 self.now = at
-                self._to_strategy(event, top)
+                to_strategy(event, top)
             else:
                 self.now = t_recheck
-                self._next_recheck += RECHECK_INTERVAL
+                next_recheck += RECHECK_INTERVAL
                 self._recheck()
         self.now = self.data.end
         return self._finish()
@@ -318,23 +326,23 @@ class Replay:
 
     def _to_strategy(self, event: tuple, top: Optional[tuple]) -> None:
         kind = event[1]
-        if kind == INDEX:
-            if event[2] != self.underlying:
-                return
-            if event[3] != self.index:
-                self.index, self._changed = event[3], True
+        if kind == BOOK:  # the most frequent first
+            if top != (self.best_bid, self.best_ask):  # NaN never equals: a book without a side counts as new
+                self.best_bid, self.best_ask = top
+                self._changed = True
         elif kind == TICKER:
             self.mark, self.mark_timestamp, self._changed = event[3], event[0], True
             if math.isnan(self.index):
                 self.index = event[4]
-        elif kind == BOOK:
-            if top != (self.best_bid, self.best_ask):  # NaN never equals: a book without a side counts as new
-                self.best_bid, self.best_ask = top
-                self._changed = True
+        elif kind == INDEX:
+            if event[2] != self.underlying:
+                return
+            if event[3] != self.index:
+                self.index, self._changed = event[3], True
         else:
-            return  # public trades reach the quote agent inside book notifications; they set nothing it reads
+            return  # public trades are not queued for the strategy (``run``): they set nothing it reads
         self.last_data_at = self.now
-        interval = self.params.min_interval_seconds
+        interval = self._min_interval
         if interval and self.now - self.last_quoted_at < interval:
             return
         self._quote()
@@ -347,39 +355,43 @@ class Replay:
         if self.mark_timestamp is not None and self.mark_timestamp != self._sigma_time and not math.isnan(self.mark):
             self.sigma = self.volatility.update(self.mark, self.mark_timestamp)
             self._sigma_time = self.mark_timestamp
-        position = self.positions.position(self.name)
         # ``_changed``: a market input moved; ``_dirty``: the venue said something (the position
         # moves only with a fill report, which sets it) or an action waits. Neither: skipped.
-        if self._dirty or self._changed or not self._skip_unchanged:
-            self._changed = False
-            ladder = self.quoter.ladder(self.index, self.mark, self.best_bid, self.best_ask, position, self.sigma)
-            pnl = self.positions.pnl(self.name, self.mark)
-            # The same ladder, position and trading state as the last decision, with nothing new
-            # from the venue since, would be planned into nothing: skipped.
-            state = self.risk.evaluate(self.name, self.now, self.last_data_at, pnl)[0]
-            key = (ladder, position, state)
-            if self._dirty or key != self._last_key or not self._skip_unchanged:
-                self._last_key, self._dirty = key, False
-                self.last_quoted_at = self.now
-                bid_prices, bid_sizes, ask_prices, ask_sizes = ladder
-                bids, asks, _denials = self.risk.filter(
-                    self.name, position, list(zip(bid_prices, bid_sizes)), list(zip(ask_prices, ask_sizes)),
-                    self.now, self.last_data_at, pnl, volume_tick=self.step)
-                self._reconcile(bids, asks, position)
-                self.decisions += 1
-                self._last_ladder = (bids, asks)
-                self._quoted_sides = ([{"price": bids[0][0]}] if bids else [], [{"price": asks[0][0]}] if asks else [])
-            else:
-                self.skipped_decisions += 1
+        if self._skip_unchanged and not self._dirty and not self._changed:
+            self.skipped_decisions += 1
+            # Quote quality counts every decision (live, each one is a quote record), skipped or
+            # not. Nothing it reads moved since the last decision (fair value, position, our
+            # best levels): that decision's record is this one's.
+            self._window(self.now).add_quote(self._quote_record)
+            return
+        self._changed = False
+        position = self.positions.position(self.name)
+        ladder = self.quoter.ladder(self.index, self.mark, self.best_bid, self.best_ask, position, self.sigma)
+        pnl = self.positions.pnl(self.name, self.mark)
+        # The same ladder, position and trading state as the last decision, with nothing new
+        # from the venue since, would be planned into nothing: skipped.
+        state = self.risk.evaluate(self.name, self.now, self.last_data_at, pnl)[0]
+        key = (ladder, position, state)
+        if self._dirty or key != self._last_key or not self._skip_unchanged:
+            self._last_key, self._dirty = key, False
+            self.last_quoted_at = self.now
+            bid_prices, bid_sizes, ask_prices, ask_sizes = ladder
+            bids, asks, _denials = self.risk.filter(
+                self.name, position, list(zip(bid_prices, bid_sizes)), list(zip(ask_prices, ask_sizes)),
+                self.now, self.last_data_at, pnl, volume_tick=self.step)
+            self._reconcile(bids, asks, position)
+            self.decisions += 1
+            self._last_ladder = (bids, asks)
+            self._quoted_sides = ([{"price": bids[0][0]}] if bids else [], [{"price": asks[0][0]}] if asks else [])
         else:
             self.skipped_decisions += 1
-        # Quote quality counts every decision (live, each one is a quote record), skipped or not.
-        source = self.params.fair_value_source
+        source = self._fair_value_source
         fair = self.index if source == "index" else self.mark if source == "mark" else (
             self.best_bid + self.best_ask) / 2
         bids, asks = self._quoted_sides
-        self._window(self.now).add_quote({"position": position, "bids": bids, "asks": asks,
-                                          "fair_value": fair if math.isfinite(fair) else None})
+        self._quote_record = {"position": position, "bids": bids, "asks": asks,
+                              "fair_value": fair if math.isfinite(fair) else None}
+        self._window(self.now).add_quote(self._quote_record)
 
     def _reconcile(self, bids: list, asks: list, position: float) -> None:
         """app/gateway/orders.py ``OrderMode.reconcile`` without a socket: the same planning, the
@@ -396,8 +408,10 @@ class Replay:
             stats["skipped_failed"] += plan.refused
             plans.append(plan)
         actions = merge(*plans)
-        actions, held_back = pre_trade_check(actions, position, side_exposure(tracker.live(self.name)),
-                                             self.risk.limits.max_position)
+        held_back = 0
+        if actions:  # most decisions plan nothing (the ladder moved within the amend threshold)
+            actions, held_back = pre_trade_check(actions, position, side_exposure(tracker.live(self.name)),
+                                                 self.risk.limits.max_position)
         stats["skipped_exposure"] += held_back
         if plans[0].in_flight or plans[1].in_flight or held_back:
             self._dirty = True  # what waits now may go at the next decision
