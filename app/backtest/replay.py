@@ -12,11 +12,12 @@ Contract (docs/architecture.md#d15-backtests-run-the-live-strategy-code)
   the instrument (ticker, book, index) once an index is known, the volatility estimate, the
   quote core (app/trading/quote.py ``Quoter``), the risk gate (app/trading/risk.py
   ``RiskGate.filter``, with the replay clock's ``now`` and data time), then the order
-  mode's planning (app/gateway/planning.py ``plan_side``, ``merge``, ``pre_trade_check``,
-  ``side_exposure``), the gateway's local token buckets (app/exchange/rate_limit.py, at
+  mode's plan (app/gateway/planning.py ``plan_reconcile``, as ``OrderMode.reconcile`` calls
+  it), the gateway's local token buckets (app/exchange/rate_limit.py, at
   ``rate_headroom`` of the venue's rates with cancel-on-disconnect set,
   docs/thalex-protocol.md §6.2) and its order tracker (app/gateway/tracker.py
-  ``OrderTracker``: the venue's answers, acks, fills into the position keeper). A fill
+  ``OrderTracker``: the venue's answers, acks, fills into the position keeper; its acks and
+  fills built as the plain dicts the analytics read, not as Faust records). A fill
   re-quotes at once; a re-check every 0.5 s of replay time pulls quotes on a halt or stale
   data, as the live timer does. A decision that would send nothing is skipped: nothing
   new from the venue since the last one, and the same market inputs (index, mark, book
@@ -50,7 +51,7 @@ from app.exchange.protocol import ORDER_NOT_FOUND
 from app.exchange.rate_limit import TokenBucket
 from app.gateway.context import GatewayContext
 from app.gateway.params import GatewayParams
-from app.gateway.planning import Amend, Cancel, Insert, desired_levels, merge, plan_side, pre_trade_check, side_exposure
+from app.gateway.planning import Amend, Cancel, Insert, plan_reconcile
 from app.gateway.tracker import GONE, REJECTED, OrderTracker, TrackedOrder
 from app.trading.position import PositionKeeper
 from app.trading.quote import Quoter, volatility_estimator
@@ -66,6 +67,25 @@ _AT_VENUE, _TO_STRATEGY, _ERROR_TO_STRATEGY = 0, 1, 2
 
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+# The tracker's record builders in a replay. Live, the tracker builds the Faust records the
+# agent publishes (app/gateway/records.py); a replay publishes nothing, and its analytics read
+# plain dicts, so it builds those directly: the fields they read, converted as ``ack_record``
+# and ``fill_record`` convert them.
+
+def _ack_dict(status: dict, order: Optional[TrackedOrder], ack_received_at: datetime) -> dict:
+    price = status.get("price")
+    return {"amount": float(status["amount"]), "remaining_amount": float(status["remaining_amount"]),
+            "price": None if price is None else float(price), "order_id": str(status["order_id"]),
+            "ack_received_at": ack_received_at, "change_reason": status["change_reason"],
+            "status": status["status"], "direction": status["direction"]}
+
+
+def _fill_dict(raw: dict, status: dict, order: Optional[TrackedOrder], trade_id: str, order_id: str,
+               instrument: str, direction: str, ack_received_at: datetime) -> dict:
+    return {"trade_id": trade_id, "order_id": order_id, "direction": direction, "maker_taker": raw["maker_taker"],
+            "price": float(raw["price"]), "amount": float(raw["amount"]), "time": raw.get("time")}
 
 
 @dataclass
@@ -127,7 +147,7 @@ class Replay:
                                          gateway.throttle_backoff_max_s)
         self.context = GatewayContext(None, gateway, lambda: self.now, self.stats, self.order_bucket,
                                       self.cancel_bucket, on_ack=self._on_ack, on_fill=self._on_fill)
-        self.tracker = OrderTracker(self.context, self.positions)
+        self.tracker = OrderTracker(self.context, self.positions, ack_builder=_ack_dict, fill_builder=_fill_dict)
         self._client_ids = iter(range(gateway.first_client_order_id, 1 << 62))
         # the strategy's view
         self.index = self.mark = self.best_bid = self.best_ask = self.sigma = NAN
@@ -394,29 +414,15 @@ class Replay:
         self._window(self.now).add_quote(self._quote_record)
 
     def _reconcile(self, bids: list, asks: list, position: float) -> None:
-        """app/gateway/orders.py ``OrderMode.reconcile`` without a socket: the same planning, the
+        """app/gateway/orders.py ``OrderMode.reconcile`` without a socket: the same plan, the
         same buckets; each request goes to the in-process venue."""
-        stats, tracker, params = self.stats, self.tracker, self.gateway_params
-        plans = []
-        for direction, ladder in (("buy", bids), ("sell", asks)):
-            slots = tracker.slots.get((self.name, direction), {})
-            refused = tracker.refused.get((self.name, direction), {})
-            plan = plan_side(direction, desired_levels(ladder), slots, refused, self.tick, params.amend_threshold_ticks)
-            for level in plan.retried:
-                del refused[level]
-            stats["skipped_in_flight"] += plan.in_flight
-            stats["skipped_failed"] += plan.refused
-            plans.append(plan)
-        actions = merge(*plans)
-        held_back = 0
-        if actions:  # most decisions plan nothing (the ladder moved within the amend threshold)
-            actions, held_back = pre_trade_check(actions, position, side_exposure(tracker.live(self.name)),
-                                                 self.risk.limits.max_position)
-        stats["skipped_exposure"] += held_back
-        if plans[0].in_flight or plans[1].in_flight or held_back:
+        stats = self.stats
+        plan = plan_reconcile(self.tracker, self.name, bids, asks, self.tick, self.gateway_params.amend_threshold_ticks,
+                              self.risk.limits.max_position, position, stats)
+        if plan.in_flight or plan.held_back:
             self._dirty = True  # what waits now may go at the next decision
         now = self.now
-        for action in actions:
+        for action in plan.actions:
             bucket = self.cancel_bucket if isinstance(action, Cancel) else self.order_bucket
             if not bucket.take(now):
                 stats["throttled_local"] += 1
@@ -457,10 +463,8 @@ class Replay:
 
     # -- the gateway's callbacks: the analytics ---------------------------------------------
 
-    def _on_ack(self, ack) -> None:
-        record = {"amount": ack.amount, "remaining_amount": ack.remaining_amount, "price": ack.price,
-                  "order_id": ack.order_id, "ack_received_at": ack.ack_received_at,
-                  "change_reason": ack.change_reason, "status": ack.status, "direction": ack.direction}
+    def _on_ack(self, record: dict) -> None:
+        """An ack as ``_ack_dict`` built it: the resting quotes and quote quality."""
         effect = self.resting.apply_ack(record)
         if effect.interval is not None:
             start, end, two_sided = effect.interval
@@ -468,13 +472,12 @@ class Replay:
                 self._window(window_start).add_interval(seconds, two_sided)
         self._window(self.now).add_ack(record, effect.quoted_amount)
 
-    def _on_fill(self, fill) -> None:
-        record = {"trade_id": fill.trade_id, "order_id": fill.order_id, "direction": fill.direction,
-                  "maker_taker": fill.maker_taker, "price": fill.price, "amount": fill.amount, "time": fill.time}
+    def _on_fill(self, record: dict) -> None:
+        """A fill as ``_fill_dict`` built it (in the position keeper already): PnL, markouts, quality, the Result."""
         self.pnl.apply_fill(record, self.fees)
         self.result.markout_records += len(self.markouts.add_fill(record))
         self._window(self.now).add_fill(record)
-        fee = self.fees.fee(fill.price, fill.amount, fill.maker_taker)
+        fee = self.fees.fee(record["price"], record["amount"], record["maker_taker"])
         self.result.fills.append({**record, "fee": fee, "received_at": self.now,
                                   "position_after": self.positions.position(self.name)})
         self._sample_equity(self.now)

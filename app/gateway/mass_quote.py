@@ -46,7 +46,6 @@ from app.gateway.context import GatewayContext
 from app.gateway.planning import Level, desired_levels, fit_side, held_side
 from app.gateway.records import Actions, fills_of
 from app.gateway.tracker import OrderTracker, TrackedOrder
-from models.orders import Fill
 
 log = logging.getLogger(__name__)
 
@@ -312,10 +311,10 @@ class MassQuoteMode:
             self._sent_sides[(quote.instrument, quote.direction)] = None
         return quote
 
-    def _on_fill(self, fill: Fill) -> None:
+    def _on_fill(self, instrument: str, direction: str, amount: float) -> None:
         """A new fill of a quote (the tracker's fill listener): that much less may still fill."""
-        key = (fill.instrument_name, fill.direction)
-        self._exposure[key] = max(0.0, self._exposure.get(key, 0.0) - fill.amount)
+        key = (instrument, direction)
+        self._exposure[key] = max(0.0, self._exposure.get(key, 0.0) - amount)
 
     def _instruments_of(self, product: str) -> list[str]:
         return [instrument for instrument, its_product in self._products.items() if its_product == product]

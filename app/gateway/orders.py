@@ -2,9 +2,10 @@
 
 Contract (this part of the gateway's, app/gateway/gateway.py)
 - ``reconcile`` compares the desired ladder with the orders the gateway has per side and
-  level (app/gateway/planning.py ``plan_side``: the rules of insert, amend and cancel) and
-  sends what differs: an insert is a post-only GTC limit order with the label and a fresh
-  client_order_id; an amend or a cancel names the order by client_order_id. Prices go out as
+  level (app/gateway/planning.py ``plan_reconcile``, which the backtest replay calls too;
+  ``plan_side`` has the rules of insert, amend and cancel) and sends what differs: an
+  insert is a post-only GTC limit order with the label and a fresh client_order_id; an
+  amend or a cancel names the order by client_order_id. Prices go out as
   given: rounding to the tick is the quote core's job, and a price the venue rejects shows
   the bug.
 - one request per order at a time: an order whose request is in flight is left alone until
@@ -32,17 +33,7 @@ from app.exchange.client import NotConnected, ThalexError
 from app.exchange.protocol import ORDER_NOT_FOUND, REQUEST_CONTENT_CODES, SLOW_DOWN_CODES
 from app.exchange.rate_limit import TokenBucket
 from app.gateway.context import GatewayContext
-from app.gateway.planning import (
-    Action,
-    Amend,
-    Cancel,
-    Insert,
-    desired_levels,
-    merge,
-    plan_side,
-    pre_trade_check,
-    side_exposure,
-)
+from app.gateway.planning import Action, Amend, Cancel, Insert, plan_reconcile
 from app.gateway.records import Actions
 from app.gateway.tracker import GONE, REJECTED, OrderTracker, TrackedOrder
 
@@ -63,29 +54,15 @@ class OrderMode:
                   asks: Sequence[Sequence[float]], stamps: Any, max_position: Optional[float],
                   position: float) -> Actions:
         context, stats = self._context, self._context.stats
-        plans, skipped = [], 0
-        for direction, ladder in (("buy", bids), ("sell", asks)):
-            slots = self._tracker.slots.get((instrument, direction), {})
-            refused = self._tracker.refused.get((instrument, direction), {})
-            plan = plan_side(direction, desired_levels(ladder), slots, refused, tick_size,
-                             context.params.amend_threshold_ticks)
-            for level in plan.retried:
-                del refused[level]
-            stats["skipped_in_flight"] += plan.in_flight
-            stats["skipped_failed"] += plan.refused
-            skipped += plan.in_flight + plan.refused
-            plans.append(plan)
-        actions = merge(*plans)
-        if max_position is not None:
-            exposure = side_exposure(self._tracker.live(instrument))
-            actions, held_back = pre_trade_check(actions, position, exposure, max_position)
-            stats["skipped_exposure"] += held_back
-            skipped += held_back
+        plan = plan_reconcile(self._tracker, instrument, bids, asks, tick_size,
+                              context.params.amend_threshold_ticks, max_position, position, stats)
+        skipped = plan.skipped
+        # The plan is decided; what goes out now is what finds a token.
         received_at = getattr(stamps, "received_at", None)
         quoted_at = getattr(stamps, "quoted_at", None)
         now = context.clock()
         sent = {Insert: 0, Amend: 0, Cancel: 0}
-        for action in actions:
+        for action in plan.actions:
             bucket = context.cancel_bucket if isinstance(action, Cancel) else context.order_bucket
             if not bucket.take(now):
                 stats["throttled_local"] += 1

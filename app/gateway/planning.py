@@ -18,6 +18,10 @@ Order mode (app/gateway/orders.py):
   the side could still fill stays within ±max_position. What a live order could fill is
   the larger of what rests and what was last asked for (``order_exposure``): its cancel or
   amend-down may still be unanswered, and it can fill meanwhile.
+- ``plan_reconcile``: the three above for one instrument's ladder against the tracker's
+  orders, what ``OrderMode.reconcile`` and the backtest replay (app/backtest/replay.py) send.
+  It forgets the refusals whose target changed and counts what it skips in the gateway's
+  stats; the sending (buckets, requests) is the caller's.
 
 Mass-quote mode (app/gateway/mass_quote.py):
 
@@ -34,9 +38,9 @@ Mass-quote mode (app/gateway/mass_quote.py):
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, NamedTuple, Sequence, Union
+from typing import Any, Iterable, Mapping, MutableMapping, NamedTuple, Optional, Sequence, Union
 
-from app.gateway.tracker import PENDING, TrackedOrder
+from app.gateway.tracker import PENDING, OrderTracker, TrackedOrder
 
 #: Float slack of the comparisons: a price exactly on the threshold, or sizes that add up
 #: exactly to the limit, must count as within.
@@ -188,6 +192,55 @@ def pre_trade_check(actions: Sequence[Action], position: float, exposure: Mappin
             exposure[direction] += max(0.0, added)
         passed.append(action)
     return passed, held_back
+
+
+class ReconcilePlan(NamedTuple):
+    """What one reconcile is to send, in sending order, and what it leaves for later."""
+
+    actions: list[Action]
+    #: Actions waiting for an order's request in flight (a later reconcile plans them again).
+    in_flight: int
+    #: Levels not sent because the venue refused that same price and amount.
+    refused: int
+    #: Inserts and amends-up the pre-trade check held back (they may pass once reductions are answered).
+    held_back: int
+
+    @property
+    def skipped(self) -> int:
+        return self.in_flight + self.refused + self.held_back
+
+
+def plan_reconcile(tracker: OrderTracker, instrument: str, bids: Sequence[Sequence[float]],
+                   asks: Sequence[Sequence[float]], tick_size: float, threshold_ticks: float,
+                   max_position: Optional[float], position: float, stats: MutableMapping[str, Any]) -> ReconcilePlan:
+    """The order mode's plan for one instrument: each side planned against the tracker's orders
+    (``plan_side``), merged, then the pre-trade check (skipped without ``max_position``).
+
+    Two side effects, both the gateway's bookkeeping: a refusal whose target changed is
+    dropped from ``tracker.refused`` (that level is tried again), and ``stats`` counts what is
+    skipped (``skipped_in_flight``, ``skipped_failed``, ``skipped_exposure``)."""
+    plans = []
+    for direction, ladder in (("buy", bids), ("sell", asks)):
+        slots = tracker.slots.get((instrument, direction), {})
+        refused = tracker.refused.get((instrument, direction), {})
+        plan = plan_side(direction, desired_levels(ladder), slots, refused, tick_size, threshold_ticks)
+        for level in plan.retried:
+            del refused[level]
+        plans.append(plan)
+    bid_plan, ask_plan = plans
+    in_flight, refusals = bid_plan.in_flight + ask_plan.in_flight, bid_plan.refused + ask_plan.refused
+    stats["skipped_in_flight"] += in_flight
+    stats["skipped_failed"] += refusals
+    actions = merge(bid_plan, ask_plan)
+    held_back = 0
+    if max_position is not None:
+        # Most reconciles plan nothing (the ladder moved within the amend threshold): no
+        # exposure to add up then, and nothing to hold back.
+        if actions:
+            exposure = side_exposure(tracker.live(instrument))
+            actions, held_back = pre_trade_check(actions, position, exposure, max_position)
+        stats["skipped_exposure"] += held_back
+    return ReconcilePlan(actions, in_flight, refusals, held_back)
 
 
 # -- mass-quote mode ------------------------------------------------------------------------

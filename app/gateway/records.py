@@ -2,10 +2,11 @@
 
 - ``QuoteStamps``: the stamps of the decision behind a reconcile (received_at, quoted_at);
 - ``Actions``: what one reconcile sent, and what it left for a later one;
-- ``Ack`` per order status and ``Fill`` per new fill (models/orders.py), built here. Both carry
-  the latency stamps (docs/architecture.md#d9-latency-stamps) of the quote whose request last
-  changed the order: received_at and quoted_at of the decision, order_sent_at of the
-  request, and ack_received_at of the update. Building one raises KeyError, TypeError or
+- ``Ack`` per order status and ``Fill`` per new fill (models/orders.py), built here (the order
+  tracker's default builders, app/gateway/tracker.py). Both carry the latency stamps
+  (docs/architecture.md#d9-latency-stamps) of the quote whose request last changed the
+  order: received_at and quoted_at of the decision, order_sent_at of the request, and
+  ack_received_at of the update. Building one raises KeyError, TypeError or
   ValueError when the venue left out a required field; the tracker counts those as
   unrecordable updates.
 """

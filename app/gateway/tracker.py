@@ -13,15 +13,22 @@ Contract (this part of the gateway's, app/gateway/gateway.py)
   request last changed the order (docs/architecture.md#d9-latency-stamps) and
   ack_received_at; ``on_fill(Fill)`` once per new fill, keyed by (trade_id, order_id) (a
   self-trade fills two of our orders under one trade_id); the last ``fills_remembered`` keys
-  are remembered. Each new fill goes into the position keeper (app/trading/position.py)
-  before ``on_fill`` is called.
+  are remembered. Each new fill goes into the position keeper (app/trading/position.py),
+  with the price and amount of the venue's report, before ``on_fill`` is called.
+- the records are built by ``ack_builder`` and ``fill_builder``: by default
+  app/gateway/records.py ``ack_record`` and ``fill_record`` (the Faust ``Ack`` and ``Fill``
+  the agent publishes); a caller that publishes nothing (the backtest replay) can pass
+  builders of its own, which take the same arguments and raise the same errors for a missing
+  field, and ``on_ack``/``on_fill`` then get what those build. The tracker reads nothing of
+  the records it hands on.
 - a status without a client_order_id is a mass quote's: it goes to ``quote_handler`` (set by
   app/gateway/mass_quote.py), or counts as an unknown order.
 - ``status_listeners`` are told the order_id of every status handled, and whether it is final
   (the gateway's session bookkeeping: which orders are this session's, and which of them have
   had their final report).
-- ``fill_listeners`` are told every new fill, once it is in the position keeper (the mass-
-  quote mode's pre-trade check: what the venue may still fill shrinks by what it filled).
+- ``fill_listeners`` are told ``(instrument, direction, amount)`` of every new fill, once it is
+  in the position keeper (the mass-quote mode's pre-trade check: what the venue may still
+  fill shrinks by what it filled).
 
 Fills come from ``session.orders`` only, not ``account.trade_history``: the order feed
 carries them first (trade history waits for the exchange's database,
@@ -35,7 +42,7 @@ import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from app.clock import utc
 from app.exchange.messages import Notification
@@ -43,7 +50,6 @@ from app.exchange.protocol import FINAL_STATUSES, POST_ONLY_CANCEL
 from app.gateway.context import GatewayContext
 from app.gateway.records import ack_record, fill_record, fills_of
 from app.trading.position import PositionKeeper
-from models.orders import Fill
 
 #: Local states: not yet answered; refused at insert (never existed); gone without a
 #: final report from the venue (error 1, or the session ended under us).
@@ -94,9 +100,15 @@ def open_copies(orders: Iterable[TrackedOrder]) -> list[TrackedOrder]:
 class OrderTracker:
     """Every order of one gateway by client_order_id, each side's orders by level, and fills."""
 
-    def __init__(self, context: GatewayContext, positions: PositionKeeper) -> None:
+    def __init__(self, context: GatewayContext, positions: PositionKeeper, *,
+                 ack_builder: Callable[..., Any] = ack_record, fill_builder: Callable[..., Any] = fill_record) -> None:
         self._context = context
         self._positions = positions
+        #: ``(status, order, ack_received_at)`` → what ``on_ack`` gets (records.py ``ack_record``).
+        self._ack_builder = ack_builder
+        #: ``(raw, status, order, trade_id, order_id, instrument, direction, ack_received_at)`` →
+        #: what ``on_fill`` gets (records.py ``fill_record``).
+        self._fill_builder = fill_builder
         self.orders: dict[int, TrackedOrder] = {}
         #: (instrument, direction) → level → the level's current order.
         self.slots: dict[tuple[str, str], dict[int, TrackedOrder]] = {}
@@ -106,8 +118,9 @@ class OrderTracker:
         self.quote_handler: Optional[Callable[[dict], TrackedOrder]] = None
         #: Told ``(order_id, final)`` of every status handled (app/gateway/gateway.py adds and removes them).
         self.status_listeners: list[Callable[[str, bool], None]] = []
-        #: Told every new Fill, after the position keeper (app/gateway/mass_quote.py).
-        self.fill_listeners: list[Callable[[Fill], None]] = []
+        #: Told ``(instrument, direction, amount)`` of every new fill, after the position keeper
+        #: (app/gateway/mass_quote.py).
+        self.fill_listeners: list[Callable[[str, str, float], None]] = []
         self._finished: OrderedDict[int, None] = OrderedDict()
         self._seen_fills: OrderedDict[tuple[str, str], None] = OrderedDict()
 
@@ -192,7 +205,7 @@ class OrderTracker:
             for listener in self.status_listeners:
                 listener(order_id, final)
         try:
-            ack = ack_record(status, order, ack_received_at)
+            ack = self._ack_builder(status, order, ack_received_at)
         except (KeyError, TypeError, ValueError) as exc:
             stats["unrecordable_updates"] += 1
             context.log_once(("unrecordable",), "an order update without %s: %r", exc, status)
@@ -246,7 +259,10 @@ class OrderTracker:
                 stats["unrecordable_updates"] += 1  # a combination order's fill: the gateway places none
                 continue
             try:
-                fill = fill_record(raw, status, order, key[0], order_id, instrument, direction, ack_received_at)
+                fill = self._fill_builder(raw, status, order, key[0], order_id, instrument, direction,
+                                          ack_received_at)
+                # From the venue's report, not the record: a builder may keep what it likes.
+                amount, price = float(raw["amount"]), float(raw["price"])
             except (KeyError, TypeError, ValueError) as exc:
                 stats["unrecordable_updates"] += 1
                 self._context.log_once(("bad_fill",), "a fill without %s: %r", exc, raw)
@@ -254,8 +270,8 @@ class OrderTracker:
             self._seen_fills[key] = None
             if len(self._seen_fills) > self._context.params.fills_remembered:
                 self._seen_fills.popitem(last=False)
-            self._positions.add_fill(instrument, direction, fill.amount, fill.price)
+            self._positions.add_fill(instrument, direction, amount, price)
             for listener in self.fill_listeners:
-                listener(fill)
+                listener(instrument, direction, amount)
             stats["fills"] += 1
             self._context.emit(self._context.on_fill, fill)

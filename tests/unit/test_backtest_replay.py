@@ -193,6 +193,33 @@ def test_skipping_unchanged_decisions_changes_nothing_that_is_sent(half_spread):
     assert skipping.quality["mean_spread"] == pytest.approx(every.quality["mean_spread"])
 
 
+def test_the_replays_acks_and_fills_hold_what_the_gateways_records_would():
+    """The replay's tracker builds plain dicts where the live one builds Faust records: every
+    value the replay reads is the record's, of the same type."""
+    from app.backtest.matching import queue_model
+    from app.backtest.replay import Replay, _ack_dict, _fill_dict
+    from app.gateway.records import ack_record, fill_record
+    from app.gateway.tracker import OrderTracker
+
+    backtest = Backtest().with_overrides({"half_spread": 5.0})
+    replay = Replay(market(seconds=60.0), backtest.quote, backtest.risk, backtest.gateway,
+                    queue_model("conservative"), backtest.latency, backtest.fees)
+    compared = []
+
+    def same(plain, record):
+        assert {key: (type(value), value) for key, value in plain.items()} == \
+            {key: (type(getattr(record, key)), getattr(record, key)) for key in plain}
+        compared.append(type(record).__name__)
+        return plain
+
+    replay.tracker = OrderTracker(replay.context, replay.positions,
+                                  ack_builder=lambda *args: same(_ack_dict(*args), ack_record(*args)),
+                                  fill_builder=lambda *args: same(_fill_dict(*args), fill_record(*args)))
+    result = replay.run()
+    assert result.fills and compared.count("Fill") == len(result.fills)
+    assert compared.count("Ack") == result.counters["gateway"]["acks"]
+
+
 def test_stale_data_pulls_the_quotes_during_a_gap_before_the_next_trade():
     def recording(trade_at):
         tickers, books = [], []

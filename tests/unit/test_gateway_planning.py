@@ -1,8 +1,13 @@
-"""The gateway's planning (app/gateway/planning.py): each rule of what to send, without a venue."""
+"""The gateway's planning (app/gateway/planning.py): each rule of what to send, and a reconcile's plan, without a venue."""
 from __future__ import annotations
+
+from collections import Counter, defaultdict
 
 import pytest
 
+from app.exchange.rate_limit import TokenBucket
+from app.gateway.context import GatewayContext
+from app.gateway.params import GatewayParams
 from app.gateway.planning import (
     Amend,
     Cancel,
@@ -13,12 +18,14 @@ from app.gateway.planning import (
     held_side,
     merge,
     order_exposure,
+    plan_reconcile,
     plan_side,
     pre_trade_check,
     side_exposure,
     within_threshold,
 )
-from app.gateway.tracker import PENDING, TrackedOrder
+from app.gateway.tracker import PENDING, OrderTracker, TrackedOrder
+from app.trading.position import PositionKeeper
 
 BTC = "BTC-PERPETUAL"
 TICK = 1.0
@@ -163,6 +170,42 @@ def test_the_pre_trade_check_does_not_change_the_exposure_it_is_given():
     exposure = {"buy": 0.0, "sell": 0.0}
     pre_trade_check([Insert("buy", 0, 100.0, 0.2)], 0.0, exposure, 1.0)
     assert exposure == {"buy": 0.0, "sell": 0.0}
+
+
+# -- order mode: a whole reconcile -----------------------------------------------------------
+
+def tracker_with(*orders: TrackedOrder) -> OrderTracker:
+    context = GatewayContext(None, GatewayParams(), lambda: 0.0, defaultdict(int, errors_by_code=Counter()),
+                             TokenBucket(8.0, 0.0), TokenBucket(800.0, 0.0))
+    tracker = OrderTracker(context, PositionKeeper())
+    for o in orders:
+        tracker.add(o)
+    return tracker
+
+
+def test_a_reconcile_plans_both_sides_merged_then_checked_and_counts_what_it_skips():
+    busy = order("sell", 0, 110.0, in_flight="private/amend")
+    tracker = tracker_with(busy)
+    tracker.refuse(order("buy", 1), 95.0, 0.4)  # level 1 of the bids refused at the price asked again
+    stats = defaultdict(int)
+    # Long 0.9 of a 1.0 limit: the best bid fits, nothing more on the bid side.
+    got = plan_reconcile(tracker, BTC, [(100.0, 0.1), (95.0, 0.4), (90.0, 0.2)], [(112.0, 0.2)], TICK, THRESHOLD,
+                         1.0, 0.9, stats)
+    assert got.actions == [Insert("buy", 0, 100.0, 0.1)]
+    assert (got.in_flight, got.refused, got.held_back, got.skipped) == (1, 1, 1, 3)
+    assert stats == {"skipped_in_flight": 1, "skipped_failed": 1, "skipped_exposure": 1}
+    # Without a limit nothing is held back, and nothing counted as such.
+    stats = defaultdict(int)
+    got = plan_reconcile(tracker, BTC, [(100.0, 0.1), (95.0, 0.4), (90.0, 0.2)], [], TICK, THRESHOLD, None, 0.9, stats)
+    assert got.actions == [Insert("buy", 0, 100.0, 0.1), Insert("buy", 2, 90.0, 0.2)] and got.held_back == 0
+    assert "skipped_exposure" not in stats
+
+
+def test_a_reconcile_forgets_a_refusal_once_its_target_changed():
+    tracker = tracker_with()
+    tracker.refuse(order("buy", 0), 100.0, 0.2)
+    got = plan_reconcile(tracker, BTC, [(101.0, 0.2)], [], TICK, THRESHOLD, 1.0, 0.0, defaultdict(int))
+    assert got.actions == [Insert("buy", 0, 101.0, 0.2)] and tracker.refused[(BTC, "buy")] == {}
 
 
 # -- mass-quote mode --------------------------------------------------------------------------

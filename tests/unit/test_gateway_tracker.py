@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
+from typing import Optional
 
 import pytest
 
@@ -21,14 +22,14 @@ SENT = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 class Setup:
-    def __init__(self, **params) -> None:
+    def __init__(self, builders: Optional[dict] = None, **params) -> None:
         self.acks, self.fills = [], []
         self.stats = defaultdict(int, errors_by_code=Counter())
         self.positions = PositionKeeper()
         self.context = GatewayContext(None, GatewayParams(**params), lambda: 1_767_225_600.0, self.stats,
                                       TokenBucket(8.0, 0.0), TokenBucket(800.0, 0.0),
                                       on_ack=self.acks.append, on_fill=self.fills.append)
-        self.tracker = OrderTracker(self.context, self.positions)
+        self.tracker = OrderTracker(self.context, self.positions, **(builders or {}))
 
     def order(self, coid: int = 1, direction: str = "buy", level: int = 0, price: float = 100.0,
               amount: float = 0.2) -> TrackedOrder:
@@ -157,3 +158,35 @@ def test_open_copies_are_bids_first_by_level_and_copies():
     copies = open_copies(orders)
     assert [(o.direction, o.level) for o in copies] == [("buy", 0), ("buy", 1), ("sell", 0), ("sell", 1)]
     assert all(c is not o for c in copies for o in orders)
+
+
+def test_the_record_builders_can_be_replaced_and_the_tracker_reads_nothing_of_their_records():
+    built = []
+
+    def ack_builder(report, order, ack_received_at):
+        built.append(("ack", report["order_id"], order.client_order_id, ack_received_at.timestamp()))
+        return "an ack"
+
+    def fill_builder(raw, report, order, trade_id, order_id, instrument, direction, ack_received_at):
+        built.append(("fill", trade_id, order_id, instrument, direction))
+        return "a fill"
+
+    s = Setup({"ack_builder": ack_builder, "fill_builder": fill_builder})
+    s.order()
+    heard = []
+    s.tracker.fill_listeners.append(lambda *fill: heard.append(fill))
+    s.tracker.on_status(status(status="partially_filled", filled=0.05, fills=[("t1", 0.05)]))
+    assert built == [("ack", "o1", 1, 1_767_225_600.0), ("fill", "t1", "o1", BTC, "buy")]
+    assert s.acks == ["an ack"] and s.fills == ["a fill"]
+    # The position and the listeners get the fill from the venue's report.
+    assert s.positions.position(BTC) == 0.05 and heard == [(BTC, "buy", 0.05)]
+
+
+def test_a_fill_without_a_price_is_unrecordable_whatever_builds_the_record():
+    s = Setup({"ack_builder": lambda *args: "an ack", "fill_builder": lambda *args: "a fill"})
+    s.order()
+    report = status(status="partially_filled", filled=0.05, fills=[("t1", 0.05)])
+    del report["fills"][0]["price"]
+    s.tracker.on_status(report)
+    assert s.acks == ["an ack"] and s.fills == [] and s.positions.position(BTC) == 0.0
+    assert s.stats["unrecordable_updates"] == 1
