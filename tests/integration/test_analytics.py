@@ -32,99 +32,15 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from app.analytics.engine import INPUTS, TABLES, AnalyticsEngine, Event, local_tables
-from app.analytics.config import AnalyticsConfig
+from app.analytics.audit import Topics, table_mismatches
+from app.analytics.engine import INPUTS, TABLES
 from app.analytics.histogram import LogHistogram
-from app.pipeline.codec import AvroCodec, WireFormatError
+from app.pipeline.codec import AvroCodec
 from app.pipeline.topics import read_until_quiet
-from models import examples, schemas
+from models import examples
 from models.registry import record
 
 from .analytics_stack import INSTRUMENTS, PARTITIONS, NotYet
-
-APP_ID = "cryptics"
-#: Faust's 0.1 s gap between a window's end and the next window's start.
-WINDOWED = {spec.name for spec in TABLES if spec.window is not None}
-
-
-# -- reading Kafka back ---------------------------------------------------------------------
-
-
-class Topics:
-    """The input topics and the changelogs, read back from Kafka and decoded."""
-
-    def __init__(self, bootstrap: str, registry_url: str) -> None:
-        self.bootstrap, self.registry_url = bootstrap, registry_url
-
-    async def inputs(self) -> list[tuple[float, int, str, int, int, dict]]:
-        """Every input record: (Kafka timestamp, topic order, name, partition, offset, value)."""
-        out = []
-        for order, name in enumerate(INPUTS):
-            r = record(name)
-            codec = AvroCodec(r.subject, r.schema, self.registry_url)
-            for m in await read_until_quiet(self.bootstrap, r.topic):
-                try:
-                    value = codec.loads(m.value)
-                except WireFormatError:
-                    continue  # the test's own poison: the engine never sees it either
-                out.append((m.timestamp, order, name, m.partition, m.offset, value))
-        return out
-
-    async def changelog(self, table: str, state: str) -> tuple[dict, dict]:
-        """The table as its changelog leaves it (last value per key), and each key's partitions."""
-        topic = f"{APP_ID}-{table}-changelog"
-        codec = AvroCodec(f"{topic}-value", schemas.load(state), self.registry_url)
-        values: dict = {}
-        partitions: dict = defaultdict(set)
-        for m in await read_until_quiet(self.bootstrap, topic):
-            key = _key(table, m.key)
-            partitions[key].add(m.partition)
-            if m.value is None:
-                values.pop(key, None)
-            else:
-                values[key] = codec.loads(m.value)
-        return values, partitions
-
-
-def _key(table: str, raw: bytes) -> Any:
-    if table not in WINDOWED:
-        return raw.decode()
-    key, (start, end) = json.loads(raw)
-    return key, (start, end)
-
-
-def recompute(inputs: list, instruments=INSTRUMENTS) -> tuple[dict, list]:
-    """Every table from scratch: each input record applied once, in the order it was produced."""
-    tables = local_tables()
-    published: list = []
-    engine = AnalyticsEngine(instruments, AnalyticsConfig(), tables,
-                             publish=lambda name, key, value: published.append((name, key, value)),
-                             refuse=lambda event, reason, error: None)
-    ordered = sorted(inputs, key=lambda r: (r[0], r[1], r[3], r[4]))
-    engine.apply(Event(name, partition, offset, value) for _, _, name, partition, offset, value in ordered)
-    return {name: table.data for name, table in tables.items()}, published
-
-
-def _close(a: Any, b: Any, path: str = "") -> Optional[str]:
-    """Where two records differ (floats to 1e-9 relative: sums may add in another order), or None."""
-    if isinstance(a, float) and isinstance(b, float):
-        return None if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) else f"{path}: {a!r} != {b!r}"
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            return f"{path}: keys {sorted(set(a) ^ set(b))} differ"
-        for k in a:
-            if (diff := _close(a[k], b[k], f"{path}.{k}")) is not None:
-                return diff
-        return None
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return f"{path}: {len(a)} items != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            if (diff := _close(x, y, f"{path}[{i}]")) is not None:
-                return diff
-        return None
-    return None if a == b else f"{path}: {a!r} != {b!r}"
-
 
 def _source_partitions(inputs: list) -> dict[str, int]:
     """Instrument (or index) → the one partition its records are on, in every input topic."""
@@ -348,17 +264,6 @@ async def test_kill_9_rebalances_and_recovery_leave_the_tables_exact(analytics_s
     await analytics_stack.halt_and_settle()
     analytics_stack.stop_all()
 
-    topics = Topics(broker.bootstrap, registry_url)
-    inputs = await topics.inputs()
-    expected, _ = recompute(inputs)
-    for spec in TABLES:
-        live, _ = await topics.changelog(spec.name, spec.state)
-        want = expected[spec.name]
-        if spec.name == "analytics_progress":
-            # Which snapshots are out depends on how the topics interleaved; the minute does not.
-            live = {k: v["pnl_minute"] for k, v in live.items()}
-            want = {k: v["pnl_minute"] for k, v in want.items()}
-        assert set(live) == set(want), (spec.name, set(live) ^ set(want))
-        for key in want:
-            diff = _close(live[key], want[key])
-            assert diff is None, f"{spec.name}[{key}]{diff}"
+    mismatches = await table_mismatches(Topics(broker.bootstrap, registry_url), INSTRUMENTS)
+    assert set(mismatches) == {spec.name for spec in TABLES}
+    assert not any(mismatches.values()), {name: found for name, found in mismatches.items() if found}

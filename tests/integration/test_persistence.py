@@ -50,6 +50,7 @@ from aiokafka import AIOKafkaProducer
 
 from app.pipeline.codec import AvroCodec
 from app.pipeline.sink import SPECS, TABLES, SourceRecord, tables_of
+from app.pipeline.audit import table_keys, topic_keys
 from app.pipeline.sink.tables import ACK_PERSISTED_STAGE
 from app.pipeline.topics import PIPELINE_TOPICS, bootstrap_servers, ensure_topics, read_until_quiet
 from app.stack import migrate
@@ -204,34 +205,6 @@ class RecordProducer:
 # -- reading back ----------------------------------------------------------------------------
 
 
-async def topic_keys(bootstrap: str, registry_url: str, name: str) -> tuple[int, dict[str, set]]:
-    """The number of records on record ``name``'s topic and, per table it feeds, their distinct natural keys."""
-    r = record(name)
-    codec = AvroCodec(r.subject, r.schema, registry_url)
-    messages = await read_until_quiet(bootstrap, r.topic)
-    keys: dict[str, set] = {s.table: set() for s in tables_of(name)}
-    for m in messages:
-        value, src = codec.loads(m.value), SourceRecord(m.topic, m.partition, m.offset, m.key, m.value,
-                                                        m.timestamp / 1000)
-        for s in tables_of(name):
-            keys[s.table].add(s.key_of(s.build(value, src)))
-    return len(messages), keys
-
-
-async def table_keys(dsn: str) -> dict[str, set]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        out = {}
-        for table, table_spec in TABLES.items():
-            rows = await conn.fetch(f"SELECT {', '.join(table_spec.key)} FROM {table}")
-            out[table] = {tuple(row) for row in rows}
-            # the primary key is the natural key, so the rows are the distinct keys
-            assert len(out[table]) == len(rows)
-        return out
-    finally:
-        await conn.close()
-
-
 async def row_count(dsn: str) -> int:
     """Rows in the pipeline tables, but for the sink's own ack latency samples (``ack_samples``)."""
     conn = await asyncpg.connect(dsn, timeout=5)
@@ -379,7 +352,11 @@ def sink_postgres(service_root: Path) -> EmbeddedPostgres:
 
 
 async def assert_tables_hold(dsn: str, expected: dict[str, set]) -> None:
-    got = await table_keys(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        got = await table_keys(conn)
+    finally:
+        await conn.close()
     for table in TABLES:
         missing, extra = expected[table] - got[table], got[table] - expected[table]
         assert not missing and not extra, f"{table}: {len(missing)} missing, {len(extra)} extra"
@@ -597,7 +574,7 @@ async def test_up_persists_every_topic_record_once(service_root, tmp_path):
             await poll(Quiet(lambda: summed_sink_views(workers)["totals"]["records"]), "the sinks to go quiet", 60, up,
                        interval=2.0)
             counts = {name: await topic_keys(bootstrap, urls["registry"], name) for name in SPECS}
-            expected = {table: keys for _, per_table in counts.values() for table, keys in per_table.items()}
+            expected = {table: keys for read in counts.values() for table, keys in read.keys.items()}
             await assert_tables_hold(database_url_of(urls), expected)
             view = summed_sink_views(workers)
             # No fault in this run: every ack row the worker inserted was measured, once.
@@ -609,8 +586,9 @@ async def test_up_persists_every_topic_record_once(service_root, tmp_path):
     assert up.popen.returncode == 0, up.log_tail(60)
 
     # Real traffic on every topic: the venue's market data and the test's trading records.
-    for name, (records, per_table) in counts.items():
-        for table, keys in per_table.items():
+    for name, read in counts.items():
+        records = read.records
+        for table, keys in read.keys.items():
             assert len(keys) >= 10, (table, records)
             if name != "trade":
                 # one record, one event: nothing on these topics repeats a natural key (the
