@@ -599,4 +599,4 @@ async def test_up_persists_every_topic_record_once(service_root, tmp_path):
     assert samples and samples <= expected["latency_samples"]  # on the latency topic, like every sample
     assert view["totals"]["dead_letters"] == 0 and view["totals"]["retries"] == 0, view["totals"]
     # The sink counts each record once per table it feeds.
-    assert view["totals"]["records"] == sum(records * len(tables_of(name)) for name, (records, _) in counts.items())
+    assert view["totals"]["records"] == sum(read.records * len(tables_of(name)) for name, read in counts.items())
