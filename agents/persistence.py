@@ -64,6 +64,7 @@ from app.pipeline.order_records import persistence_group
 from app.pipeline.sink import SPECS, SourceRecord, TopicSink, for_record
 from app.pipeline.sink.tables import ack_persisted_sample
 from app.pipeline.topics import bootstrap_servers
+from app.security import kafka_client_kwargs
 from models.dead_letter import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class PersistenceService(Service):
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
             max_poll_interval_ms=int(config.max_wait * 1000),
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **kafka_client_kwargs(settings),
         )
         await self.consumer.start()
         log.info("persistence: consuming %d topics as group %s-persistence", len(SINKS), settings.app_id)
@@ -180,7 +182,7 @@ service: "PersistenceService | None" = None
 
 if settings.database_url:
     for _name in SPECS:
-        _sink = for_record(_name, database_url=settings.database_url, registry_url=settings.schema_registry_url,
+        _sink = for_record(_name, database_url=settings.database_dsn, registry_url=settings.schema_registry_url,
                            publish_dead_letters=publish_dead_letters, config=config,
                            on_inserted=ON_INSERTED.get(_name))
         SINKS[_sink.topic] = _sink

@@ -354,7 +354,7 @@ def order_records() -> Optional[PersistedOrders]:
     """The records of our orders for the gateway, when this worker has a database (and hence persists)."""
     if not settings.database_url or not settings.broker_url:
         return None
-    return PersistedOrders(settings.database_url, settings.broker_url, persistence_group(settings.app_id),
+    return PersistedOrders(settings.database_dsn, settings.broker_url, persistence_group(settings.app_id),
                            [record("ack").topic, record("fill").topic], flush=_flush_to_kafka)
 
 

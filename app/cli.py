@@ -42,6 +42,13 @@ class SettingsRefused(click.ClickException):
                    "(docs/operations.md lists every variable)", err=True)
 
 
+def asyncpg_errors() -> tuple[type[BaseException], ...]:
+    """asyncpg's refusals of a connection (authentication, TLS set-up), for a one-line message."""
+    import asyncpg
+
+    return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.ClientConfigurationError)
+
+
 def _settings() -> settings_module.Settings:
     try:
         return settings_module.load()
@@ -73,6 +80,9 @@ def up() -> None:
     s = _settings()
     from app.stack import supervisor
 
+    conflicts = supervisor.embedded_conflicts(s)
+    if conflicts:
+        raise SettingsRefused(conflicts)
     logging.getLogger().setLevel(logging.WARNING)  # `up` prints its own progress lines
     sys.exit(asyncio.run(supervisor.run(s)))
 
@@ -113,14 +123,29 @@ def worker() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8081, show_default=True, help="Port to listen on (0: any free port).")
-def registry(host: str, port: int) -> None:
-    """Serve the embedded schema registry (Confluent REST subset), stored in CRYPTICS_DATABASE_URL."""
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve https with this certificate chain (PEM).")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The certificate's private key (PEM), if not in --certfile.")
+def registry(host: str, port: int, certfile, keyfile) -> None:
+    """Serve the embedded schema registry (Confluent REST subset), stored in CRYPTICS_DATABASE_URL.
+
+    With CRYPTICS_SCHEMA_REGISTRY_USERNAME and CRYPTICS_SCHEMA_REGISTRY_PASSWORD_FILE every
+    request but GET / needs that basic auth (docs/operations.md#secured-connections)."""
+    from app.security import SecretUnreadable, registry_basic_auth
     from app.stack.registry import server
 
     s = _settings()
     if not s.database_url:
         raise click.ClickException("the registry stores schemas in PostgreSQL: set CRYPTICS_DATABASE_URL")
-    asyncio.run(server.serve(s.database_url, host, port))
+    if keyfile and not certfile:
+        raise click.ClickException("--keyfile needs --certfile")
+    try:
+        basic_auth = registry_basic_auth(s)
+    except SecretUnreadable as exc:
+        raise SettingsRefused([str(exc)]) from None
+    context = server.server_ssl_context(certfile, keyfile) if certfile else None
+    asyncio.run(server.serve(s.database_dsn, host, port, basic_auth=basic_auth, ssl_context=context))
 
 
 @main.command()
@@ -159,7 +184,13 @@ def db_migrate() -> None:
             reader_password = s.database_reader_password_file.read_text().strip()
         except OSError as exc:
             raise click.ClickException(f"CRYPTICS_DATABASE_READER_PASSWORD_FILE: cannot read it ({exc.strerror})")
-    report = asyncio.run(migrate.migrate(s.database_url, reader_password=reader_password))
+    try:
+        report = asyncio.run(migrate.migrate(s.database_dsn, reader_password=reader_password))
+    except (OSError, *asyncpg_errors()) as exc:  # ssl.SSLError is an OSError: a refused certificate
+        from app.config import without_password
+
+        raise click.ClickException(f"cannot reach the database {without_password(s.database_url)}: "
+                                   f"{type(exc).__name__}: {exc}") from None
     click.echo(f"applied: {list(report.applied)}; already applied: {list(report.already)}; "
                f"TimescaleDB {'present' if report.timescaledb else 'absent'}"
                + (f"; skipped TimescaleDB-only: {list(report.skipped_timescaledb)}" if report.skipped_timescaledb else ""))
@@ -375,7 +406,7 @@ def _recording_database() -> str:
     s = _settings()
     if not s.database_url:
         raise click.ClickException("set CRYPTICS_DATABASE_URL: the database the recording is read from or written to")
-    return s.database_url
+    return s.database_dsn
 
 
 def _run_recording(coroutine):
@@ -520,12 +551,12 @@ def backtest(start, end, instrument, dataset, queue_model, latency_spec, grid, w
                 refuse("--from and --to are required with the database (or give --dataset DIR)")
             if not settings.database_url:
                 refuse("no database: set CRYPTICS_DATABASE_URL, or give --dataset DIR")
-            market = asyncio.run(backtest_data.load_postgres(settings.database_url, instrument, _moment(start),
+            market = asyncio.run(backtest_data.load_postgres(settings.database_dsn, instrument, _moment(start),
                                                              _moment(end), gap_threshold))
         if latency == "recorded":
             if dataset or not settings.database_url:
                 refuse("--latency recorded reads the D9 samples from the database (CRYPTICS_DATABASE_URL)")
-            samples = asyncio.run(backtest_data.load_latency_samples(settings.database_url, instrument,
+            samples = asyncio.run(backtest_data.load_latency_samples(settings.database_dsn, instrument,
                                                                      market.start, market.end))
             try:
                 latency = RecordedLatency(samples["feed"], samples["order"])
@@ -589,7 +620,7 @@ def _fidelity(settings, market, dataset, tolerance: float, out, refuse) -> None:
         if dataset:
             session = fidelity.load_session_parquet(Path(dataset), name, market.start, market.end)
         else:
-            session = asyncio.run(fidelity.load_session_postgres(settings.database_url, name, market.start,
+            session = asyncio.run(fidelity.load_session_postgres(settings.database_dsn, name, market.start,
                                                                  market.end))
         report = fidelity.check(market, session, tolerance_s=tolerance)
     except DataError as exc:

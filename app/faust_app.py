@@ -21,6 +21,7 @@ from app import settings as settings_module
 from app.pipeline import tansu_compat
 from app.pipeline.codec import AvroCodec
 from app.pipeline.producer import DeferredProducer
+from app.security import faust_broker_credentials
 
 tansu_compat.register()
 
@@ -46,6 +47,8 @@ def create_app(s: settings_module.Settings) -> faust.App:
     return faust.App(
         s.app_id,
         broker=broker,
+        # TLS and SASL for every client Faust makes (docs/operations.md#secured-connections).
+        broker_credentials=faust_broker_credentials(s),
         store="memory://",
         # exactly_once does not work on Tansu (docs/architecture.md#d6-embedded-broker-tansu)
         processing_guarantee="at_least_once",

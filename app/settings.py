@@ -70,7 +70,19 @@ class Settings:
     | broker_url | CRYPTICS_BROKER_URL | embedded Tansu |
     | database_url | CRYPTICS_DATABASE_URL | embedded PostgreSQL |
     | database_reader_password_file | CRYPTICS_DATABASE_READER_PASSWORD_FILE | none: `cryptics db migrate` makes no login for the dashboards |
+    | database_sslmode | CRYPTICS_DATABASE_SSLMODE | none: asyncpg's default (prefer); verify-full checks the server's chain and host name |
+    | database_sslrootcert | CRYPTICS_DATABASE_SSLROOTCERT | none: the CA file the server's certificate is checked against |
     | schema_registry_url | CRYPTICS_SCHEMA_REGISTRY_URL | embedded registry |
+    | schema_registry_username | CRYPTICS_SCHEMA_REGISTRY_USERNAME | none: no basic auth |
+    | schema_registry_password_file | CRYPTICS_SCHEMA_REGISTRY_PASSWORD_FILE | none: the file holding the registry's basic-auth password |
+    | schema_registry_cafile | CRYPTICS_SCHEMA_REGISTRY_CAFILE | none: the system's CAs check an https registry |
+    | kafka_security_protocol | CRYPTICS_KAFKA_SECURITY_PROTOCOL | PLAINTEXT (or SSL, SASL_PLAINTEXT, SASL_SSL) |
+    | kafka_sasl_mechanism | CRYPTICS_KAFKA_SASL_MECHANISM | none (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with SASL_*) |
+    | kafka_sasl_username | CRYPTICS_KAFKA_SASL_USERNAME | none |
+    | kafka_sasl_password_file | CRYPTICS_KAFKA_SASL_PASSWORD_FILE | none: the file holding the SASL password |
+    | kafka_ssl_cafile | CRYPTICS_KAFKA_SSL_CAFILE | none: the system's CAs check the brokers |
+    | kafka_ssl_certfile | CRYPTICS_KAFKA_SSL_CERTFILE | none: no client certificate |
+    | kafka_ssl_keyfile | CRYPTICS_KAFKA_SSL_KEYFILE | none: the client certificate's key is in its file |
     | pg_data_dir | CRYPTICS_PG_DATA_DIR | <state_dir>/postgres |
     | topic_partitions | CRYPTICS_TOPIC_PARTITIONS | 3 |
     | topic_replication | CRYPTICS_TOPIC_REPLICATION | 1 |
@@ -99,7 +111,25 @@ class Settings:
     #: The password of cryptics_grafana, the dashboards' read-only login (timescale/0008): a file,
     #: never a value in the environment.
     database_reader_password_file: Optional[Path] = None
+    #: TLS to PostgreSQL (docs/operations.md#secured-connections): libpq's sslmode and CA file, put
+    #: on the URL the clients connect with (``database_dsn``).
+    database_sslmode: Optional[str] = None
+    database_sslrootcert: Optional[Path] = None
     schema_registry_url: Optional[str] = None
+    #: The registry's basic auth: the user here, the password in a file, never in the environment
+    #: or the URL; the embedded registry asks for the same (app/security.py).
+    schema_registry_username: Optional[str] = None
+    schema_registry_password_file: Optional[Path] = None
+    schema_registry_cafile: Optional[Path] = None
+    #: Kafka's TLS and SASL, for every Kafka client of the project (app/security.py
+    #: ``kafka_client_kwargs``); the SASL password in a file.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: Optional[str] = None
+    kafka_sasl_username: Optional[str] = None
+    kafka_sasl_password_file: Optional[Path] = None
+    kafka_ssl_cafile: Optional[Path] = None
+    kafka_ssl_certfile: Optional[Path] = None
+    kafka_ssl_keyfile: Optional[Path] = None
     pg_data_dir: Optional[Path] = None
     topic_partitions: int = 3
     topic_replication: int = 1
@@ -159,6 +189,14 @@ class Settings:
             return self.broker_session_timeout
         # Tansu completes a group join only after session_timeout/2 (docs/architecture.md#d6-embedded-broker-tansu).
         return 6.0 if self.broker_url is None or self.broker_is_embedded else 30.0
+
+    @property
+    def database_dsn(self) -> Optional[str]:
+        """What the database clients connect with: CRYPTICS_DATABASE_URL with
+        CRYPTICS_DATABASE_SSLMODE and CRYPTICS_DATABASE_SSLROOTCERT in its query."""
+        from app.security import database_dsn
+
+        return database_dsn(self.database_url, self.database_sslmode, self.database_sslrootcert)
 
     @property
     def instrument_names(self) -> tuple[str, ...]:
@@ -244,6 +282,7 @@ class Settings:
             errors.append(f"{PREFIX}INSTRUMENTS names no instrument")
         if self.broker_url is not None and "://" not in self.broker_url:
             errors.append(f"{PREFIX}BROKER_URL must be a URL such as kafka://host:9092, got {self.broker_url!r}")
+        errors += self._secured_connection_errors()
         # One position limit, the risk gate's: the quote core sizes its ladder against it too,
         # so it must be a limit the core can size against, and hold the target position.
         if not 0 < self.risk.max_position < float("inf"):
@@ -261,6 +300,54 @@ class Settings:
                     errors.append(str(_with_variable(exc, infix)))
         if errors:
             raise SettingsErrors(errors)
+
+    def _secured_connection_errors(self) -> list[str]:
+        """A line for each secured-connection setting that is refused: an unknown protocol,
+        mechanism or sslmode, SASL without its user or password file, a file that cannot be
+        read (a secret's contents are never shown), a key without its certificate."""
+        from app.security import (DATABASE_SSLMODES, KAFKA_SASL_MECHANISMS, KAFKA_SECURITY_PROTOCOLS,
+                                  SecretUnreadable, read_secret)
+
+        errors: list[str] = []
+        protocol = self.kafka_security_protocol
+        sasl = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            errors.append(f"{PREFIX}KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, "
+                          f"got {protocol!r}")
+        if self.kafka_sasl_mechanism is not None and self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            errors.append(f"{PREFIX}KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, "
+                          f"got {self.kafka_sasl_mechanism!r}")
+        elif sasl and self.kafka_sasl_mechanism is None:
+            errors.append(f"{PREFIX}KAFKA_SASL_MECHANISM must be set with {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} "
+                          f"(one of {', '.join(KAFKA_SASL_MECHANISMS)})")
+        if sasl and self.kafka_sasl_username is None:
+            errors.append(f"{PREFIX}KAFKA_SASL_USERNAME must be set with {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}")
+        if sasl and self.kafka_sasl_password_file is None:
+            errors.append(f"{PREFIX}KAFKA_SASL_PASSWORD_FILE must be set with {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            errors.append(f"{PREFIX}KAFKA_SSL_KEYFILE needs {PREFIX}KAFKA_SSL_CERTFILE (the client certificate)")
+        if self.schema_registry_username is not None and self.schema_registry_password_file is None:
+            errors.append(f"{PREFIX}SCHEMA_REGISTRY_PASSWORD_FILE must be set with {PREFIX}SCHEMA_REGISTRY_USERNAME")
+        if self.schema_registry_password_file is not None and self.schema_registry_username is None:
+            errors.append(f"{PREFIX}SCHEMA_REGISTRY_USERNAME must be set with {PREFIX}SCHEMA_REGISTRY_PASSWORD_FILE")
+        if self.database_sslmode is not None and self.database_sslmode not in DATABASE_SSLMODES:
+            errors.append(f"{PREFIX}DATABASE_SSLMODE must be one of {', '.join(DATABASE_SSLMODES)}, "
+                          f"got {self.database_sslmode!r}")
+        for variable, path in (("KAFKA_SASL_PASSWORD_FILE", self.kafka_sasl_password_file),
+                               ("SCHEMA_REGISTRY_PASSWORD_FILE", self.schema_registry_password_file)):
+            if path is not None:
+                try:
+                    read_secret(variable, path)
+                except SecretUnreadable as exc:
+                    errors.append(str(exc))
+        for variable, path in (("KAFKA_SSL_CAFILE", self.kafka_ssl_cafile),
+                               ("KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile),
+                               ("KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile),
+                               ("SCHEMA_REGISTRY_CAFILE", self.schema_registry_cafile),
+                               ("DATABASE_SSLROOTCERT", self.database_sslrootcert)):
+            if path is not None and not path.is_file():
+                errors.append(f"{PREFIX}{variable}={str(path)!r}: no such file")
+        return errors
 
 
 #: Variables that no longer exist, and where their setting went.

@@ -29,16 +29,35 @@ class WireFormatError(ValueError):
     """Bytes that are not a Confluent-framed Avro message."""
 
 
+class RegistryClient(SchemaRegistryClient):
+    """python-schema-registry-client's client, taking ``verify`` (an ``ssl.SSLContext``) for an
+    https registry: the library reads its own ``ca_location`` only together with a client
+    certificate, so a CA file alone would be ignored and the system's CAs used."""
+
+    def __init__(self, url: str, *, verify: Any = None, **kwargs: Any) -> None:
+        self._verify = verify
+        super().__init__(url=url, **kwargs)
+
+    def _get_client_kwargs(self) -> Dict:
+        kwargs = super()._get_client_kwargs()
+        if self._verify is not None:
+            kwargs["verify"] = self._verify
+        return kwargs
+
+
 _clients: Dict[str, SchemaRegistryClient] = {}
 _clients_lock = threading.Lock()
 
 
 def registry_client(url: str) -> SchemaRegistryClient:
-    """One registry client per URL for the whole process (it keeps its own caches)."""
+    """One registry client per URL for the whole process (it keeps its own caches), with the
+    process's basic auth and CA file (app/security.py ``registry_client_kwargs``)."""
+    from app.security import registry_client_kwargs
+
     with _clients_lock:
         client = _clients.get(url)
         if client is None:
-            client = _clients[url] = SchemaRegistryClient(url=url)
+            client = _clients[url] = RegistryClient(url, **registry_client_kwargs())
         return client
 
 

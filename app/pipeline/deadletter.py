@@ -42,6 +42,7 @@ from app.pipeline.codec import AvroCodec
 from app.pipeline.producer import DeferredProducer
 from app.pipeline.tansu_compat import corrected_end_offsets
 from app.pipeline.topics import bootstrap_servers
+from app.security import kafka_client_kwargs
 from models.dead_letter import DeadLetter
 
 #: How long reading the dead-letter topic to its end may take before we give up.
@@ -153,7 +154,8 @@ async def topic_partitions(broker_url: str, names: Iterable[str]) -> dict[str, s
     docs/architecture.md#d3-kafka-topics).
     """
     wanted = list(dict.fromkeys(names))
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-deadletter")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-deadletter",
+                                **kafka_client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -193,7 +195,7 @@ async def read_dead_letters(broker_url: str, registry_url: str, timeout: float =
     codec = AvroCodec(r.subject, r.schema, registry_url)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                client_id="cryptics-deadletter")
+                                client_id="cryptics-deadletter", **kafka_client_kwargs())
     await consumer.start()
     try:
         ends = await _end_offsets(broker_url, consumer, tps)
@@ -303,7 +305,8 @@ async def replay(broker_url: str, chosen: Sequence[StoredLetter], *, dry_run: bo
     # (docs/architecture.md#d6-embedded-broker-tansu), and a duplicate from a producer
     # retry is absorbed by the tables' natural keys anyway.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker_url), acks="all",
-                                enable_idempotence=False, client_id="cryptics-deadletter-replay")
+                                enable_idempotence=False, client_id="cryptics-deadletter-replay",
+                                **kafka_client_kwargs())
     await producer.start()
 
     async def started() -> AIOKafkaProducer:

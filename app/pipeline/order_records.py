@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.gateway.leftovers import RecordedOrder
 from app.pipeline.tansu_compat import corrected_end_offsets
 from app.pipeline.topics import bootstrap_servers
+from app.security import kafka_client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ async def end_offsets(broker_url: str, partitions: Sequence[TopicPartition]) -> 
     """The end offset of each partition now (Tansu's under-reporting corrected,
     docs/architecture.md#d6-embedded-broker-tansu)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), group_id=None,
-                                enable_auto_commit=False, client_id="cryptics-order-records")
+                                enable_auto_commit=False, client_id="cryptics-order-records", **kafka_client_kwargs())
     await consumer.start()
     try:
         reported = await consumer.end_offsets(list(partitions))
@@ -79,7 +80,8 @@ async def end_offsets(broker_url: str, partitions: Sequence[TopicPartition]) -> 
 async def wait_persisted(broker_url: str, group_id: str, topics: Sequence[str],
                          poll_interval: float = POLL_INTERVAL) -> None:
     """Wait until ``group_id`` has committed every record the ``topics`` hold now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-order-records")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-order-records",
+                                **kafka_client_kwargs())
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))

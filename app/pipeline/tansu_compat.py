@@ -25,6 +25,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from app.security import kafka_client_kwargs
+
 log = logging.getLogger(__name__)
 
 #: How long one correction may take before we give up and keep the reported value.
@@ -49,6 +51,7 @@ async def corrected_end_offsets(
         client_id="cryptics-tansu-end-offsets",
         fetch_max_bytes=1 << 20,
         max_partition_fetch_bytes=1 << 16,
+        **kafka_client_kwargs(),
     )
     await probe.start()
     try:

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from app.security import kafka_client_kwargs
 from models.registry import RECORDS, topic_name
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ async def ensure_topics(
     Raises TopicError: TopicsRefused, naming each topic and the broker's error, if any was not
     created; TopicMismatch for an existing topic with another partition count."""
     wanted: Sequence[str] = list(dict.fromkeys(names))
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-admin")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url), client_id="cryptics-admin",
+                                **kafka_client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -118,7 +120,7 @@ async def read_until_quiet(bootstrap: str, topic: str) -> list:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+                                enable_auto_commit=False, group_id=None, **kafka_client_kwargs())
     await consumer.start()
     out: list = []
     try:

@@ -32,9 +32,12 @@ class EmbeddedBroker:
 
     host = "127.0.0.1"
 
-    def __init__(self, log_dir: Path, port: int = 0) -> None:
+    def __init__(self, log_dir: Path, port: int = 0, advertised_port: int = 0) -> None:
         self.log_dir = log_dir
         self.port = port or free_port(self.host)
+        #: The port the broker names in its metadata: its own, or that of a front that clients
+        #: reach it through (the TLS and SASL front of tests/integration/kafka_front.py).
+        self.advertised_port = advertised_port or self.port
         self.child: Child | None = None
 
     @property
@@ -51,7 +54,8 @@ class EmbeddedBroker:
         self.child = spawn(
             "broker",
             [tansu_binary(), "broker", "--listener-url", listener,
-             "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
+             "--advertised-listener-url", f"tcp://{self.host}:{self.advertised_port}",
+             "--storage-engine", "memory://tansu/"],
             log_path=self.log_dir / "broker.log",
             stop_signal=signal.SIGTERM,
         )

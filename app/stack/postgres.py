@@ -91,8 +91,11 @@ class EmbeddedPostgres:
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path, log_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, log_dir: Path, port: int = 0, binaries: Optional[Path] = None) -> None:
         self.data_dir = data_dir.resolve()
+        #: The folder of initdb and postgres: the wheel's, or another PostgreSQL's (the wheel's is
+        #: built without TLS; tests/integration/test_secured_connections.py runs Debian's).
+        self.binaries = binaries or bin_dir()
         self.log_dir = log_dir
         self.port = port or free_port(self.host)
         self.child: Optional[Child] = None
@@ -117,7 +120,7 @@ class EmbeddedPostgres:
             if path.stat().st_uid != entry.pw_uid:
                 os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
         _grant_traverse(self.data_dir)
-        _grant_traverse(bin_dir() / "postgres")
+        _grant_traverse(self.binaries / "postgres")
 
     def initdb(self) -> None:
         """Create the cluster if the data directory holds none yet."""
@@ -141,7 +144,7 @@ class EmbeddedPostgres:
                 entry = pwd.getpwnam(self._user)
                 os.chown(pwfile.name, entry.pw_uid, entry.pw_gid)
             result = subprocess.run(
-                [str(bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+                [str(self.binaries / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
                  "--encoding=UTF8", "--locale=C", "--auth-local=trust",
                  "--auth-host=scram-sha-256", f"--pwfile={pwfile.name}"],
                 capture_output=True, text=True, **run_as(self._user),
@@ -169,7 +172,7 @@ class EmbeddedPostgres:
         self._prepare_ownership()
         self.child = spawn(
             "postgres",
-            [str(bin_dir() / "postgres"), "-D", str(self.data_dir),
+            [str(self.binaries / "postgres"), "-D", str(self.data_dir),
              "-c", f"listen_addresses={self.host}", "-c", f"port={self.port}",
              "-c", f"unix_socket_directories={self.socket_dir}"],
             log_path=self.log_dir / "postgres.log",

@@ -45,6 +45,7 @@ from aiokafka.errors import KafkaError
 
 from app.config import without_password
 from app.pipeline import topics
+from app.security import registry_basic_auth
 from app.settings import Settings
 from app.stack import migrate
 from app.stack.broker import EmbeddedBroker
@@ -193,8 +194,10 @@ def _say(message: str) -> None:
     print(f"[cryptics] {message}", flush=True)
 
 
-async def _http_ok(url: str, predicate: Callable[[object], bool] = lambda _: True) -> bool:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+async def _http_ok(url: str, predicate: Callable[[object], bool] = lambda _: True,
+                   auth: Optional[tuple[str, str]] = None) -> bool:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2),
+                                     auth=aiohttp.BasicAuth(*auth) if auth else None) as session:
         async with session.get(url) as response:
             if response.status != 200:
                 return False
@@ -237,7 +240,7 @@ async def _launch(service: Service, say: Callable[[str], None]) -> None:
 
 
 async def _migrate(settings: Settings, say: Callable[[str], None]) -> None:
-    report = await migrate.migrate(settings.database_url)
+    report = await migrate.migrate(settings.database_dsn)
     say(f"migrations  applied {list(report.applied)}, already {list(report.already)}"
         + (f", TimescaleDB-only skipped {list(report.skipped_timescaledb)} (no extension)"
            if report.skipped_timescaledb else ""))
@@ -261,6 +264,21 @@ def _unpersisted_watch(settings: Settings) -> UnpersistedWatch:
     )
 
 
+def embedded_conflicts(settings: Settings) -> list[str]:
+    """A line for each secured-connection setting the embedded service it would apply to cannot
+    honour: the embedded broker speaks PLAINTEXT only, the embedded PostgreSQL has no TLS. Such
+    a setting is for an external service (its URL set); basic auth of the embedded registry
+    works (docs/operations.md#secured-connections)."""
+    lines = []
+    if settings.broker_url is None and settings.kafka_security_protocol != "PLAINTEXT":
+        lines.append(f"CRYPTICS_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs CRYPTICS_BROKER_URL: "
+                     "the embedded broker speaks PLAINTEXT only")
+    if settings.database_url is None and settings.database_sslmode in ("require", "verify-ca", "verify-full"):
+        lines.append(f"CRYPTICS_DATABASE_SSLMODE={settings.database_sslmode} needs CRYPTICS_DATABASE_URL: "
+                     "the embedded PostgreSQL has no TLS")
+    return lines
+
+
 async def start(settings: Settings, say: Callable[[str], None] = _say,
                 policy: Optional[RestartPolicy] = None) -> RunningStack:
     """Start every service that is not external; return once all are healthy."""
@@ -276,7 +294,8 @@ async def start(settings: Settings, say: Callable[[str], None] = _say,
             settings = settings.with_services(broker_url=broker.url)
             stack.watch = _unpersisted_watch(settings)
         else:
-            say(f"broker      external      {settings.broker_url}")
+            say(f"broker      external      {without_password(settings.broker_url)}"
+                f" ({settings.kafka_security_protocol})")
 
         pg: Optional[EmbeddedPostgres] = None
         if settings.database_url is None:
@@ -284,7 +303,7 @@ async def start(settings: Settings, say: Callable[[str], None] = _say,
             await _launch(stack.add("postgres", pg, f"data in {pg.data_dir}"), say)
             settings = settings.with_services(database_url=pg.dsn())
         else:
-            say("postgres    external")
+            say("postgres    external" + (f"      sslmode {settings.database_sslmode}" if settings.database_sslmode else ""))
 
         await _migrate(settings, say)
         await _create_topics(settings, say)
@@ -292,14 +311,17 @@ async def start(settings: Settings, say: Callable[[str], None] = _say,
         if settings.schema_registry_url is None:
             port = settings.registry_port or free_port()
             url = f"http://127.0.0.1:{port}"
+            # With CRYPTICS_SCHEMA_REGISTRY_USERNAME the registry asks for basic auth, and so
+            # does its health check here (docs/operations.md#secured-connections).
+            basic_auth = registry_basic_auth(settings)
             registry = SpawnedService(
                 "registry", _python_module("registry", "--port", str(port)),
                 environ_for_child(settings.to_env()), logs / "registry.log", project_root,
-                lambda: _http_ok(f"{url}/subjects"), what="schema registry", timeout=30)
-            await _launch(stack.add("registry", registry, url), say)
+                lambda: _http_ok(f"{url}/subjects", auth=basic_auth), what="schema registry", timeout=30)
+            await _launch(stack.add("registry", registry, url + (" (basic auth)" if basic_auth else "")), say)
             settings = settings.with_services(schema_registry_url=url)
         else:
-            say(f"registry    external      {settings.schema_registry_url}")
+            say(f"registry    external      {without_password(settings.schema_registry_url)}")
 
         if settings.venue == "simulated" and settings.venue_url is None:
             settings = await _start_simulated_venue(stack, settings, logs, project_root, say)
@@ -357,9 +379,9 @@ async def start(settings: Settings, say: Callable[[str], None] = _say,
         stack.urls = {
             "web": web,
             "analytics": analytics_web or "",
-            "registry": settings.schema_registry_url or "",
+            "registry": without_password(settings.schema_registry_url or ""),
             "database": without_password(settings.database_url or ""),
-            "broker": settings.broker_url or "",
+            "broker": without_password(settings.broker_url or ""),
             "venue": settings.venue_ws_url or "",
             "logs": str(logs.resolve()),
         }

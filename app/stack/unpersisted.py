@@ -33,6 +33,8 @@ from typing import Iterable, Optional
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.security import kafka_client_kwargs
+
 log = logging.getLogger(__name__)
 
 
@@ -256,11 +258,11 @@ class UnpersistedWatch:
             # Short request timeouts: a poll of a dead broker should fail, not hang for 40 s.
             ends = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
                                     client_id="cryptics-unpersisted-watch", request_timeout_ms=5000,
-                                    max_partition_fetch_bytes=1 << 16)
+                                    max_partition_fetch_bytes=1 << 16, **kafka_client_kwargs())
             # A group member of no subscription: it reads the group's commits and never joins.
             commits = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group,
                                        enable_auto_commit=False, client_id="cryptics-unpersisted-watch",
-                                       request_timeout_ms=5000)
+                                       request_timeout_ms=5000, **kafka_client_kwargs())
             try:
                 await ends.start()
                 await commits.start()

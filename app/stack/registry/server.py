@@ -21,13 +21,23 @@ Errors are ``{"error_code": N, "message": "..."}``: 40401 subject, 40402 version
 40403 schema not found; 409 incompatible schema; 42201 invalid schema; 42202
 invalid version; 42203 invalid compatibility level; 50001 database error.
 Only Avro schemas are supported; others are refused with 42201.
+
+Basic auth, when the registry is given a user and password (``cryptics registry`` takes them from
+CRYPTICS_SCHEMA_REGISTRY_USERNAME and CRYPTICS_SCHEMA_REGISTRY_PASSWORD_FILE, the same its
+clients send): every request but the health check ``GET /`` needs them, else 401 with error
+code 40101, as Confluent's. TLS, when given a certificate and key (``cryptics registry
+--certfile --keyfile``): https only (docs/operations.md#secured-connections).
 """
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 import json
 import logging
 import signal
+import ssl
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
@@ -90,6 +100,28 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, 500, "Internal server error")
+
+
+def _basic_auth(user: str, password: str) -> Callable:
+    """A middleware asking every request but ``GET /`` for HTTP basic auth as ``user``."""
+    expected = f"{user}:{password}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.method == "GET" and request.path == "/":
+            return await handler(request)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            given = base64.b64decode(token.strip(), validate=True) if scheme.lower() == "basic" else b""
+        except (binascii.Error, ValueError):
+            given = b""
+        if not hmac.compare_digest(given, expected):
+            response = _error(401, 40101, "Unauthorized")
+            response.headers["WWW-Authenticate"] = 'Basic realm="cryptics schema registry"'
+            return response
+        return await handler(request)
+
+    return check
 
 
 # -- request parsing -----------------------------------------------------------
@@ -250,10 +282,12 @@ async def put_config(request: web.Request) -> web.Response:
 # -- application -------------------------------------------------------------------
 
 
-def create_app(dsn: str) -> web.Application:
+def create_app(dsn: str, basic_auth: Optional[tuple[str, str]] = None) -> web.Application:
     """The registry application; its connection pool opens on startup (creating the
-    tables if needed) and closes on cleanup."""
-    app = web.Application(middlewares=[_errors])
+    tables if needed) and closes on cleanup. With ``basic_auth`` (user, password) every request
+    but the health check must carry them."""
+    middlewares = [_errors] if basic_auth is None else [_basic_auth(*basic_auth), _errors]
+    app = web.Application(middlewares=middlewares)
 
     async def database(app: web.Application):  # type: ignore[no-untyped-def]
         app[STORE_KEY] = await RegistryStore.open(dsn)
@@ -288,23 +322,33 @@ def create_app(dsn: str) -> web.Application:
     return app
 
 
-async def start_server(dsn: str, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+async def start_server(dsn: str, host: str = "127.0.0.1", port: int = 0, *,
+                       basic_auth: Optional[tuple[str, str]] = None,
+                       ssl_context: Optional[ssl.SSLContext] = None) -> tuple[web.AppRunner, str]:
     """Start the registry on ``host:port`` (0: a free port); the runner (stop it
-    with ``await runner.cleanup()``) and the URL it serves."""
+    with ``await runner.cleanup()``) and the URL it serves (https with ``ssl_context``)."""
     # A short shutdown grace: registry requests take milliseconds.
-    runner = web.AppRunner(create_app(dsn), shutdown_timeout=5)
+    runner = web.AppRunner(create_app(dsn, basic_auth), shutdown_timeout=5)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise
     bound_port = runner.addresses[0][1]
     shown_host = f"[{host}]" if ":" in host else host
-    return runner, f"http://{shown_host}:{bound_port}"
+    return runner, f"{'https' if ssl_context else 'http'}://{shown_host}:{bound_port}"
 
 
-async def serve(dsn: str, host: str, port: int) -> None:
+def server_ssl_context(certfile: str, keyfile: Optional[str] = None) -> ssl.SSLContext:
+    """The TLS context of an https registry: its certificate chain and key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+async def serve(dsn: str, host: str, port: int, *, basic_auth: Optional[tuple[str, str]] = None,
+                ssl_context: Optional[ssl.SSLContext] = None) -> None:
     """Serve the registry until SIGTERM or SIGINT, then stop cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -312,9 +356,9 @@ async def serve(dsn: str, host: str, port: int) -> None:
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        runner, url = await start_server(dsn, host, port)
+        runner, url = await start_server(dsn, host, port, basic_auth=basic_auth, ssl_context=ssl_context)
         try:
-            log.info("schema registry listening on %s", url)
+            log.info("schema registry listening on %s%s", url, " (basic auth)" if basic_auth else "")
             await stop.wait()
             log.info("schema registry stopping")
         finally:
