@@ -25,7 +25,8 @@ Contract
   quote_quality_1m (windowed), analytics_progress.
 - web view: ``GET /analytics/`` → this worker's positions with account totals, markout
   aggregates, key counts per table, counters (events, redeliveries skipped, dead letters by
-  reason, records published).
+  reason, records published, and input partitions that jumped ahead or back:
+  app/analytics/continuity.py).
 - off when CRYPTICS_ANALYTICS_ENABLED is false: no agent and no table; GET /analytics/ says
   ``enabled: false``.
 
@@ -44,6 +45,7 @@ from typing import Any, Mapping, Optional
 
 import faust
 
+from app.analytics.continuity import OffsetContinuity
 from app.analytics.engine import INPUTS, TABLES, AnalyticsEngine, Event
 from app.analytics.markouts import MarkoutBook
 from app.analytics.positions import PositionState, account_totals
@@ -100,6 +102,19 @@ def _dead_letter(event: Event, reason: str, error: str) -> None:
 engine = AnalyticsEngine(settings.instrument_names, config, TABLE_OF,
                          publish=lambda name, key, value: produce_later(name, key, value), refuse=_dead_letter)
 _codecs = {name: avro_value_codec(record(name).topic, record(name).schema) for name in INPUTS}
+continuity = OffsetContinuity()
+#: Gaps logged one by one up to this many; further ones are counted in GET /analytics/.
+GAPS_LOGGED = 20
+
+
+def _watch_offsets(events: list) -> None:
+    for event in events:
+        m = event.message
+        seen = continuity.observe(m.topic, m.partition, m.offset)
+        if seen is not None and seen[0] == "gap" and sum(continuity.gaps.values()) <= GAPS_LOGGED:
+            log.warning("analytics: %s[%d] jumped from offset %d to %d: the consumer skipped %d records, "
+                        "which the tables will not have (GET /analytics/ counts offset_gaps)",
+                        m.topic, m.partition, seen[1], m.offset, m.offset - seen[1])
 
 
 def _decoded(events: list) -> list[Event]:
@@ -129,7 +144,15 @@ if config.enabled:
     @app.agent(_inputs, name="analytics")
     async def analytics(stream):
         async for events in stream.take_events(config.batch_size, within=config.batch_age):
+            _watch_offsets(events)
             engine.apply(_decoded(events))
+
+    @app.on_partitions_assigned.connect
+    async def _forget_given_up(sender, assigned, **kwargs) -> None:
+        # Faust revokes every partition at a rebalance; one kept across it must go on where it
+        # stopped, one it gave up may come back later, after another worker had it.
+        kept = {(tp.topic, tp.partition) for tp in assigned}
+        continuity.forget([tp for tp in continuity.expected if tp not in kept])
 
 
 @app.page("/analytics/")
@@ -153,5 +176,7 @@ async def analytics_view(web, request):
             "batches": stats.batches, "events": stats.events, "applied": dict(stats.applied),
             "redelivered": dict(stats.redelivered), "dead_letters": dict(stats.refused),
             "published": dict(stats.published), "keys_written": stats.keys_written,
+            "offset_gaps": dict(continuity.gaps), "offsets_skipped": dict(continuity.skipped),
+            "offset_rewinds": dict(continuity.rewinds),
         },
     })
