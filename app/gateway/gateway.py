@@ -78,6 +78,7 @@ from app.gateway.leftovers import (
     split_leftovers,
     trades_by_order,
     unrecorded_fills,
+    unrecorded_trades,
 )
 from app.gateway.mass_quote import MassQuoteMode
 from app.gateway.orders import OrderMode
@@ -92,6 +93,12 @@ log = logging.getLogger(__name__)
 LEFTOVERS_RETRY_S = 5.0
 #: Trades per private/trade_history page (the most the venue gives, docs/thalex-protocol.md §4.8).
 TRADE_HISTORY_PAGE = 1000
+#: Lost fills are looked for from this many seconds before the newest recorded fill: the fills
+#: a stopped worker had not handed on are its last ones, on any partition, and a fill's time
+#: is the venue's or, without it, the local arrival time.
+LOST_FILLS_LOOKBACK_S = 60.0
+#: ... and over the last hour when no fill is recorded at all.
+LOST_FILLS_FIRST_LOOKBACK_S = 3600.0
 
 
 class Mode(Protocol):
@@ -195,6 +202,7 @@ class OrderGateway:
             # that were cancelled by id
             "leftover_checks": 0, "leftovers_cancelled": 0, "leftovers_filled": 0, "leftover_fills": 0,
             "leftovers_resting": 0,
+            "lost_fills": 0,  # trades of our label in no record, recorded from the trade history
             "final_reports_missing": 0,  # close(): orders whose final report did not come in time
             "callback_errors": 0,
             # mass quoting
@@ -347,8 +355,36 @@ class OrderGateway:
 
     async def _close_leftovers(self, this_session: set[str]) -> None:
         recorded = await self._records.open_orders(self.params.label)  # type: ignore[union-attr]
-        if not recorded:
+        closed = await self._close_recorded_leftovers(recorded, this_session) if recorded else set()
+        await self._record_lost_fills(this_session | closed)
+
+    async def _record_lost_fills(self, skip_orders: set[str]) -> None:
+        """A Fill for each trade of our label since a little before the newest recorded fill that
+        no recorded fill has (app/gateway/leftovers.py ``unrecorded_trades``), leaving out the
+        orders in ``skip_orders``. Without any recorded fill, the last LOST_FILLS_FIRST_LOOKBACK_S."""
+        records = self._records
+        newest, recorded = await records.recorded_fills(LOST_FILLS_LOOKBACK_S)  # type: ignore[union-attr]
+        since = (newest if newest is not None else self._clock() - LOST_FILLS_FIRST_LOOKBACK_S) - LOST_FILLS_LOOKBACK_S
+        lost = unrecorded_trades(await self._trade_history(since, label=self.params.label), recorded, skip_orders)
+        if not lost:
             return
+        context, learnt_at = self._context, utc(self._clock())
+        for trade in lost:
+            try:
+                fill = fill_record(trade, trade, None, str(trade["trade_id"]), str(trade["order_id"]),
+                                   str(trade["instrument_name"]), str(trade["direction"]), learnt_at)
+            except (KeyError, TypeError, ValueError) as exc:
+                self.stats["unrecordable_updates"] += 1
+                context.log_once(("unrecordable trade",), "a trade without %s: %r", exc, trade)
+                continue
+            self.stats["lost_fills"] += 1
+            context.emit(context.on_fill, fill)
+        log.warning("%d fills of earlier sessions were in no record (a worker stopped before it handed them on): "
+                    "recorded now from the venue's trade history", len(lost))
+
+    async def _close_recorded_leftovers(self, recorded: list[RecordedOrder], this_session: set[str]) -> set[str]:
+        """End the recorded open orders the venue no longer holds, cancel those it still holds;
+        the order_ids whose endings (and fills) were recorded."""
         open_now = await self.client.call("private/open_orders")
         resting = {str(o["order_id"]) for o in open_now if isinstance(o, dict) and o.get("order_id") is not None} \
             if isinstance(open_now, list) else set()
@@ -367,7 +403,7 @@ class OrderGateway:
                 self.stats["leftovers_resting"] += 1
                 cancelled.append((order, status))
         if not gone and not cancelled:
-            return
+            return set()
         orders = gone + [order for order, _ in cancelled]
         trades = trades_by_order(await self._trade_history(min(o.create_time for o in orders)),
                                  (o.order_id for o in orders))
@@ -384,10 +420,14 @@ class OrderGateway:
             self._record_leftover(status, status["fills"])
         log.info("orders earlier sessions left open in the records: %d ended (%d of them filled), %d still "
                  "resting and cancelled now", len(gone), filled, len(cancelled))
+        return {order.order_id for order in orders}
 
-    async def _trade_history(self, since: float) -> list[dict]:
-        """Our account's trades from ``since`` (unix seconds) on, oldest first, every page."""
+    async def _trade_history(self, since: float, label: Optional[str] = None) -> list[dict]:
+        """Our account's trades from ``since`` (unix seconds) on, oldest first, every page; only
+        those of orders with ``label`` if given."""
         params: dict[str, Any] = {"time_low": math.floor(since), "sort": "ascending", "limit": TRADE_HISTORY_PAGE}
+        if label is not None:
+            params["label"] = label
         trades: list[dict] = []
         while True:
             result = await self.client.call("private/trade_history", params)

@@ -21,6 +21,11 @@ no socket, no database.
   fills. ``change_reason`` is ``reconciled`` (ours, not the venue's: the row was inferred, not
   reported), ``delete_reason`` the venue's own word for the ending, ``session_end`` or ``filled``.
 - ``unrecorded_fills``: the trades of an order whose fill is not in the records yet.
+- ``unrecorded_trades``: trades of our label that are in no recorded fill at all: the fills a
+  session killed with -9 had read from the venue but not handed to Kafka yet, or that the venue
+  made in the moment before it saw the session go. The order may be missing from the records
+  too (its ack was in the same lost buffer), so these are found from the trade history, not
+  from the orders.
 - ``OrderRecords``: what the gateway asks the records (app/pipeline/order_records.py has the one
   over PostgreSQL and Kafka).
 """
@@ -70,6 +75,10 @@ class OrderRecords(Protocol):
         """The orders with ``label`` that the records say are open, once the records hold every
         order update published before the call (an update on its way would otherwise open an
         order again after its ending was written)."""
+
+    async def recorded_fills(self, lookback: float) -> tuple[Optional[float], frozenset[str]]:
+        """(the time of the newest recorded fill or None, the trade ids of the recorded fills from
+        ``lookback`` seconds before it on). Asked after ``open_orders``, so as complete as it."""
 
 
 def split_leftovers(recorded: Iterable[RecordedOrder], resting: Iterable[str],
@@ -159,4 +168,22 @@ def closing_status(order: RecordedOrder, trades: Sequence[Mapping[str, Any]]) ->
         out["label"] = order.label
     if order.client_order_id is not None:
         out["client_order_id"] = order.client_order_id
+    return out
+
+
+def unrecorded_trades(trades: Iterable[Any], recorded_trade_ids: Iterable[str],
+                      skip_orders: Iterable[str]) -> list[dict]:
+    """The trades (docs/thalex-protocol.md §4.11) whose trade id is in no recorded fill, leaving
+    out the orders of ``skip_orders`` (this session's own, whose fills it reports itself, and
+    those whose fills were just recorded another way); each trade id once, in the order given."""
+    seen, skip = set(recorded_trade_ids), set(skip_orders)
+    out = []
+    for trade in trades:
+        if not isinstance(trade, dict) or trade.get("trade_id") is None or str(trade.get("order_id")) in skip:
+            continue
+        trade_id = str(trade["trade_id"])
+        if trade_id in seen:
+            continue
+        seen.add(trade_id)
+        out.append(trade)
     return out

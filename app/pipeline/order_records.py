@@ -14,6 +14,8 @@ written. So ``PersistedOrders.open_orders``
    all it ever published;
 3. reads the open orders with the gateway's label from `orders`, each with the trade ids of its
    recorded `fills`.
+``recorded_fills``, asked next, reads the newest fills' trade ids, as complete then: the
+gateway records any trade of its label the venue made that is in none of them.
 It waits for as long as the persistence needs (a rebalance after a worker died, PostgreSQL
 down), logging while it does; the gateway runs it in a task of its own, off the hot path.
 """
@@ -54,6 +56,15 @@ SELECT o.order_id, o.instrument_name, o.direction, o.order_type, o.time_in_force
 FROM orders o
 WHERE NOT o.is_final AND o.label = $1 AND o.instrument_name IS NOT NULL
 ORDER BY o.create_time
+"""
+
+
+#: The newest recorded fill's time, and the trade ids of the fills from $1 seconds before it on.
+RECORDED_FILLS_SQL = """
+WITH newest AS (SELECT max(time) AS at FROM fills)
+SELECT extract(epoch FROM newest.at)::float8 AS newest,
+       ARRAY(SELECT f.trade_id FROM fills f WHERE f.time >= newest.at - make_interval(secs => $1)) AS trade_ids
+FROM newest
 """
 
 
@@ -119,6 +130,16 @@ async def recorded_open_orders(database_url: str, label: str) -> list[RecordedOr
             for r in rows]
 
 
+async def recorded_fills(database_url: str, lookback: float) -> tuple[Optional[float], frozenset[str]]:
+    """The newest fill's time in `fills` (None if there is none) and the trade ids from ``lookback`` seconds before it."""
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        row = await conn.fetchrow(RECORDED_FILLS_SQL, float(lookback))
+    finally:
+        await conn.close()
+    return row["newest"], frozenset(row["trade_ids"])
+
+
 class PersistedOrders:
     """The gateway's OrderRecords (app/gateway/leftovers.py) over the `orders` table and Kafka."""
 
@@ -137,3 +158,6 @@ class PersistedOrders:
             await self.flush()
         await wait_persisted(self.broker_url, self.group_id, self.topics)
         return await recorded_open_orders(self.database_url, label)
+
+    async def recorded_fills(self, lookback: float) -> tuple[Optional[float], frozenset[str]]:
+        return await recorded_fills(self.database_url, lookback)

@@ -134,6 +134,12 @@ class Stack:
                                 list(order_ids))
         return not rows or NotYet(sorted(r["order_id"] for r in rows))
 
+    async def fills_missing(self, trade_ids: set[str]) -> Any:
+        """True once every one of ``trade_ids`` is a row of `fills`; else the missing ones."""
+        rows = await self.fetch("SELECT trade_id FROM fills WHERE trade_id = ANY($1)", list(trade_ids))
+        missing = trade_ids - {r["trade_id"] for r in rows}
+        return not missing or NotYet(sorted(missing))
+
 
 class NotYet(list):
     """A falsy answer to a poll that lists what is still missing."""
@@ -184,6 +190,12 @@ async def test_after_kill_9_the_standby_records_the_dead_sessions_orders_as_ende
                                                          datetime.fromtimestamp(killed_at, timezone.utc))}
         dead |= resting_at_kill
         await stack.poll(lambda: stack.none_open(dead), "no order of the dead session open", 30)
+        # Every trade the venue made up to the kill is a fill in the records, the ones the dead
+        # worker had read but not handed on included (recorded by the standby from the trade history).
+        made = {t["trade_id"] for t in stack.venue.engine.account(stack.account).trades if t["time"] <= killed_at}
+        await stack.poll(lambda: stack.fills_missing(made), "every trade up to the kill a row of fills", 30)
+        fill_rows = await stack.fetch("SELECT trade_id, count(*) AS n FROM fills GROUP BY trade_id HAVING count(*) > 1")
+        assert not fill_rows, f"a trade recorded twice: {fill_rows}"
 
         rows = {r["order_id"]: r for r in await stack.fetch(
             "SELECT order_id, status, filled_amount, amount, change_reason, delete_reason FROM orders "

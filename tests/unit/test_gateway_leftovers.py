@@ -20,6 +20,7 @@ from app.gateway.leftovers import (
     split_leftovers,
     trades_by_order,
     unrecorded_fills,
+    unrecorded_trades,
 )
 from app.gateway.params import GatewayParams
 from app.gateway.records import ack_record, fill_record
@@ -44,6 +45,15 @@ def trade(trade_id: str, amount: float, *, order_id: str = "o1", time: float = 1
 
 
 # -- which orders -----------------------------------------------------------------------------
+
+def test_trades_in_no_recorded_fill_are_the_lost_ones_each_once():
+    trades = [trade("t1", 0.1), trade("t2", 0.2, order_id="o2"), trade("t3", 0.1, order_id="mine"),
+              trade("t4", 0.3, order_id="o3"), trade("t4", 0.3, order_id="o3"), {"order_id": "o9"}, "junk"]
+    lost = unrecorded_trades(trades, recorded_trade_ids={"t1"}, skip_orders={"mine"})
+    # t1 is recorded, t3 is this session's own to report, t4 comes twice (two pages), the rest is no trade
+    assert [t["trade_id"] for t in lost] == ["t2", "t4"]
+    assert unrecorded_trades(trades, recorded_trade_ids={"t1", "t2", "t3", "t4"}, skip_orders=()) == []
+
 
 def test_orders_the_venue_no_longer_holds_are_gone_and_this_sessions_own_are_left_out():
     orders = [recorded("gone"), recorded("resting"), recorded("mine"), recorded("mine-resting")]

@@ -43,7 +43,17 @@ class AckRecords:
     def __init__(self, *recorders: Recorder, gate: Optional[asyncio.Event] = None) -> None:
         self.recorders, self.gate = recorders, gate
         self.frozen: Optional[list[RecordedOrder]] = None
+        #: The fills recorded, (trade_id, time); read from the recorders while None.
+        self.frozen_fills: Optional[set[tuple[str, float]]] = None
         self.asked = 0
+
+    def fill_snapshot(self) -> set[tuple[str, float]]:
+        return {(f.trade_id, f.time) for r in self.recorders for f in r.fills} | \
+            {(f.trade_id, f.time) for r in self.recorders for a in r.acks for f in a.fills}
+
+    def freeze(self) -> None:
+        """The records stop here: what follows is never recorded."""
+        self.frozen, self.frozen_fills = self.snapshot(), self.fill_snapshot()
 
     def snapshot(self) -> list[RecordedOrder]:
         latest = {}
@@ -68,6 +78,13 @@ class AckRecords:
         orders = self.frozen if self.frozen is not None else self.snapshot()
         return [o for o in orders if o.label == label]
 
+    async def recorded_fills(self, lookback: float) -> tuple[Optional[float], frozenset[str]]:
+        fills = self.frozen_fills if self.frozen_fills is not None else self.fill_snapshot()
+        if not fills:
+            return None, frozenset()
+        newest = max(t for _, t in fills)
+        return newest, frozenset(trade_id for trade_id, t in fills if t >= newest - lookback)
+
 
 async def second_session(venue, keys, records) -> tuple:
     """A new session of the quoter's account (a standby taking over) with ``records``."""
@@ -84,7 +101,7 @@ async def test_a_new_session_ends_earlier_orders_as_the_venue_says(venue, keys, 
     gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps())
     await settle(client, gateway)
     records = AckRecords(recorder)
-    records.frozen = records.snapshot()  # the records stop here: what follows is never recorded
+    records.freeze()
     assert len(records.frozen) == 4
     # Fills the records never see: the best bid fills completely, the best ask partly.
     full = await taker.call("private/sell", {**IOC, "amount": 0.2, "price": BIDS[0][0]})
@@ -113,6 +130,35 @@ async def test_a_new_session_ends_earlier_orders_as_the_venue_says(venue, keys, 
         assert gateway2.position(BTC) == pytest.approx(0.2 - 0.05)  # the portfolio it started from
         assert (gateway2.stats["leftovers_filled"], gateway2.stats["leftovers_cancelled"],
                 gateway2.stats["leftovers_resting"], gateway2.stats["leftover_fills"]) == (1, 0, 3, 2)
+        assert gateway2.stats["lost_fills"] == 0  # the trade history's fills were its orders' (recorded once)
+    finally:
+        await gateway2.close()
+        await client2.close()
+
+
+async def test_fills_of_orders_the_records_never_saw_are_recorded_from_the_trade_history(venue, keys, quoter, taker):
+    client, gateway, recorder = quoter
+    gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps())
+    await settle(client, gateway)
+    early = await taker.call("private/sell", {**IOC, "amount": 0.1, "price": BIDS[0][0]})
+    await settle(client, gateway)
+    records = AckRecords(recorder)
+    records.freeze()  # the acks are recorded, with the fill of the first trade
+    records.frozen = []  # ...but none of the orders is open in them: as if their acks had been lost
+    assert {t for t, _ in records.frozen_fills} == {early["fills"][0]["trade_id"]}
+    # A fill nobody records (the worker dies before it hands it on), on an order nobody recorded open.
+    lost = await taker.call("private/buy", {**IOC, "amount": 0.05, "price": ASKS[0][0]})
+    await settle(client, gateway)
+
+    client2, gateway2, recorder2 = await second_session(venue, keys, records)
+    try:
+        await until(lambda: gateway2.stats["leftover_checks"] == 1)
+        [fill] = recorder2.fills  # the lost one only: the first trade is recorded already
+        assert (fill.trade_id, fill.amount, fill.direction) == (lost["fills"][0]["trade_id"], 0.05, "sell")
+        assert fill.order_id == next(f.order_id for f in recorder.fills if f.trade_id == fill.trade_id)
+        assert fill.maker_taker == "maker" and fill.price == ASKS[0][0] and fill.time is not None
+        assert gateway2.stats["lost_fills"] == 1 and gateway2.stats["leftover_fills"] == 0
+        assert gateway2.position(BTC) == pytest.approx(0.1 - 0.05)  # from the portfolio, not added again
     finally:
         await gateway2.close()
         await client2.close()
