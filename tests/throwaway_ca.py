@@ -1,6 +1,7 @@
-"""A throwaway certificate authority for the secured-connection tests: a CA and a server
-certificate for ``localhost`` and ``127.0.0.1`` (subject alternative names), made with the
-``cryptography`` package, written as PEM files in a folder of the test's.
+"""A throwaway certificate authority for the secured-connection tests: a CA, a server
+certificate for ``localhost`` and ``127.0.0.1`` (subject alternative names) and a client
+certificate (for mutual TLS), made with the ``cryptography`` package, written as PEM files in a
+folder of the test's.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class Authority:
     #: The server's certificate and its private key (mode 0600).
     cert_file: Path
     key_file: Path
+    #: A client certificate (extended key usage clientAuth) and its private key.
+    client_cert_file: Path
+    client_key_file: Path
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -57,9 +61,22 @@ def make_authority(folder: Path, name: str = "cryptics test CA",
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    authority = Authority(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cryptics-worker")]))
+              .issuer_name(ca_name).public_key(client_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    authority = Authority(folder / "ca.pem", folder / "server.pem", folder / "server.key",
+                          folder / "client.pem", folder / "client.key")
     authority.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     authority.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     authority.key_file.write_bytes(_key_pem(key))
-    os.chmod(authority.key_file, 0o600)
+    authority.client_cert_file.write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    authority.client_key_file.write_bytes(_key_pem(client_key))
+    for private in (authority.key_file, authority.client_key_file):
+        os.chmod(private, 0o600)
     return authority

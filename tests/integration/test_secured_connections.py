@@ -229,6 +229,33 @@ def test_kafka_over_tls_without_sasl(tmp_path, authorities, secured_env):
         broker.stop()
 
 
+def test_kafka_with_a_client_certificate(tmp_path, authorities, secured_env):
+    """Mutual TLS: a broker that asks for a client certificate signed by its CA takes the one
+    CRYPTICS_KAFKA_SSL_CERTFILE and _KEYFILE name, and refuses a client without one."""
+    authority, _ = authorities
+    server = _server_context(authority)
+    server.verify_mode = ssl.CERT_REQUIRED
+    server.load_verify_locations(cafile=str(authority.ca_file))
+    front_port = free_port()
+    broker = EmbeddedBroker(tmp_path / "logs", advertised_port=front_port)
+    asyncio.run(broker.start())
+    front = KafkaFront((broker.host, broker.port), port=front_port, ssl_context=server)
+    try:
+        front.start()
+        tls = dict(BROKER_URL=f"tansu://{front.bootstrap}", KAFKA_SECURITY_PROTOCOL="SSL",
+                   KAFKA_SSL_CAFILE=str(authority.ca_file))
+        s = secured_env(**tls)
+        with pytest.raises(Exception):
+            asyncio.run(asyncio.wait_for(topics_module.ensure_topics(s.broker_url, ["mutual.never"], 1), 20))
+        s = secured_env(**tls, KAFKA_SSL_CERTFILE=str(authority.client_cert_file),
+                        KAFKA_SSL_KEYFILE=str(authority.client_key_file))
+        report = asyncio.run(asyncio.wait_for(topics_module.ensure_topics(s.broker_url, ["mutual.tls"], 1), 30))
+        assert report.created == ("mutual.tls",)
+    finally:
+        front.stop()
+        broker.stop()
+
+
 # -- the schema registry -------------------------------------------------------------------------
 
 def _start_registry(database_url: str, log_dir: Path, authority: Authority, password_file: Path) -> tuple[Child, str]:
