@@ -475,11 +475,13 @@ class Campaign:
         lettered = {c[:3] for c in sink_letters}
         records, problems, poison_rows = 0, [], 0
         fill_trade_ids: set = set()
+        fills_on_topic: Counter = Counter()
         for name in SPECS:
             read = await topic_keys(self.bootstrap, self.urls["registry"], name)
             records += read.records
             if name == "fill":
                 fill_trade_ids = {key[0] for key in read.keys["fills"]}
+                fills_on_topic = Counter(at["fills"][0] for at in read.key_at.values())
             topic = record(name).topic
             for partition, offset in read.undecodable:
                 if (topic, partition, offset) not in lettered:
@@ -527,6 +529,11 @@ class Campaign:
             differ.append(f"{len(unsent)} venue trades not on the fill topic: " + ", ".join(
                 f"{t['trade_id']} {t['instrument_name']} {t['direction']} {t['amount']} at "
                 f"{t['time'] - self.wall_start:.1f} s" for t in unsent[:10]))
+            twice = {t: n for t, n in fills_on_topic.items() if n > 1}
+            by_id = {t["trade_id"]: t for t in self.venue.engine.account(self.account).trades}
+            differ.append(f"{len(twice)} trades more than once on the fill topic: " + ", ".join(
+                f"{t} x{n}" + (f" at {by_id[t]['time'] - self.wall_start:.1f} s" if t in by_id else "")
+                for t, n in list(twice.items())[:10]))
         shown = ", ".join(f"{i} {round(venue_positions[i].contracts, 9)}" for i in INSTRUMENTS if i in venue_positions)
         checks.append(Check("positions equal the venue's", not differ, "; ".join(differ) or shown))
 

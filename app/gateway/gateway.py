@@ -356,16 +356,22 @@ class OrderGateway:
     async def _close_leftovers(self, this_session: set[str]) -> None:
         recorded = await self._records.open_orders(self.params.label)  # type: ignore[union-attr]
         closed = await self._close_recorded_leftovers(recorded, this_session) if recorded else set()
-        await self._record_lost_fills(this_session | closed)
+        await self._record_lost_fills(this_session, closed)
 
-    async def _record_lost_fills(self, skip_orders: set[str]) -> None:
+    async def _record_lost_fills(self, this_session: set[str], closed: set[str]) -> None:
         """A Fill for each trade of our label since a little before the newest recorded fill that
-        no recorded fill has (app/gateway/leftovers.py ``unrecorded_trades``), leaving out the
-        orders in ``skip_orders``. Without any recorded fill, the last LOST_FILLS_FIRST_LOOKBACK_S."""
+        no recorded fill has (app/gateway/leftovers.py ``unrecorded_trades``), leaving out this
+        session's orders and those in ``closed``. Without any recorded fill, the last
+        LOST_FILLS_FIRST_LOOKBACK_S."""
         records = self._records
-        newest, recorded = await records.recorded_fills(LOST_FILLS_LOOKBACK_S)  # type: ignore[union-attr]
+        # The recorded trade ids reach a little further back than the trades asked for: a trade
+        # at the window's edge is then never taken for a lost one.
+        newest, recorded = await records.recorded_fills(LOST_FILLS_LOOKBACK_S + 5.0)  # type: ignore[union-attr]
         since = (newest if newest is not None else self._clock() - LOST_FILLS_FIRST_LOOKBACK_S) - LOST_FILLS_LOOKBACK_S
-        lost = unrecorded_trades(await self._trade_history(since, label=self.params.label), recorded, skip_orders)
+        trades = await self._trade_history(since, label=self.params.label)
+        # This session's orders as of the answer: the venue reported each of its fills before
+        # answering, and each order's first status put it in this_session.
+        lost = unrecorded_trades(trades, recorded, this_session | closed)
         if not lost:
             return
         context, learnt_at = self._context, utc(self._clock())

@@ -40,8 +40,9 @@ IOC = {"instrument_name": BTC, "time_in_force": "immediate_or_cancel"}
 class AckRecords:
     """OrderRecords over acks handed over by gateways, read when asked (after ``gate``, if given)."""
 
-    def __init__(self, *recorders: Recorder, gate: Optional[asyncio.Event] = None) -> None:
-        self.recorders, self.gate = recorders, gate
+    def __init__(self, *recorders: Recorder, gate: Optional[asyncio.Event] = None,
+                 fills_gate: Optional[asyncio.Event] = None) -> None:
+        self.recorders, self.gate, self.fills_gate = recorders, gate, fills_gate
         self.frozen: Optional[list[RecordedOrder]] = None
         #: The fills recorded, (trade_id, time); read from the recorders while None.
         self.frozen_fills: Optional[set[tuple[str, float]]] = None
@@ -79,6 +80,8 @@ class AckRecords:
         return [o for o in orders if o.label == label]
 
     async def recorded_fills(self, lookback: float) -> tuple[Optional[float], frozenset[str]]:
+        if self.fills_gate is not None:
+            await self.fills_gate.wait()
         fills = self.frozen_fills if self.frozen_fills is not None else self.fill_snapshot()
         if not fills:
             return None, frozenset()
@@ -181,6 +184,30 @@ async def test_a_sessions_own_orders_are_left_to_their_own_reports(venue, keys):
         assert len(records.frozen) == 4
         assert not [a for a in recorder.acks if a.change_reason == RECONCILED]
         assert len(resting(venue, client)) == 2
+    finally:
+        await gateway.close()
+        await client.close()
+
+
+async def test_a_fill_of_this_session_during_the_check_is_no_lost_fill(venue, keys, taker):
+    """The session's own orders are told apart as of the trade history's answer: an order placed
+    and filled while the check waits for the records is this session's, reported once."""
+    fills_gate = asyncio.Event()
+    records = AckRecords(fills_gate=fills_gate)
+    client, gateway, recorder = await second_session(venue, keys, records)
+    records.recorders = (recorder,)
+    records.frozen_fills = set()  # the records hold none of this session's fills yet
+    try:
+        await until(lambda: records.asked == 1)  # the check is on its way, waiting for the fills
+        await asyncio.sleep(0.5)  # the new session's first moments allow 10 orders only
+        gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps())
+        await settle(client, gateway)
+        sold = await taker.call("private/sell", {**IOC, "amount": 0.1, "price": BIDS[0][0]})
+        await until(lambda: len(recorder.fills) == 1)
+        fills_gate.set()
+        await until(lambda: gateway.stats["leftover_checks"] == 1)
+        assert [f.trade_id for f in recorder.fills] == [sold["fills"][0]["trade_id"]]
+        assert gateway.stats["lost_fills"] == 0
     finally:
         await gateway.close()
         await client.close()
