@@ -163,6 +163,7 @@ async def analytics_view(web, request):
     for state in states:
         row = {**state.to_record(), "unrealized_pnl": state.unrealized_pnl, "net_pnl": state.net_pnl, "fees": state.fees}
         row.pop("offsets")
+        row.pop("fill_offsets")
         positions[state.instrument_name] = row
     books = {key: MarkoutBook.from_record(value) for key, value in markouts_table.items()}
     stats = engine.stats
@@ -174,7 +175,8 @@ async def analytics_view(web, request):
         "tables": {name: len(table) for name, table in TABLE_OF.items()},
         "counters": {
             "batches": stats.batches, "events": stats.events, "applied": dict(stats.applied),
-            "redelivered": dict(stats.redelivered), "dead_letters": dict(stats.refused),
+            "redelivered": dict(stats.redelivered), "duplicate_fills": stats.duplicate_fills,
+            "dead_letters": dict(stats.refused),
             "published": dict(stats.published), "keys_written": stats.keys_written,
             "offset_gaps": dict(continuity.gaps), "offsets_skipped": dict(continuity.skipped),
             "offset_rewinds": dict(continuity.rewinds),

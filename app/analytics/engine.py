@@ -149,6 +149,8 @@ class EngineStats:
     redelivered: Counter = field(default_factory=Counter)
     #: Events refused, per reason.
     refused: Counter = field(default_factory=Counter)
+    #: Fills skipped because their trade was booked from another offset (app/analytics/positions.py).
+    duplicate_fills: int = 0
     published: Counter = field(default_factory=Counter)
     keys_written: int = 0
 
@@ -394,9 +396,14 @@ class AnalyticsEngine:
         if time is None:
             raise ValueError("a fill with neither an exchange time nor ack_received_at")
         position = self._position(batch, partition, instrument)
+        if position.duplicate_fill(v["trade_id"], offset):
+            # The same trade on the topic again: none of the states takes it a second time.
+            self.stats.duplicate_fills += 1
+            return
         if _fresh(position, "fill", offset):
             self._pnl_clock(batch, partition, instrument, time)
             position.apply_fill(v, self.fees)
+            position.remember_fill(v["trade_id"], offset)
         else:
             self.stats.redelivered["fill"] += 1
         book = self._markouts(batch, partition, instrument)

@@ -16,7 +16,9 @@ Sign conventions: positive P&L is money to the account; fees are positive when p
 
 ``offsets`` is the last Kafka offset applied per source record name; the agent layer uses it
 to skip redeliveries (docs/architecture.md#d11-analytics-tables-are-exact-under-at-least-once)
-and this module only carries it.
+and this module only carries it. ``fill_offsets`` remembers which offset booked each of the
+latest fills: a fill whose trade id was booked from another offset is the same trade on the
+topic twice (at-least-once producers), which ``duplicate_fill`` tells the agent layer.
 """
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping, Optional
 
 __all__ = ["FeeSchedule", "PositionState", "account_totals"]
+
+#: Fills whose trade id a position state remembers (per instrument): a duplicate comes within
+#: seconds of the first (a producer's retry) or within a minute (a fill recorded again when a
+#: session opens, app/gateway/leftovers.py).
+FILLS_REMEMBERED = 512
 
 #: Decimals a position is rounded to after each fill (finer than any volume tick).
 POSITION_DECIMALS = 9
@@ -66,7 +73,7 @@ class FeeSchedule:
 
 @dataclass(slots=True)
 class PositionState:
-    """One instrument's position, P&L, fees, volume and latest mark; schemas/position_state/v1.avsc."""
+    """One instrument's position, P&L, fees, volume and latest mark; schemas/position_state/v2.avsc."""
 
     instrument_name: str
     #: Signed position in contracts: long > 0, short < 0.
@@ -93,8 +100,21 @@ class PositionState:
     #: Latest exchange time among the fills applied.
     last_fill_time: Optional[float] = None
     offsets: dict[str, int] = field(default_factory=dict)
+    #: trade_id -> the offset that booked it, oldest first, at most FILLS_REMEMBERED.
+    fill_offsets: dict[str, int] = field(default_factory=dict)
 
     # -- inputs ---------------------------------------------------------------------------
+
+    def duplicate_fill(self, trade_id: str, offset: int) -> bool:
+        """True if ``trade_id`` was booked from another offset: the same trade again. The same
+        offset is a redelivery, which the offsets decide on."""
+        booked = self.fill_offsets.get(trade_id)
+        return booked is not None and booked != offset
+
+    def remember_fill(self, trade_id: str, offset: int) -> None:
+        self.fill_offsets[trade_id] = offset
+        while len(self.fill_offsets) > FILLS_REMEMBERED:
+            del self.fill_offsets[next(iter(self.fill_offsets))]
 
     def apply_fill(self, fill: Mapping[str, Any], fees: FeeSchedule) -> None:
         """Book one of our fills (a ``fill`` record); ValueError on a non-finite or non-positive
@@ -196,7 +216,7 @@ class PositionState:
     # -- state record ---------------------------------------------------------------------
 
     def to_record(self) -> dict[str, Any]:
-        """The state as a schemas/position_state/v1.avsc record."""
+        """The state as a schemas/position_state/v2.avsc record."""
         return {
             "instrument_name": self.instrument_name,
             "position": self.position,
@@ -214,6 +234,7 @@ class PositionState:
             "venue_position": self.venue_position,
             "last_fill_time": self.last_fill_time,
             "offsets": dict(self.offsets),
+            "fill_offsets": dict(self.fill_offsets),
         }
 
     @classmethod
@@ -235,6 +256,8 @@ class PositionState:
             venue_position=record.get("venue_position"),
             last_fill_time=record.get("last_fill_time"),
             offsets=dict(record.get("offsets") or {}),
+            # oldest first, whatever order the map came back in
+            fill_offsets=dict(sorted((record.get("fill_offsets") or {}).items(), key=lambda item: item[1])),
         )
 
 

@@ -68,6 +68,42 @@ def test_a_redelivered_batch_changes_nothing():
     assert position["offsets"] == {"ticker": 11, "fill": 4}
 
 
+def test_a_trade_twice_on_the_topic_is_booked_once():
+    engine, tables, published, _ = _engine()
+    first = [Event("ticker", 0, 10, _ticker(T0 + 1, 100_000.0)),
+             Event("fill", 0, 3, _fill(T0 + 1.5, "t1", "buy", 100_000.0, 0.2))]
+    engine.apply(first)
+    once = {name: dict(table.data) for name, table in tables.items() if name != "position_pnl"}
+    # The same trade at a later offset (a producer's retry, or recorded again when a session opened),
+    # then a new fill: the copy changes nothing, in any table; the new fill is booked.
+    engine.apply([Event("fill", 0, 9, _fill(T0 + 1.5, "t1", "buy", 100_000.0, 0.2))])
+    assert {name: dict(table.data) for name, table in tables.items() if name != "position_pnl"} == once
+    assert engine.stats.duplicate_fills == 1 and not engine.stats.redelivered["fill"]
+    engine.apply([Event("fill", 0, 12, _fill(T0 + 3.0, "t2", "buy", 100_010.0, 0.1))])
+    position = tables["position_pnl"].data[BTC]
+    assert (round(position["position"], 9), position["trades"]) == (0.3, 2)
+    assert position["fill_offsets"] == {"t1": 3, "t2": 12}
+    # The first copy redelivered after a crash is a redelivery (same offset), not a duplicate.
+    engine.apply(first)
+    assert engine.stats.duplicate_fills == 1 and engine.stats.redelivered["fill"] == 1
+    assert round(tables["position_pnl"].data[BTC]["position"], 9) == 0.3
+
+
+def test_a_position_remembers_its_latest_fills_only():
+    from app.analytics.positions import FILLS_REMEMBERED, PositionState
+
+    state = PositionState(BTC)
+    for n in range(FILLS_REMEMBERED + 3):
+        state.remember_fill(f"t{n}", 100 + n)
+    assert len(state.fill_offsets) == FILLS_REMEMBERED and next(iter(state.fill_offsets)) == "t3"
+    # through the record and back, in whatever order the map comes: oldest still first
+    record = state.to_record()
+    record["fill_offsets"] = dict(reversed(list(record["fill_offsets"].items())))
+    again = PositionState.from_record(record)
+    assert list(again.fill_offsets) == list(state.fill_offsets)
+    assert again.duplicate_fill("t5", 999) and not again.duplicate_fill("t5", 105) and not again.duplicate_fill("t0", 1)
+
+
 def test_each_key_is_written_once_per_batch():
     engine, tables, _, _ = _engine()
     events = [Event("ticker", 0, n, _ticker(T0 + n * 0.01, 100_000.0 + n)) for n in range(200)]

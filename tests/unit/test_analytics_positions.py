@@ -18,7 +18,7 @@ from models.schemas import SCHEMA_ROOT
 BTC, ETH = "BTC-PERPETUAL", "ETH-PERPETUAL"
 FEES = FeeSchedule(maker_rate=0.0002, taker_rate=0.0005)
 T0 = 1_800_000_000.0
-SCHEMA = json.loads((SCHEMA_ROOT / "position_state" / "v1.avsc").read_text())
+SCHEMA = json.loads((SCHEMA_ROOT / "position_state" / "v2.avsc").read_text())
 
 SNAPSHOT_SCHEMA = json.loads((SCHEMA_ROOT / "pnl_snapshot" / "v1.avsc").read_text())
 
@@ -240,6 +240,8 @@ def test_the_state_round_trips_through_its_avro_schema():
     state.apply_ticker(ticker(120.0, T0 + 0.123456))
     state.apply_position(position_record(0.75, -0.125))
     state.offsets = {"fill": 41, "ticker": 7_000_000_000, "position": 3}
+    state.remember_fill("t-1", 40)
+    state.remember_fill("t-2", 41)
     restored = PositionState.from_record(write_read(state.to_record()))
     assert restored == state
     assert PositionState.from_record(write_read(PositionState(ETH).to_record())) == PositionState(ETH)
