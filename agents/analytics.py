@@ -46,7 +46,7 @@ from typing import Any, Mapping, Optional
 import faust
 
 from app.analytics.continuity import OffsetContinuity
-from app.analytics.engine import INPUTS, TABLES, AnalyticsEngine, Event
+from app.analytics.engine import INPUTS, TABLES, AnalyticsEngine, Event, kept_seconds
 from app.analytics.markouts import MarkoutBook
 from app.analytics.positions import PositionState, account_totals
 from app.clock import utc_now
@@ -71,7 +71,7 @@ def _table(name: str, state: str, window: Optional[float], help: str) -> CoParti
     if window is None:
         schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer=codec)
         return copartitioned_table(app, name, help=help, schema=schema, partitions=settings.topic_partitions)
-    kept = config.second_windows_kept if window < 60 else config.minute_windows_kept
+    kept = kept_seconds(window, config)
     # A windowed key is (key, (start, end)): JSON, which Faust's windowed tables recover.
     schema = faust.Schema(key_serializer="json", value_serializer=codec)
     return copartitioned_table(app, name, help=help, schema=schema, partitions=settings.topic_partitions,
@@ -133,7 +133,7 @@ def _decoded(events: list) -> list[Event]:
             engine.stats.refused["undecodable"] += 1
             _dead_letter(failed, "undecodable", f"{type(exc).__name__}: {exc}")
             continue
-        decoded.append(Event(name, m.partition, m.offset, value, (m.topic, m.key, m.value)))
+        decoded.append(Event(name, m.partition, m.offset, value, (m.topic, m.key, m.value), m.timestamp))
     return decoded
 
 
@@ -176,6 +176,7 @@ async def analytics_view(web, request):
         "counters": {
             "batches": stats.batches, "events": stats.events, "applied": dict(stats.applied),
             "redelivered": dict(stats.redelivered), "duplicate_fills": stats.duplicate_fills,
+            "late_for_window": dict(stats.late),
             "dead_letters": dict(stats.refused),
             "published": dict(stats.published), "keys_written": stats.keys_written,
             "offset_gaps": dict(continuity.gaps), "offsets_skipped": dict(continuity.skipped),

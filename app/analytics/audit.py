@@ -85,7 +85,8 @@ def recompute(inputs: list, instruments: tuple[str, ...]) -> tuple[dict, list]:
         partitions[(r[2], r[3])].append(r)
     streams = [sorted(records, key=lambda r: r[4]) for records in partitions.values()]
     ordered = heapq.merge(*streams, key=lambda r: (r[0], r[1], r[3]))
-    engine.apply(Event(name, partition, offset, value) for _, _, name, partition, offset, value in ordered)
+    engine.apply(Event(name, partition, offset, value, timestamp=ms / 1000)
+                 for ms, _, name, partition, offset, value in ordered)
     return {name: table.data for name, table in tables.items()}, published
 
 

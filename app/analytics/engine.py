@@ -151,6 +151,9 @@ class EngineStats:
     refused: Counter = field(default_factory=Counter)
     #: Fills skipped because their trade was booked from another offset (app/analytics/positions.py).
     duplicate_fills: int = 0
+    #: Events left out of a windowed table, per table, because their window had expired when
+    #: the record was produced (``kept_seconds``).
+    late: Counter = field(default_factory=Counter)
     published: Counter = field(default_factory=Counter)
     keys_written: int = 0
 
@@ -164,6 +167,8 @@ class Event:
     offset: int
     value: Mapping[str, Any]
     context: Any = None
+    #: The Kafka record's timestamp (unix seconds): how late the event is for a window.
+    timestamp: Optional[float] = None
 
 
 Publish = Callable[[str, str, Mapping[str, Any]], None]
@@ -210,6 +215,9 @@ class AnalyticsEngine:
         self.fees = FeeSchedule(config.maker_fee_rate, config.taker_fee_rate)
         self.quality = QualityConfig(max_spread_bps=config.uptime_max_spread_bps)
         self.t = tables
+        self._kept = {spec.name: kept_seconds(spec.window, config) for spec in TABLES if spec.window is not None}
+        #: The Kafka timestamp of the event being applied (None: unknown, nothing is late).
+        self._record_time: Optional[float] = None
         self._publish_to = publish
         self._refuse_to = refuse
         self.stats = EngineStats()
@@ -224,6 +232,7 @@ class AnalyticsEngine:
 
     def _apply_one(self, batch: _Batch, event: Event) -> None:
         self.stats.events += 1
+        self._record_time = event.timestamp
         value = event.value
         key = value.get(INPUTS[event.name])
         if key not in self.known:
@@ -268,6 +277,8 @@ class AnalyticsEngine:
                 price: float, amount: float, time: float) -> None:
         table = self.t[table_name]
         key = table.window_key(instrument, time)
+        if self._late(table_name, key):
+            return
         candle = batch.peek(table, key, Candle.from_record)
         if candle is None:
             candle = Candle.first(price, amount, time)
@@ -285,12 +296,24 @@ class AnalyticsEngine:
         for key, stage, end, duration in stage_samples(name, value):
             grouped.setdefault(table.window_key(f"{key}|{stage}", end), []).append(duration)
         for window_key, durations in grouped.items():
+            if self._late("stage_latency_1m", window_key):
+                continue
             histogram = batch.get(table, window_key, partition, LogHistogram.from_record, LogHistogram)
             if _fresh(histogram, name, offset):
                 for duration in durations:
                     histogram.add(duration)
             else:
                 self.stats.redelivered[name] += 1
+
+    def _late(self, table_name: str, window_key: tuple) -> bool:
+        """True (and counted) if the window ``window_key`` had expired when the event's record
+        was produced: Faust drops an expired window from the worker's table (by the clock,
+        every table_cleanup_interval), so an event written into it would start it again from
+        nothing, and what the table holds would depend on when the cleanup ran."""
+        if self._record_time is None or window_key[1][1] >= self._record_time - self._kept[table_name]:
+            return False
+        self.stats.late[table_name] += 1
+        return True
 
     def _quality(self, batch: _Batch, partition: int, instrument: str, time: float) -> QualityWindow:
         table = self.t["quote_quality_1m"]
@@ -451,6 +474,11 @@ def window_range(time: float, size: Optional[float]) -> tuple[float, float]:
         raise ValueError("not a windowed table")
     start = float(int(time // size * size))
     return start, start + size - 0.1
+
+
+def kept_seconds(window: float, config: AnalyticsConfig) -> float:
+    """How long a window of ``window`` seconds is kept before Faust expires it."""
+    return config.second_windows_kept if window < 60 else config.minute_windows_kept
 
 
 def local_tables() -> dict[str, LocalTable]:

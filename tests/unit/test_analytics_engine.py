@@ -104,6 +104,22 @@ def test_a_position_remembers_its_latest_fills_only():
     assert again.duplicate_fill("t5", 999) and not again.duplicate_fill("t5", 105) and not again.duplicate_fill("t0", 1)
 
 
+def test_an_event_for_a_window_expired_when_its_record_was_produced_is_left_out_of_it():
+    engine, tables, _, _ = _engine(minute_windows_kept=3600.0, second_windows_kept=600.0)
+    produced = T0 + 7200.0
+    old = _ticker(T0 + 1, 100_000.0)  # mark and received_at two hours before the record was produced
+    engine.apply([Event("ticker", 0, 10, old, timestamp=produced)])
+    assert not tables["mark_candles_1m"].data and not tables["mark_candles_1s"].data
+    assert not tables["stage_latency_1m"].data
+    assert engine.stats.late == {"mark_candles_1s": 1, "mark_candles_1m": 1, "stage_latency_1m": 1}
+    assert tables["position_pnl"].data[BTC]["mark_price"] == 100_000.0  # no window: taken as ever
+    # Within the time kept, or with no record time (a replay), it counts.
+    engine.apply([Event("ticker", 0, 11, _ticker(T0 + 2, 100_001.0), timestamp=T0 + 3000.0),
+                  Event("ticker", 0, 12, _ticker(T0 + 3, 100_002.0))])
+    assert tables["mark_candles_1m"].data[(BTC, window_range(T0, 60.0))]["count"] == 2
+    assert tables["mark_candles_1s"].data.keys() == {(BTC, window_range(T0 + 3, 1.0))}  # 1-s windows: 600 s only
+
+
 def test_each_key_is_written_once_per_batch():
     engine, tables, _, _ = _engine()
     events = [Event("ticker", 0, n, _ticker(T0 + n * 0.01, 100_000.0 + n)) for n in range(200)]
