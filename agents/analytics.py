@@ -24,7 +24,8 @@ Contract
   stage_latency_1m (windowed, key ``<instrument>|<stage>``), markouts, resting_quotes,
   quote_quality_1m (windowed), analytics_progress.
 - web view: ``GET /analytics/`` → this worker's positions with account totals, markout
-  aggregates, key counts per table, counters (events, redeliveries skipped, dead letters by
+  aggregates, key counts per table, counters (events, redeliveries skipped, fills skipped as
+  duplicates of a trade booked already, events left out of an expired window, dead letters by
   reason, records published, and input partitions that jumped ahead or back:
   app/analytics/continuity.py).
 - off when CRYPTICS_ANALYTICS_ENABLED is false: no agent and no table; GET /analytics/ says
