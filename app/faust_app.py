@@ -18,12 +18,12 @@ from typing import Any, Callable, Optional
 import faust
 
 from app import settings as settings_module
-from app.pipeline import tansu_compat
+from app.pipeline import complete_flush
 from app.pipeline.codec import AvroCodec
 from app.pipeline.producer import DeferredProducer
 from app.security import faust_broker_credentials
 
-tansu_compat.register()
+complete_flush.register()
 
 settings = settings_module.load()
 

@@ -12,7 +12,8 @@ The fix: a Faust transport whose consumer corrects those end offsets with one
 fetch per partition, starting one record before the reported end and taking the
 high watermark the fetch response carries. It is used only for ``tansu://``
 broker URLs, which only the embedded stack hands out; an external Kafka gets
-Faust's stock ``kafka://`` transport. It subclasses Faust internals, which is why
+Faust's aiokafka transport (both with the complete flush of app/pipeline/complete_flush.py,
+which registers them). It subclasses Faust internals, which is why
 faust-streaming and aiokafka are pinned exactly in setup.cfg.
 """
 from __future__ import annotations

@@ -1,0 +1,44 @@
+"""The producer flush that drains Faust's buffer completely (app/pipeline/complete_flush.py):
+Faust's own buffer flush returns after 0.1 s without progress, whatever is left in it."""
+from __future__ import annotations
+
+import asyncio
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from app.pipeline.complete_flush import CompleteFlushProducer, KafkaTransport, TansuTransport, register
+
+
+class SlowBuffer:
+    """A buffer that, like Faust's under load, sends one message per flush and then gives up."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.flushes = size, 0
+
+    async def flush(self) -> None:
+        self.flushes += 1
+        if self.size:
+            self.size -= 1
+
+
+def test_flush_returns_only_once_the_buffer_is_empty(monkeypatch):
+    producer = CompleteFlushProducer.__new__(CompleteFlushProducer)  # no transport: the loop alone
+    producer.buffer = SlowBuffer(5)
+    after: list[int] = []
+
+    async def aiokafka_flush(self) -> None:
+        after.append(self.buffer.size)
+
+    monkeypatch.setattr(faust_aiokafka.Producer, "flush", aiokafka_flush)
+    asyncio.run(producer.flush())
+    assert producer.buffer.size == 0 and producer.buffer.flushes == 5
+    assert after == [0]  # what aiokafka holds is waited for after the buffer is empty
+
+
+def test_both_broker_schemes_get_the_complete_flush():
+    from faust.transport import drivers
+
+    register()
+    assert drivers.by_url("kafka://127.0.0.1:9092") is KafkaTransport
+    assert drivers.by_url("tansu://127.0.0.1:9092") is TansuTransport
+    assert KafkaTransport.Producer is TansuTransport.Producer is CompleteFlushProducer
