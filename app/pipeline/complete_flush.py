@@ -10,8 +10,10 @@ ahead of changelog records still buffered; a worker killed with -9 at that momen
 the events in between were never applied (tests/integration/test_analytics.py, kill -9: over
 a hundred ticks short in one CI run).
 
-The fix: a producer whose ``flush`` drains the buffer until it is empty, then waits for what
-aiokafka holds, as Faust's own does. It is the producer of both transports the app uses:
+The fix: a producer whose ``flush`` goes on until the messages that were in the buffer when
+it was called have left it (the buffer is first in, first out; what agents add meanwhile is
+for the next commit, so a busy worker still commits), then waits for what aiokafka holds, as
+Faust's own does. It is the producer of both transports the app uses:
 ``kafka://`` (Faust's stock aiokafka transport otherwise) and ``tansu://``
 (app/pipeline/tansu_compat.py). It subclasses Faust internals, pinned in setup.cfg.
 """
@@ -26,9 +28,13 @@ from app.pipeline import tansu_compat
 class CompleteFlushProducer(faust_aiokafka.Producer):
     async def flush(self) -> None:
         # Each round sends what it can and returns after 0.1 s without progress: go on until
-        # nothing is left (a broker that is down holds the commit, as it should).
-        while self.buffer.size:
-            await self.buffer.flush()
+        # the messages buffered now are out (a broker that is down holds the commit, as it
+        # should). The count can fall short (one wake-up for several messages sent), which
+        # only waits longer, never less: the loop also ends when the buffer is empty.
+        buffer = self.buffer
+        due, sent = buffer.size, 0
+        while sent < due and buffer.size:
+            sent += await buffer.flush_atmost(due - sent)
         await super().flush()
 
 

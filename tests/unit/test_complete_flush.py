@@ -10,15 +10,20 @@ from app.pipeline.complete_flush import CompleteFlushProducer, KafkaTransport, T
 
 
 class SlowBuffer:
-    """A buffer that, like Faust's under load, sends one message per flush and then gives up."""
+    """A buffer that, like Faust's under load, sends one message per call and then gives up
+    (0.1 s without progress); ``refill`` messages are added by agents meanwhile, each call."""
 
-    def __init__(self, size: int) -> None:
-        self.size, self.flushes = size, 0
+    def __init__(self, size: int, refill: int = 0) -> None:
+        self.size, self.refill, self.calls = size, refill, 0
 
-    async def flush(self) -> None:
-        self.flushes += 1
-        if self.size:
-            self.size -= 1
+    async def flush_atmost(self, n: int) -> int:
+        self.calls += 1
+        sent = 1 if self.size and n > 0 else 0
+        self.size += self.refill - sent
+        return sent
+
+    async def flush(self) -> None:  # Faust's own: it gives up at once here
+        await self.flush_atmost(1)
 
 
 def test_flush_returns_only_once_the_buffer_is_empty(monkeypatch):
@@ -31,8 +36,16 @@ def test_flush_returns_only_once_the_buffer_is_empty(monkeypatch):
 
     monkeypatch.setattr(faust_aiokafka.Producer, "flush", aiokafka_flush)
     asyncio.run(producer.flush())
-    assert producer.buffer.size == 0 and producer.buffer.flushes == 5
+    assert producer.buffer.size == 0 and producer.buffer.calls == 5
     assert after == [0]  # what aiokafka holds is waited for after the buffer is empty
+
+
+def test_flush_waits_for_what_was_buffered_not_for_what_comes_after(monkeypatch):
+    producer = CompleteFlushProducer.__new__(CompleteFlushProducer)
+    producer.buffer = SlowBuffer(5, refill=1)  # agents add one message for each one sent
+    monkeypatch.setattr(faust_aiokafka.Producer, "flush", lambda self: asyncio.sleep(0))
+    asyncio.run(asyncio.wait_for(producer.flush(), 5))
+    assert producer.buffer.calls == 5  # the five buffered at the call are out; the busy buffer is not awaited
 
 
 def test_both_broker_schemes_get_the_complete_flush():
