@@ -23,7 +23,6 @@ import logging
 from typing import List, Mapping, Sequence, Union
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from app.security import kafka_client_kwargs
@@ -97,11 +96,7 @@ class TansuConsumer(faust_aiokafka.Consumer):
 
 
 class Transport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport with the Tansu consumer; selected by ``tansu://`` URLs."""
+    """Faust's aiokafka transport with the Tansu consumer; ``tansu://`` URLs get it, with the
+    complete flush, through app/pipeline/complete_flush.py."""
 
     Consumer = TansuConsumer
-
-
-def register() -> None:
-    """Make ``tansu://`` broker URLs resolve to this transport."""
-    drivers.TRANSPORTS.aliases["tansu"] = f"{__name__}:Transport"
