@@ -474,13 +474,12 @@ class Campaign:
                         for d in letters if d["target_table"] != "analytics"}
         lettered = {c[:3] for c in sink_letters}
         records, problems, poison_rows = 0, [], 0
-        fill_trade_ids: set = set()
+        #: trade_id -> how many decodable records of the fill topic carry it
         fills_on_topic: Counter = Counter()
         for name in SPECS:
             read = await topic_keys(self.bootstrap, self.urls["registry"], name)
             records += read.records
             if name == "fill":
-                fill_trade_ids = {key[0] for key in read.keys["fills"]}
                 fills_on_topic = Counter(at["fills"][0] for at in read.key_at.values())
             topic = record(name).topic
             for partition, offset in read.undecodable:
@@ -525,14 +524,14 @@ class Campaign:
                 differ.append(f"{instrument}: venue {venue}, analytics {analytics}, worker {worker}")
         if differ:
             # Which of the venue's trades never reached the fill topic, and when (campaign seconds).
-            unsent = [t for t in self.venue.engine.account(self.account).trades if t["trade_id"] not in fill_trade_ids]
+            venue_trades = {t["trade_id"]: t for t in self.venue.engine.account(self.account).trades}
+            unsent = [t for trade_id, t in venue_trades.items() if trade_id not in fills_on_topic]
             differ.append(f"{len(unsent)} venue trades not on the fill topic: " + ", ".join(
                 f"{t['trade_id']} {t['instrument_name']} {t['direction']} {t['amount']} at "
                 f"{t['time'] - self.wall_start:.1f} s" for t in unsent[:10]))
             twice = {t: n for t, n in fills_on_topic.items() if n > 1}
-            by_id = {t["trade_id"]: t for t in self.venue.engine.account(self.account).trades}
             differ.append(f"{len(twice)} trades more than once on the fill topic: " + ", ".join(
-                f"{t} x{n}" + (f" at {by_id[t]['time'] - self.wall_start:.1f} s" if t in by_id else "")
+                f"{t} x{n}" + (f" at {venue_trades[t]['time'] - self.wall_start:.1f} s" if t in venue_trades else "")
                 for t, n in list(twice.items())[:10]))
         shown = ", ".join(f"{i} {round(venue_positions[i].contracts, 9)}" for i in INSTRUMENTS if i in venue_positions)
         checks.append(Check("positions equal the venue's", not differ, "; ".join(differ) or shown))
