@@ -13,7 +13,9 @@ Contract (overview; each module below holds its part)
   level with an amount ≤ 0 counts as absent) and returns what it sent (``Actions``). Empty
   ladders cancel everything of the instrument (that is how a HALTED risk state takes
   effect). Requests leave before it returns; their answers are handled when they arrive
-  (``wait_idle()`` waits for them). How, depends on the mode:
+  (``wait_idle()`` waits for them). While the client reconnects, until the new session is
+  subscribed to ``session.orders`` again (``client.connected``), it sends nothing
+  (``skipped_not_connected``): no order may fill unseen. How, depends on the mode:
   - orders (app/gateway/orders.py): an insert, amend or cancel per order, one request per
     order at a time; the amend threshold (``amend_threshold_ticks``) spares the venue
     small moves;
@@ -193,6 +195,7 @@ class OrderGateway:
             "skipped_exposure": 0,  # held back by the pre-trade check until reductions are answered
             "post_only_cancelled": 0,  # post-only orders the venue cancelled instead of resting them
             "request_failures": 0,  # requests that timed out or lost their connection
+            "skipped_not_connected": 0,  # reconciles while the session was reopening: nothing sent
             "acks": 0, "fills": 0, "duplicate_fills": 0,
             "unknown_orders": 0,  # updates for orders this gateway does not know (e.g. no client_order_id)
             "unrecordable_updates": 0,  # updates an Ack could not be built from (missing fields)
@@ -568,5 +571,12 @@ class OrderGateway:
             return Actions()  # shutting down: nothing new goes out
         if not self._started:
             raise RuntimeError("OrderGateway.reconcile before start(): cancel-on-disconnect is not set")
+        if not self.client.connected.is_set():
+            # Reconnecting. The client sets ``connected`` after the login, the session hooks
+            # (ours reads the position) and the resubscriptions, public channels first: a tick
+            # can come before session.orders is subscribed again, and a fill of an order placed
+            # then would reach neither the position nor the fill topic.
+            self.stats["skipped_not_connected"] += 1
+            return Actions()
         return self._mode.reconcile(instrument, tick_size, bids, asks, stamps, max_position,
                                     self.positions.position(instrument))

@@ -327,6 +327,35 @@ async def test_dropped_connection_cancels_orders_and_the_new_session_has_cod(ven
     assert all(o["persistent"] is False for o in venue.engine.open_orders(client.account))
 
 
+async def test_nothing_is_sent_while_the_new_session_has_no_order_feed(venue, quoter, taker):
+    """After a drop the client logs in, runs the session hooks (the gateway's reads the
+    position), then resubscribes, public channels before private ones. A tick reconciled in
+    between must place nothing: the order could fill before session.orders is subscribed
+    again, and neither the position nor the fill records would ever have that fill."""
+    client, gateway, recorder = quoter
+    reopening = []
+
+    async def tick_while_reopening(_client):
+        # A hook after the gateway's: its position is read, session.orders is not subscribed.
+        reopening.append(gateway.reconcile(BTC, TICK, BIDS, ASKS, stamps()))
+        reopening.append(resting(venue, client))
+
+    client.add_session_hook(tick_while_reopening)
+    client._socket.transport.underlying_transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+    await until(lambda: client.connected.is_set() and client.stats["reconnects"] >= 1)
+    assert reopening == [(0, 0, 0, 0, 0), set()]
+    assert gateway.stats["skipped_not_connected"] == 1
+    # Connected again: the next tick places the ladder, and a fill of it is seen.
+    assert gateway.reconcile(BTC, TICK, BIDS[:1], ASKS[:1], stamps())[:3] == (2, 0, 0)
+    await settle(client, gateway)
+    taken = await taker.call("private/sell", {"instrument_name": BTC, "time_in_force": "immediate_or_cancel",
+                                              "amount": 0.1, "price": BIDS[0][0]})
+    assert taken["filled_amount"] == 0.1
+    await settle(client, gateway)
+    assert [f.trade_id for f in recorder.fills] == [taken["fills"][0]["trade_id"]]
+    assert gateway.position(BTC) == pytest.approx(0.1)
+
+
 async def test_reconcile_needs_start(venue, keys):
     client = await open_client(venue, keys[0][QUOTER])
     try:
