@@ -26,14 +26,17 @@ Contract
 - web view: ``GET /analytics/`` → this worker's positions with account totals, markout
   aggregates, key counts per table, counters (events, redeliveries skipped, fills skipped as
   duplicates of a trade booked already, events left out of an expired window, dead letters by
-  reason, records published, and input partitions that jumped ahead or back:
-  app/analytics/continuity.py).
+  reason, records published, and input partitions that jumped ahead (sought back, resynced,
+  events held, offsets given up) or back: app/analytics/continuity.py).
 - off when CRYPTICS_ANALYTICS_ENABLED is false: no agent and no table; GET /analytics/ says
   ``enabled: false``.
 
 Exact under at-least-once (docs/architecture.md#d11-analytics-tables-are-exact-under-at-least-once):
 Faust flushes its producer, changelogs included, before it commits offsets, so after a crash
 the tables are at or ahead of the committed offsets; the states skip what they had applied.
+Every event first passes the continuity guard (app/analytics/continuity.py): a partition whose
+offsets jump ahead, at the head of an assignment too (where the group committed, or the log's
+first offset), is sought back and its later events held until the missing ones come again.
 
 Why one stream for every table: each Faust stream costs tens of µs per event before any
 table work, and a ticker feeds five of these tables; one stream decodes each event once and
@@ -42,11 +45,14 @@ hands it to every computation that needs it (benchmarks/bench_analytics.py).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Mapping, Optional
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
-from app.analytics.continuity import OffsetContinuity
+from app.analytics.continuity import APPLY, GaveUp, OffsetContinuity, Seek
 from app.analytics.engine import INPUTS, TABLES, AnalyticsEngine, Event, kept_seconds
 from app.analytics.markouts import MarkoutBook
 from app.analytics.positions import PositionState, account_totals
@@ -54,6 +60,7 @@ from app.clock import utc_now
 from app.faust_app import app, avro_value_codec, produce_later, settings
 from app.pipeline.codec import WireFormatError
 from app.pipeline.copartitioned import CoPartitionedTable, copartitioned_table
+from app.pipeline.topics import partition_starts
 from models import schemas
 from models.dead_letter import DeadLetter
 from models.registry import record
@@ -106,16 +113,40 @@ _codecs = {name: avro_value_codec(record(name).topic, record(name).schema) for n
 continuity = OffsetContinuity()
 #: Gaps logged one by one up to this many; further ones are counted in GET /analytics/.
 GAPS_LOGGED = 20
+DEFAULT_KAFKA_PORT = 9092
 
 
-def _watch_offsets(events: list) -> None:
+def _admitted(events: list) -> tuple[list, list[Seek]]:
+    """The batch's events that may be applied, and the seeks back that holes in it ask for
+    (app/analytics/continuity.py)."""
+    now = time.monotonic()
+    admitted, seeks = [], []
     for event in events:
         m = event.message
-        seen = continuity.observe(m.topic, m.partition, m.offset)
-        if seen is not None and seen[0] == "gap" and sum(continuity.gaps.values()) <= GAPS_LOGGED:
-            log.warning("analytics: %s[%d] jumped from offset %d to %d: the consumer skipped %d records, "
-                        "which the tables will not have (GET /analytics/ counts offset_gaps)",
-                        m.topic, m.partition, seen[1], m.offset, m.offset - seen[1])
+        verdict = continuity.admit(m.topic, m.partition, m.offset, now)
+        if verdict is APPLY:
+            admitted.append(event)
+        elif isinstance(verdict, GaveUp):
+            admitted.append(event)
+            log.error("analytics: %s[%d] offsets %d to %d did not come again within %.0f s of the seek back: the "
+                      "tables go on without them (GET /analytics/ counts offsets_skipped)", m.topic, m.partition,
+                      verdict.missing, verdict.offset - 1, continuity.resync_timeout)
+        elif isinstance(verdict, Seek):
+            seeks.append(verdict)
+            if sum(continuity.gaps.values()) <= GAPS_LOGGED:
+                log.warning("analytics: %s[%d] jumped from offset %d to %d: the consumer skipped %d records; "
+                            "seeking back to %d and holding the partition's later events until it arrives "
+                            "(GET /analytics/ counts offset_gaps)", m.topic, m.partition, verdict.offset, m.offset,
+                            m.offset - verdict.offset, verdict.offset)
+    return admitted, seeks
+
+
+async def _seek_back(seek: Seek) -> None:
+    tp = TP(seek.topic, seek.partition)
+    if tp not in app.consumer.assignment():
+        continuity.forget([(seek.topic, seek.partition)])  # given up in a rebalance meanwhile
+        return
+    await app.consumer.seek(tp, seek.offset)
 
 
 def _decoded(events: list) -> list[Event]:
@@ -145,15 +176,25 @@ if config.enabled:
     @app.agent(_inputs, name="analytics")
     async def analytics(stream):
         async for events in stream.take_events(config.batch_size, within=config.batch_age):
-            _watch_offsets(events)
-            engine.apply(_decoded(events))
+            admitted, seeks = _admitted(events)
+            engine.apply(_decoded(admitted))
+            for seek in seeks:
+                await _seek_back(seek)
 
     @app.on_partitions_assigned.connect
-    async def _forget_given_up(sender, assigned, **kwargs) -> None:
+    async def _track_assigned(sender, assigned, **kwargs) -> None:
         # Faust revokes every partition at a rebalance; one kept across it must go on where it
-        # stopped, one it gave up may come back later, after another worker had it.
-        kept = {(tp.topic, tp.partition) for tp in assigned}
+        # stopped, one it gave up may come back later, after another worker had it. A partition
+        # new here starts where the group committed, or at the log's first offset.
+        kept = {(tp.topic, tp.partition) for tp in assigned if tp.topic in RECORD_OF_TOPIC}
         continuity.forget([tp for tp in continuity.expected if tp not in kept])
+        new = [tp for tp in kept if tp not in continuity.expected]
+        try:
+            servers = ",".join(faust_aiokafka.server_list(app.conf.broker, DEFAULT_KAFKA_PORT))
+            continuity.start_at(await partition_starts(servers, app.conf.id, new))
+        except Exception as exc:  # the broker did not answer in time: such partitions start unchecked
+            log.warning("analytics: could not read where %d newly assigned partitions start (%s: %s); a hole at "
+                        "their head would go unnoticed", len(new), type(exc).__name__, exc)
 
 
 @app.page("/analytics/")
@@ -180,7 +221,6 @@ async def analytics_view(web, request):
             "late_for_window": dict(stats.late),
             "dead_letters": dict(stats.refused),
             "published": dict(stats.published), "keys_written": stats.keys_written,
-            "offset_gaps": dict(continuity.gaps), "offsets_skipped": dict(continuity.skipped),
-            "offset_rewinds": dict(continuity.rewinds),
+            **continuity.counters(),
         },
     })

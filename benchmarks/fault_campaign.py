@@ -507,7 +507,8 @@ class Campaign:
         bad = {name: found[:3] for name, found in mismatches.items() if found}
         # Whether the analytics worker's consumer handed over every input offset (app/analytics/continuity.py).
         counters = (_get_json(f"{self.urls['analytics']}/analytics/") or {}).get("counters", {})
-        continuity = {k: counters.get(k) for k in ("offset_gaps", "offsets_skipped", "offset_rewinds")}
+        continuity = {k: counters.get(k) for k in ("offset_gaps", "offset_gaps_resynced", "offsets_held",
+                                                   "offsets_skipped", "offset_rewinds")}
         checks.append(Check("analytics tables equal a recomputation", not bad,
                             (json.dumps(bad) if bad else f"{len(mismatches)} tables") + f"; input offsets: {continuity}"))
 

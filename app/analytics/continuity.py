@@ -1,50 +1,127 @@
-"""Whether each input partition reaches the analytics agent in offset order, with no offset left out.
+"""Each input partition reaches the analytics states in offset order, with no offset left out.
 
 The states skip an event whose offset is not above the last one they applied (the redelivery
 rule, docs/architecture.md#d11-analytics-tables-are-exact-under-at-least-once). That rule is
 exact only if the consumer hands over each partition's records without a hole: an event
 delivered after a later one of its partition would be taken for a redelivery and left out.
-This watch tells an operator when that happened: a *gap* (an offset after the next one
-expected) means records were skipped by the consumer, a *rewind* (an offset at or below the
-last one seen) a redelivery, which the states skip as they should. Both are counted; nothing is
-changed. A partition the worker gives up in a rebalance is forgotten, since another worker may
-take its records in between; one it keeps must go on where it stopped.
+So this guard checks every event against the offset its partition expects next:
+
+- in order: applied;
+- a *rewind* (an offset at or below the last one seen): a redelivery, applied (the states
+  skip what they have) and counted;
+- a *gap* (an offset past the one expected): the consumer skipped records. The event is held
+  back, and the caller seeks the partition back to the offset expected (``Seek``); every
+  event of the partition is then held back until that offset arrives, after which the
+  partition goes on in order (``resynced``). Held events are not lost: the seek delivers
+  them again. If the offset has not arrived after ``resync_timeout`` seconds (the records
+  are gone from the log), the partition goes on from the next event, and what it skipped is
+  counted in ``skipped``: the only offsets the tables may lack.
+
+Where a partition starts: the offset the consumer group committed for it, or the log's first
+offset when nothing is committed (``start_at``, when the partition is assigned); a hole at
+the head of an assignment is then a gap like any other. A partition the worker gives up in a
+rebalance is forgotten (another worker may take its records meanwhile); one it keeps goes on
+where it stopped.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, NamedTuple, Union
+
+TP = tuple[str, int]
+
+#: Seconds a partition waits for the offset it was sought back to before it goes on without it.
+RESYNC_TIMEOUT_S = 10.0
+
+
+class Seek(NamedTuple):
+    """Hold the event back and seek its partition to ``offset`` (the one expected)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class GaveUp(NamedTuple):
+    """Apply the event: the offsets from ``missing`` up to it did not come again in time."""
+
+    topic: str
+    partition: int
+    missing: int
+    offset: int
+
+
+APPLY, HOLD = "apply", "hold"
+Verdict = Union[str, Seek, GaveUp]
 
 
 @dataclass
 class OffsetContinuity:
+    resync_timeout: float = RESYNC_TIMEOUT_S
     #: (topic, partition) -> the offset expected next.
-    expected: dict[tuple[str, int], int] = field(default_factory=dict)
+    expected: dict[TP, int] = field(default_factory=dict)
+    #: (topic, partition) -> (the offset sought back to, when to stop waiting for it).
+    resyncing: dict[TP, tuple[int, float]] = field(default_factory=dict)
+    #: Holes found, per topic (each one sought back).
     gaps: Counter = field(default_factory=Counter)
-    #: Offsets skipped over by the gaps, per topic.
+    #: Holes closed: the offset sought back to arrived.
+    resynced: Counter = field(default_factory=Counter)
+    #: Events held back while their partition waited for a redelivery (they come again).
+    held: Counter = field(default_factory=Counter)
+    #: Offsets given up on after ``resync_timeout``: the tables do not have them.
     skipped: Counter = field(default_factory=Counter)
     rewinds: Counter = field(default_factory=Counter)
 
-    def observe(self, topic: str, partition: int, offset: int) -> Optional[tuple[str, int]]:
-        """Record one delivered offset; ("gap", expected) or ("rewind", expected) when it is not
-        the one expected next, None when it is (or the partition is new here)."""
+    def start_at(self, starts: Mapping[TP, int]) -> None:
+        """Where newly assigned partitions start (committed offset, or the log's first); a
+        partition this worker kept goes on where it was."""
+        for tp, offset in starts.items():
+            self.expected.setdefault(tp, offset)
+
+    def admit(self, topic: str, partition: int, offset: int, now: float) -> Verdict:
+        """APPLY the event, HOLD it back (its partition waits for a redelivery), ``Seek``: hold
+        it back and seek the partition to the offset expected, or ``GaveUp``: apply it, the
+        offsets before it are not coming. ``now``: a monotonic clock."""
         tp = (topic, partition)
+        waiting = self.resyncing.get(tp)
+        if waiting is not None:
+            target, deadline = waiting
+            if offset > target and now < deadline:
+                self.held[topic] += 1
+                return HOLD
+            del self.resyncing[tp]
+            self.expected[tp] = offset + 1
+            if offset == target:
+                self.resynced[topic] += 1
+            elif offset > target:
+                self.skipped[topic] += offset - target  # not coming: the partition goes on without them
+                return GaveUp(topic, partition, target, offset)
+            else:
+                self.rewinds[topic] += 1  # older than the hole: the seek went further back
+            return APPLY
         want = self.expected.get(tp)
         if want is None or offset == want:
             self.expected[tp] = offset + 1
-            return None
-        if offset > want:
-            self.gaps[topic] += 1
-            self.skipped[topic] += offset - want
+            return APPLY
+        if offset < want:
+            self.rewinds[topic] += 1
+            # A rewind restarts the count from where the consumer now is: the records after it
+            # are the redelivered ones, then the new ones, in order.
             self.expected[tp] = offset + 1
-            return "gap", want
-        self.rewinds[topic] += 1
-        # A rewind restarts the count from where the consumer now is: the records after it are
-        # the redelivered ones, then the new ones, in order.
-        self.expected[tp] = offset + 1
-        return "rewind", want
+            return APPLY
+        self.gaps[topic] += 1
+        self.held[topic] += 1
+        self.resyncing[tp] = (want, now + self.resync_timeout)
+        return Seek(topic, partition, want)
 
-    def forget(self, tps: Iterable[tuple[str, int]]) -> None:
+    def forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:
             self.expected.pop(tp, None)
+            self.resyncing.pop(tp, None)
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """What GET /analytics/ shows: holes found, closed, events held back, offsets given up, rewinds."""
+        return {"offset_gaps": dict(self.gaps), "offset_gaps_resynced": dict(self.resynced),
+                "offsets_held": dict(self.held), "offsets_skipped": dict(self.skipped),
+                "offset_rewinds": dict(self.rewinds)}

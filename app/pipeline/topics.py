@@ -6,10 +6,12 @@ give auto-created topics 4 partitions, breaking co-partitioning of tables).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
@@ -117,8 +119,6 @@ async def read_until_quiet(bootstrap: str, topic: str) -> list:
     has had nothing more for three polls: for tests and benchmarks that count a topic.
 
     Quiet, not the end offset: Tansu under-reports end offsets (docs/architecture.md#d6-embedded-broker-tansu)."""
-    from aiokafka import AIOKafkaConsumer
-
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None, **kafka_client_kwargs())
     await consumer.start()
@@ -133,3 +133,29 @@ async def read_until_quiet(bootstrap: str, topic: str) -> list:
     finally:
         await consumer.stop()
     return out
+
+
+async def partition_starts(bootstrap: str, group_id: str, partitions: Iterable[tuple[str, int]],
+                           timeout: float = 3.0) -> dict[tuple[str, int], int]:
+    """Where ``group_id``'s consumer starts each partition: the offset the group committed, or
+    the log's first offset when nothing is committed. Read with a client of its own that joins
+    no group (the analytics' continuity guard, app/analytics/continuity.py)."""
+    tps = [TopicPartition(topic, partition) for topic, partition in partitions]
+    if not tps:
+        return {}
+    client = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
+                              client_id=f"{group_id}-partition-starts", **kafka_client_kwargs())
+
+    async def read() -> dict[tuple[str, int], int]:
+        await client.start()
+        first = await client.beginning_offsets(tps)
+        starts = {}
+        for tp in tps:
+            committed = await client.committed(tp)
+            starts[(tp.topic, tp.partition)] = committed if committed is not None and committed >= 0 else first[tp]
+        return starts
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    finally:
+        await client.stop()

@@ -64,3 +64,22 @@ async def test_partition_count_mismatch_is_refused(broker):
 def test_bootstrap_servers_parsing():
     assert topics.bootstrap_servers("tansu://127.0.0.1:1234") == "127.0.0.1:1234"
     assert topics.bootstrap_servers("kafka://k1:9092;k2:9092") == "k1:9092,k2:9092"
+
+
+async def test_partition_starts_are_the_group_commit_or_the_log_start(broker):
+    """Where the analytics' continuity guard expects a newly assigned partition to start."""
+    topic = "starts-check"
+    await topics.ensure_topics(broker.url, [topic], partitions=3)
+    await _produce_batches(broker.bootstrap, topic, {0: 30, 1: 5, 2: 0})
+    committer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id="starts-group", enable_auto_commit=False)
+    await committer.start()
+    try:
+        committer.assign([TopicPartition(topic, 0)])
+        await committer.commit({TopicPartition(topic, 0): 17})
+    finally:
+        await committer.stop()
+    starts = await topics.partition_starts(broker.bootstrap, "starts-group", [(topic, 0), (topic, 1), (topic, 2)])
+    assert starts == {(topic, 0): 17, (topic, 1): 0, (topic, 2): 0}
+    # Another group has committed nothing: every partition starts at the log's first offset.
+    assert await topics.partition_starts(broker.bootstrap, "other-group", [(topic, 0)]) == {(topic, 0): 0}
+    assert await topics.partition_starts(broker.bootstrap, "starts-group", []) == {}
