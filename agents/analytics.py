@@ -188,6 +188,7 @@ if config.enabled:
         # new here starts where the group committed, or at the log's first offset.
         kept = {(tp.topic, tp.partition) for tp in assigned if tp.topic in RECORD_OF_TOPIC}
         continuity.forget([tp for tp in continuity.expected if tp not in kept])
+        continuity.seek_again(kept)
         new = [tp for tp in kept if tp not in continuity.expected]
         try:
             servers = ",".join(faust_aiokafka.server_list(app.conf.broker, DEFAULT_KAFKA_PORT))

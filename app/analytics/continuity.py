@@ -21,13 +21,14 @@ Where a partition starts: the offset the consumer group committed for it, or the
 offset when nothing is committed (``start_at``, when the partition is assigned); a hole at
 the head of an assignment is then a gap like any other. A partition the worker gives up in a
 rebalance is forgotten (another worker may take its records meanwhile); one it keeps goes on
-where it stopped.
+where it stopped, and one that was waiting for a hole is sought back again (``seek_again``):
+the consumer restarts it where the group committed, which may be past the hole.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NamedTuple, Union
+from typing import Iterable, Mapping, NamedTuple, Optional, Union
 
 TP = tuple[str, int]
 
@@ -61,8 +62,8 @@ class OffsetContinuity:
     resync_timeout: float = RESYNC_TIMEOUT_S
     #: (topic, partition) -> the offset expected next.
     expected: dict[TP, int] = field(default_factory=dict)
-    #: (topic, partition) -> (the offset sought back to, when to stop waiting for it).
-    resyncing: dict[TP, tuple[int, float]] = field(default_factory=dict)
+    #: (topic, partition) -> (the offset sought back to, when to stop waiting for it; None: seek again).
+    resyncing: dict[TP, tuple[int, Optional[float]]] = field(default_factory=dict)
     #: Holes found, per topic (each one sought back).
     gaps: Counter = field(default_factory=Counter)
     #: Holes closed: the offset sought back to arrived.
@@ -87,6 +88,10 @@ class OffsetContinuity:
         waiting = self.resyncing.get(tp)
         if waiting is not None:
             target, deadline = waiting
+            if offset > target and deadline is None:  # to be sought back again (seek_again)
+                self.held[topic] += 1
+                self.resyncing[tp] = (target, now + self.resync_timeout)
+                return Seek(topic, partition, target)
             if offset > target and now < deadline:
                 self.held[topic] += 1
                 return HOLD
@@ -114,6 +119,15 @@ class OffsetContinuity:
         self.held[topic] += 1
         self.resyncing[tp] = (want, now + self.resync_timeout)
         return Seek(topic, partition, want)
+
+    def seek_again(self, tps: Iterable[TP]) -> None:
+        """A rebalance kept these partitions: the consumer now starts them where the group
+        committed, which may be past a hole still waited for (held events are acknowledged).
+        The next event of each one that is still waiting asks for the seek back again."""
+        for tp in tps:
+            waiting = self.resyncing.get(tp)
+            if waiting is not None:
+                self.resyncing[tp] = (waiting[0], None)
 
     def forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:

@@ -57,6 +57,19 @@ def test_the_head_of_an_assignment_is_checked_against_where_it_starts():
     assert guard.expected[("trade", 1)] == 58
 
 
+def test_a_rebalance_during_a_resync_seeks_back_again():
+    guard = OffsetContinuity(resync_timeout=5.0)
+    guard.admit("ack", 1, 0, 0.0)
+    assert guard.admit("ack", 1, 3, 0.0) == Seek("ack", 1, 1)
+    # A rebalance; the consumer restarts where the group committed: past the hole, since the
+    # held events were acknowledged.
+    guard.seek_again([("ack", 1)])
+    assert guard.admit("ack", 1, 4, 1.0) == Seek("ack", 1, 1)
+    assert guard.admit("ack", 1, 5, 5.9) is HOLD  # a fresh timeout from the new seek
+    assert guard.admit("ack", 1, 1, 6.0) is APPLY
+    assert guard.gaps == {"ack": 1} and guard.resynced == {"ack": 1} and not guard.skipped
+
+
 def test_a_forgotten_partition_starts_afresh():
     guard = OffsetContinuity()
     guard.admit("fill", 2, 4, 0.0)
