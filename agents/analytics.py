@@ -15,8 +15,9 @@ Contract
     of event time after the minute ended;
   - ``dead_letter``: input the analytics cannot use, with its topic, partition, offset, bytes
     and reason, target ``analytics``: bytes that do not decode (stage ``decode``); an unknown
-    instrument, a non-finite number, a value a computation refuses (stage ``row``). Logged
-    once per reason, counted in GET /analytics/.
+    instrument, a non-finite number, a price not above zero (engine.py ``POSITIVE_PRICES``), a
+    value a computation refuses (stage ``row``). Logged once per reason, counted in
+    GET /analytics/.
 - tables (Faust, ``memory://`` store, changelog ``<app id>-<table>-changelog`` with Avro values
   of schemas/<state>/v1.avsc; each key on the changelog partition of the events that wrote
   it, app/pipeline/copartitioned.py), as app/analytics/engine.py ``TABLES`` lists them:

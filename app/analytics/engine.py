@@ -114,6 +114,30 @@ def known_keys(instruments: Iterable[str]) -> frozenset[str]:
     return frozenset(names | {name.split("-", 1)[0] + "USD" for name in names})
 
 
+#: Per input record, the prices that must be above zero when present: the columns the
+#: database keeps as positive_float8 (timescale/0002_market_data.sql, 0003_trading.sql), so
+#: that what the sink refuses the analytics refuse too, and no candle opens at a negative mark.
+POSITIVE_PRICES: Mapping[str, tuple[str, ...]] = {
+    "ticker": ("mark_price", "index", "best_bid_price", "best_ask_price", "last_price"),
+    "book": ("best_bid_price", "best_ask_price"),
+    "index": ("price",),
+    "trade": ("price",),
+    "quote": ("index", "mark_price", "best_bid_price", "best_ask_price"),
+    "ack": ("price",),
+    "fill": ("price",),
+    "position": ("mark_price",),
+}
+
+
+def non_positive_price(name: str, value: Mapping[str, Any]) -> Optional[str]:
+    """The first price of a ``name`` record that is present and not above zero, if any."""
+    for field_name in POSITIVE_PRICES.get(name, ()):
+        price = value.get(field_name)
+        if isinstance(price, (int, float)) and not price > 0:
+            return field_name
+    return None
+
+
 def non_finite_field(value: Mapping[str, Any]) -> Optional[str]:
     """The first field holding NaN or ±inf (inside a list of levels too), if any."""
     for name, item in value.items():
@@ -242,6 +266,10 @@ class AnalyticsEngine:
         bad = non_finite_field(value)
         if bad is not None:
             self._refuse(event, f"non-finite {bad}", f"{event.name}.{bad} is not a finite number")
+            return
+        bad = non_positive_price(event.name, value)
+        if bad is not None:
+            self._refuse(event, f"non-positive {bad}", f"{event.name}.{bad} is {value[bad]!r}, not above zero")
             return
         try:
             getattr(self, f"_on_{event.name}")(batch, event.partition, event.offset, key, value)

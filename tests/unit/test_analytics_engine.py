@@ -176,6 +176,10 @@ def test_markouts_resolve_at_their_horizons():
     (Event("quote", 0, 1, {**examples.example("quote"), "instrument_name": BTC,
                            "bids": [{"price": math.inf, "amount": 0.1}]}), "non-finite bids.price"),
     (Event("fill", 0, 1, {**examples.example("fill"), "instrument_name": BTC, "amount": -1.0}), "refused fill"),
+    # What the database refuses (positive_float8 prices), the tables refuse too.
+    (Event("ticker", 0, 1, {**examples.example("ticker"), "instrument_name": BTC, "mark_price": -1.0}),
+     "non-positive mark_price"),
+    (Event("trade", 0, 1, {**examples.example("trade"), "instrument_name": BTC, "price": 0.0}), "non-positive price"),
 ])
 def test_bad_input_is_refused_and_nothing_else_is_lost(event, reason):
     engine, tables, _, refused = _engine()
