@@ -63,6 +63,10 @@ def main() -> None:
     Configuration comes from CRYPTICS_* environment variables (app/settings.py).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A service `cryptics up` started goes when `up` goes, even when `up` was killed with -9.
+    from app.stack.process import exit_when_orphaned
+
+    exit_when_orphaned()
 
 
 @main.command()

@@ -2,7 +2,9 @@
 
 Every service of the embedded stack runs as a child process that:
 - gets a parent-death signal (Linux ``PR_SET_PDEATHSIG``), so a supervisor killed
-  with -9 still takes its children with it;
+  with -9 still takes its children with it; a Python child also exits hard
+  ``ORPHAN_GRACE`` seconds after that signal (``exit_when_orphaned``), because a Faust
+  worker's graceful stop can wait for the broker that died with the supervisor;
 - runs in its own session, so a Ctrl-C in the terminal reaches only the
   supervisor, which then stops the children in the right order;
 - writes its output to a log file, so ``cryptics up`` can show clean progress.
@@ -16,6 +18,8 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,16 @@ from typing import Awaitable, Callable, Mapping, Optional, Sequence
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+
+#: Put into every child's environment by ``spawn``: the pid of the process that started it.
+#: Outside the CRYPTICS_ namespace, which the settings refuse unknown names in.
+PARENT_PID_VARIABLE = "CRYPTICSLAB_PARENT_PID"
+#: Seconds an orphaned Python child gives its graceful stop (begun by the parent-death signal)
+#: before it exits hard. Its broker was a sibling and went with the parent, so there is nothing
+#: left to flush; the venue's cancel-on-disconnect covers the orders of a killed session.
+ORPHAN_GRACE = 5.0
+#: The exit code of such a hard exit.
+ORPHAN_EXIT_CODE = 70
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -55,6 +69,36 @@ def _die_with_parent(sig: int) -> Callable[[], None]:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
     return preexec
+
+
+def exit_when_orphaned(grace: float = ORPHAN_GRACE, interval: float = 0.2) -> bool:
+    """In a child started by ``spawn``: exit hard ``grace`` seconds after the parent is gone.
+
+    Reads (and removes, so that this process's own children do not inherit it) the parent pid
+    ``spawn`` left in the environment; returns False, watching nothing, when there is none.
+    The watch is a daemon thread, so it works while the event loop is stuck in a stop that
+    waits for a dead broker.
+    """
+    value = os.environ.pop(PARENT_PID_VARIABLE, None)
+    if not value:
+        return False
+    try:
+        parent = int(value)
+    except ValueError:
+        log.warning("%s=%r is no pid; not watching for the parent's death", PARENT_PID_VARIABLE, value)
+        return False
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        time.sleep(grace)
+        sys.stderr.write(f"the process that started this one ({parent}) is gone and the stop took more than "
+                         f"{grace:.0f} s: exiting\n")
+        sys.stderr.flush()
+        os._exit(ORPHAN_EXIT_CODE)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+    return True
 
 
 @dataclass
@@ -135,7 +179,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
+            env={**(os.environ if env is None else env), PARENT_PID_VARIABLE: str(os.getpid())},
             cwd=str(cwd) if cwd else None,
             **run_as(user),
             start_new_session=True,

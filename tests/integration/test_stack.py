@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -161,3 +162,59 @@ def test_kill_9_of_up_takes_its_children_along(service_root):
             break
         time.sleep(0.2)
     assert left == [], f"orphans after kill -9: {[(p.pid, p.name()) for p in left]}"
+
+
+# A service whose stop never ends: it ignores the parent-death signal (SIGTERM), as a Faust
+# worker waiting for a broker that died with `up` in effect does. Prints whether the parent pid
+# was left in its environment for its own children.
+_STUCK_CHILD = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+from app.stack.process import PARENT_PID_VARIABLE, exit_when_orphaned
+watching = exit_when_orphaned(grace=1.0) if sys.argv[1] == "watch" else False
+print(watching, PARENT_PID_VARIABLE in os.environ, flush=True)
+time.sleep(120)
+"""
+
+# The parent: spawns the two children the way `up` does, prints their pids, waits to be killed.
+_PARENT = """
+import sys, time
+from pathlib import Path
+from app.stack.process import spawn
+logs = Path(sys.argv[1])
+children = [spawn(mode, [sys.executable, "-c", sys.argv[2], mode], log_path=logs / f"{mode}.log")
+            for mode in ("watch", "no-watch")]
+print(*[c.pid for c in children], flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_child_whose_stop_hangs_still_goes_when_its_parent_is_killed(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path), _STUCK_CHILD], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    watched = unwatched = None
+    try:
+        watched, unwatched = (psutil.Process(int(pid)) for pid in parent.stdout.readline().split())
+        for mode in ("watch", "no-watch"):
+            deadline = time.monotonic() + 30
+            while not (tmp_path / f"{mode}.log").read_text().strip().endswith(("True False", "False True")):
+                assert time.monotonic() < deadline, (tmp_path / f"{mode}.log").read_text()
+                time.sleep(0.1)
+        # The watching child took the variable out of its environment; the other still has it.
+        assert (tmp_path / "watch.log").read_text().strip().endswith("True False")
+        assert (tmp_path / "no-watch.log").read_text().strip().endswith("False True")
+        parent.kill()
+        parent.wait(10)
+        killed_at = time.monotonic()
+        while _alive(watched) and time.monotonic() - killed_at < 20:
+            time.sleep(0.1)
+        assert not _alive(watched), "the watching child outlived its parent by 20 s"
+        # Without the watch, the parent-death signal alone leaves the stuck child running.
+        assert _alive(unwatched)
+        # It went by its hard exit (the SIGTERM was ignored), saying why.
+        assert "is gone and the stop took more than 1 s: exiting" in (tmp_path / "watch.log").read_text()
+    finally:
+        parent.kill()
+        for child in (watched, unwatched):
+            if child is not None and _alive(child):
+                child.kill()
