@@ -189,6 +189,12 @@ class MarkoutBook:
         still: list[PendingFill] = []
         next_due: Optional[float] = None
         for p in self.pending:
+            # Horizons ascend: when the first is not due, none is (most pending fills).
+            if p.horizons and (first := p.time + p.horizons[0]) >= now:
+                still.append(p)
+                if next_due is None or first < next_due:
+                    next_due = first
+                continue
             keep = []
             for h in p.horizons:
                 due = p.time + h

@@ -182,15 +182,21 @@ class QualityWindow:
 
     def add_quote(self, q: Mapping[str, Any]) -> None:
         """A quote decision: its position always; its spread and distances when it has both sides and a fair value."""
-        position = _finite(q["position"], "position")
-        self.sum_abs_position += abs(position)
-        self.position_samples += 1
+        # Every quote decision comes here (a backtest's skipped ones too): the numbers are
+        # checked together, each one by name only when that check fails.
+        position = float(q["position"])
         bids, asks, fair_value = q["bids"], q["asks"], q.get("fair_value")
         if not bids or not asks or fair_value is None:
+            self.sum_abs_position += abs(_finite(position, "position"))
+            self.position_samples += 1
             return
-        bid = _finite(bids[0]["price"], "bid price")
-        ask = _finite(asks[0]["price"], "ask price")
-        fair_value = _finite(fair_value, "fair_value")
+        bid, ask, fair_value = float(bids[0]["price"]), float(asks[0]["price"]), float(fair_value)
+        if not math.isfinite(position + bid + ask + fair_value):
+            for value, name in ((position, "position"), (bid, "bid price"), (ask, "ask price"),
+                                (fair_value, "fair_value")):
+                _finite(value, name)
+        self.sum_abs_position += abs(position)
+        self.position_samples += 1
         self.quotes += 1
         self.spread_sum += ask - bid
         self.bid_distance_sum += fair_value - bid
