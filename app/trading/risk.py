@@ -79,6 +79,9 @@ class TradingState(enum.Enum):
     HALTED = "halted"  # cancel everything, quote nothing
 
 
+_ACTIVE, _REDUCING, _HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
+
+
 @dataclass(frozen=True)
 class Denial:
     """A level (or the part of a level, for ``reducing_beyond_flat``) that may not be placed."""
@@ -90,6 +93,22 @@ class Denial:
     amount: float
     reason: str  # a fixed key, counted in RiskGate.denials
     detail: str  # the numbers behind it, for people
+
+
+def _allowed_whole(ladder: Sequence[Sequence[float]], room: float, max_notional: float) -> Optional[list[Level]]:
+    """An ACTIVE side's ladder as ``filter`` keeps it when it keeps every level (valid, within
+    the notional, the cumulative amount within ``room``); None when any level would be denied."""
+    kept = []
+    used = 0.0
+    for price, amount in ladder:
+        price, amount = float(price), float(amount)
+        if not (math.isfinite(price) and math.isfinite(amount) and price > 0 and amount > 0):
+            return None
+        if price * amount > max_notional or amount > max(0.0, room - used) + _EPSILON:
+            return None
+        kept.append((price, amount))
+        used += amount
+    return kept
 
 
 def _seconds(moment: Moment) -> float:
@@ -137,12 +156,12 @@ class RiskGate:
             else:
                 self._stale.discard(instrument)
                 log.warning("risk: market data for %s is back: trading resumes", instrument)
-        if self.state == TradingState.HALTED:
-            return TradingState.HALTED, "halted_manual"
+        if self.state == _HALTED:
+            return _HALTED, "halted_manual"
         if self.kill_switch is not None:
-            return TradingState.HALTED, "halted_kill_switch"
+            return _HALTED, "halted_kill_switch"
         if stale:
-            return TradingState.HALTED, "halted_stale_data"
+            return _HALTED, "halted_stale_data"
         return self.state, self.state.value
 
     def filter(self, instrument: str, position: float, bids: Sequence[Sequence[float]],
@@ -153,13 +172,29 @@ class RiskGate:
         sizes down to it (REDUCING), so they stay valid order amounts."""
         limits = self.limits
         state, why = self.evaluate(instrument, now, last_data_at, pnl)
+        # Most decisions deny nothing: checked first, without building the denials' bookkeeping.
+        # The same rules as below, in the same order, so that what passes here passes there
+        # (tests/property/test_risk.py holds the two equal).
+        if state is _ACTIVE and len(bids) + len(asks) <= limits.max_open_orders:
+            kept_bids = _allowed_whole(bids, limits.max_position - position, limits.max_order_notional)
+            if kept_bids is not None:
+                kept_asks = _allowed_whole(asks, limits.max_position + position, limits.max_order_notional)
+                if kept_asks is not None:
+                    return kept_bids, kept_asks, []
+        return self._filter_with_denials(instrument, position, bids, asks, now, state, why, volume_tick)
+
+    def _filter_with_denials(self, instrument: str, position: float, bids: Sequence[Sequence[float]],
+                             asks: Sequence[Sequence[float]], now: Moment, state: TradingState, why: str,
+                             volume_tick: Optional[float]) -> tuple[list[Level], list[Level], list[Denial]]:
+        """``filter`` in full: every rule, each refusal a denial, counted and logged."""
+        limits = self.limits
         denials: list[Denial] = []
         sides: dict[str, list[tuple[int, float, float]]] = {}
         for side, ladder in (("bid", bids), ("ask", asks)):
             kept = []
             for level, (price, amount) in enumerate(ladder):
                 price, amount = float(price), float(amount)
-                if state == TradingState.HALTED:
+                if state == _HALTED:
                     denials.append(Denial(instrument, side, level, price, amount, why, f"trading halted ({why})"))
                 elif not (math.isfinite(price) and math.isfinite(amount) and price > 0 and amount > 0):
                     denials.append(Denial(instrument, side, level, price, amount, "invalid_level",
@@ -174,7 +209,7 @@ class RiskGate:
         # Cumulative exposure per side: what the position becomes if all kept orders fill.
         for side, sign in (("bid", 1.0), ("ask", -1.0)):
             kept = []
-            if state == TradingState.REDUCING:
+            if state == _REDUCING:
                 reduces = position != 0 and (position < 0) == (sign > 0)
                 room = abs(position) if reduces else 0.0  # how far this side may go: to flat
                 reason, bound = "reducing_beyond_flat", "flat"
@@ -190,7 +225,7 @@ class RiskGate:
                     kept.append((level, price, amount))
                     used += amount
                     continue
-                if state == TradingState.REDUCING and allowed > _EPSILON:
+                if state == _REDUCING and allowed > _EPSILON:
                     # The level that would cross flat is trimmed to end exactly at flat.
                     trimmed = round_size(allowed, volume_tick) if volume_tick else allowed
                     if trimmed > _EPSILON:

@@ -85,3 +85,29 @@ def test_halted_places_nothing(position, bids, asks):
     assert kept_bids == [] and kept_asks == []
     assert len(denials) == len(bids) + len(asks)
     assert {d.reason for d in denials} <= {"halted_manual"}
+
+
+# Prices, amounts and limits that reach every rule: bad levels, notionals over the limit,
+# position limits that cut a ladder, open-order counts that cut both. Good levels are drawn
+# most often and the limits are near the ladders' sizes, so that many ladders pass whole (the
+# quick check's answer) and many fail it by one rule.
+any_levels = st.lists(st.tuples(st.sampled_from([90_000.0] * 4 + [100_000.0] * 4 + [0.0, -1.0, math.nan, math.inf]),
+                                st.sampled_from([0.25, 0.5, 1.0] * 4 + [0.0, math.nan])), max_size=4)
+
+
+@settings(max_examples=500, deadline=None)
+@given(position=st.sampled_from([-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5]), bids=any_levels, asks=any_levels,
+       limit=st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]), notional=st.sampled_from([60_000.0, 1e9, 1e9]),
+       max_open=st.integers(min_value=0, max_value=8),
+       state=st.sampled_from([TradingState.ACTIVE] * 3 + [TradingState.REDUCING, TradingState.HALTED]))
+def test_the_quick_check_of_a_ladder_nothing_is_denied_in_agrees_with_the_full_rules(
+        position, bids, asks, limit, notional, max_open, state):
+    limits = RiskLimits(max_position=limit, max_order_notional=notional, max_open_orders=max_open,
+                        max_drawdown=1e9, stale_after_s=60.0)
+    quick, full = RiskGate(limits, state), RiskGate(limits, state)
+    kept_bids, kept_asks, denials = quick.filter(BTC, position, bids, asks, NOW, FRESH, 0.0, volume_tick=0.001)
+    why = full.evaluate(BTC, NOW, FRESH, 0.0)[1]
+    expected = full._filter_with_denials(BTC, position, bids, asks, NOW, state, why, 0.001)
+    assert (kept_bids, kept_asks) == expected[:2]
+    assert [(d.side, d.level, d.reason) for d in denials] == [(d.side, d.level, d.reason) for d in expected[2]]
+    assert quick.denials == full.denials
