@@ -137,7 +137,9 @@ class Stack:
         await self.poll(self._settled, "the analytics and the sink to settle", 90, interval=1.0)
 
     def _settled(self) -> bool:
-        """Nothing new applied or written by any worker over the last second of polling."""
+        """Nothing new applied or written by any worker over the last three polls (a second
+        apart: on a loaded machine a worker's loop was seen stalled for over 5 s, so one
+        unchanged second could still have records on the way)."""
         now = []
         for name, (child, port) in self.workers.items():
             if child.alive():
@@ -145,8 +147,8 @@ class Stack:
                 if analytics is None or sink is None:
                     return False
                 now.append((name, analytics["counters"]["events"], sink["totals"]["records"]))
-        previous, self._last_counts = getattr(self, "_last_counts", None), now
-        return previous == now
+        readings = self._last_counts = [*getattr(self, "_last_counts", [])[-2:], now]
+        return len(readings) == 3 and readings[0] == readings[1] == readings[2]
 
     def stop_all(self) -> None:
         for name, (child, _) in self.workers.items():
