@@ -128,10 +128,11 @@ def _admitted(events: list) -> tuple[list, list[Seek]]:
         if verdict is APPLY:
             admitted.append(event)
         elif isinstance(verdict, GaveUp):
-            admitted.append(event)
-            log.error("analytics: %s[%d] offsets %d to %d did not come again within %.0f s of the seek back: the "
-                      "tables go on without them (GET /analytics/ counts offsets_skipped)", m.topic, m.partition,
-                      verdict.missing, verdict.offset - 1, continuity.resync_timeout)
+            _log_given_up(verdict)
+            if verdict.resume == m.offset:
+                admitted.append(event)
+            else:  # the partition goes on from an offset it held back: fetched again
+                seeks.append(Seek(m.topic, m.partition, verdict.resume))
         elif isinstance(verdict, Seek):
             seeks.append(verdict)
             if sum(continuity.gaps.values()) <= GAPS_LOGGED:
@@ -140,6 +141,12 @@ def _admitted(events: list) -> tuple[list, list[Seek]]:
                             "(GET /analytics/ counts offset_gaps)", m.topic, m.partition, verdict.offset, m.offset,
                             m.offset - verdict.offset, verdict.offset)
     return admitted, seeks
+
+
+def _log_given_up(verdict: GaveUp) -> None:
+    log.error("analytics: %s[%d] offsets %d to %d did not come again within %.0f s of the seek back: the tables go "
+              "on without them, from offset %d (GET /analytics/ counts offsets_skipped)", verdict.topic,
+              verdict.partition, verdict.missing, verdict.resume - 1, continuity.resync_timeout, verdict.resume)
 
 
 async def _seek_back(seek: Seek) -> None:
@@ -181,6 +188,14 @@ if config.enabled:
             engine.apply(_decoded(admitted))
             for seek in seeks:
                 await _seek_back(seek)
+
+    @app.timer(1.0)
+    async def _resync_timeouts() -> None:
+        # A partition whose every event is held while it waits for a hole notices the timeout
+        # only with its next event; a quiet one has none: it is given up on here.
+        for verdict in continuity.overdue(time.monotonic()):
+            _log_given_up(verdict)
+            await _seek_back(Seek(verdict.topic, verdict.partition, verdict.resume))
 
     @app.on_partitions_assigned.connect
     async def _track_assigned(sender, assigned, **kwargs) -> None:

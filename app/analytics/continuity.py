@@ -14,8 +14,11 @@ So this guard checks every event against the offset its partition expects next:
   event of the partition is then held back until that offset arrives, after which the
   partition goes on in order (``resynced``). Held events are not lost: the seek delivers
   them again. If the offset has not arrived after ``resync_timeout`` seconds (the records
-  are gone from the log), the partition goes on from the next event, and what it skipped is
-  counted in ``skipped``: the only offsets the tables may lack.
+  are gone from the log), the partition goes on from the first offset it was seen to have
+  after the hole, sought back to again when that one has been held (``GaveUp``; the caller
+  also asks ``overdue`` once in a while, for a partition that has no new event to notice the
+  timeout by). What it gave up on is counted in ``skipped``: the only offsets the tables may
+  lack.
 
 Where a partition starts: the offset the consumer group committed for it, or the log's first
 offset when nothing is committed (``start_at``, when the partition is assigned); a hole at
@@ -45,12 +48,14 @@ class Seek(NamedTuple):
 
 
 class GaveUp(NamedTuple):
-    """Apply the event: the offsets from ``missing`` up to it did not come again in time."""
+    """The offsets from ``missing`` up to ``resume`` did not come again in time: the partition
+    goes on from ``resume``. When that is the event's own offset, apply it; when it is lower (an
+    offset held back while the partition waited), hold the event and seek back to ``resume``."""
 
     topic: str
     partition: int
     missing: int
-    offset: int
+    resume: int
 
 
 APPLY, HOLD = "apply", "hold"
@@ -62,8 +67,9 @@ class OffsetContinuity:
     resync_timeout: float = RESYNC_TIMEOUT_S
     #: (topic, partition) -> the offset expected next.
     expected: dict[TP, int] = field(default_factory=dict)
-    #: (topic, partition) -> (the offset sought back to, when to stop waiting for it; None: seek again).
-    resyncing: dict[TP, tuple[int, Optional[float]]] = field(default_factory=dict)
+    #: (topic, partition) -> (the offset sought back to, when to stop waiting for it (None: seek
+    #: again), the lowest offset after it that was delivered meanwhile (None: none yet)).
+    resyncing: dict[TP, tuple[int, Optional[float], Optional[int]]] = field(default_factory=dict)
     #: Holes found, per topic (each one sought back).
     gaps: Counter = field(default_factory=Counter)
     #: Holes closed: the offset sought back to arrived.
@@ -87,14 +93,21 @@ class OffsetContinuity:
         tp = (topic, partition)
         waiting = self.resyncing.get(tp)
         if waiting is not None:
-            target, deadline = waiting
+            target, deadline, first_seen = waiting
+            if offset > target:
+                first_seen = offset if first_seen is None else min(first_seen, offset)
             if offset > target and deadline is None:  # to be sought back again (seek_again)
                 self.held[topic] += 1
-                self.resyncing[tp] = (target, now + self.resync_timeout)
+                self.resyncing[tp] = (target, now + self.resync_timeout, first_seen)
                 return Seek(topic, partition, target)
             if offset > target and now < deadline:
                 self.held[topic] += 1
+                self.resyncing[tp] = (target, deadline, first_seen)
                 return HOLD
+            if offset > target and first_seen < offset:
+                # Not coming; but the offsets from ``first_seen`` on were held: fetched again.
+                self.held[topic] += 1
+                return self._give_up(tp, target, first_seen, now)
             del self.resyncing[tp]
             self.expected[tp] = offset + 1
             if offset == target:
@@ -117,8 +130,22 @@ class OffsetContinuity:
             return APPLY
         self.gaps[topic] += 1
         self.held[topic] += 1
-        self.resyncing[tp] = (want, now + self.resync_timeout)
+        self.resyncing[tp] = (want, now + self.resync_timeout, offset)
         return Seek(topic, partition, want)
+
+    def overdue(self, now: float) -> list[GaveUp]:
+        """The partitions whose wait has timed out although no event came to say so (a quiet
+        partition, every event of it held): each goes on from the first offset it was seen to
+        have after its hole; the caller seeks it back there."""
+        due = [(tp, target, first_seen) for tp, (target, deadline, first_seen) in self.resyncing.items()
+               if deadline is not None and now >= deadline and first_seen is not None]
+        return [self._give_up(tp, target, first_seen, now) for tp, target, first_seen in due]
+
+    def _give_up(self, tp: TP, target: int, resume: int, now: float) -> GaveUp:
+        """Give up the offsets ``target`` up to ``resume`` - 1; wait for ``resume``, which the log has."""
+        self.skipped[tp[0]] += resume - target
+        self.resyncing[tp] = (resume, now + self.resync_timeout, None)
+        return GaveUp(tp[0], tp[1], target, resume)
 
     def seek_again(self, tps: Iterable[TP]) -> None:
         """A rebalance kept these partitions: the consumer now starts them where the group
@@ -127,7 +154,7 @@ class OffsetContinuity:
         for tp in tps:
             waiting = self.resyncing.get(tp)
             if waiting is not None:
-                self.resyncing[tp] = (waiting[0], None)
+                self.resyncing[tp] = (waiting[0], None, waiting[2])
 
     def forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:
@@ -135,7 +162,9 @@ class OffsetContinuity:
             self.resyncing.pop(tp, None)
 
     def counters(self) -> dict[str, dict[str, int]]:
-        """What GET /analytics/ shows: holes found, closed, events held back, offsets given up, rewinds."""
+        """What GET /analytics/ shows: holes found, closed, events held back, offsets given up,
+        rewinds, and the partitions waiting for a hole now (their events are held)."""
         return {"offset_gaps": dict(self.gaps), "offset_gaps_resynced": dict(self.resynced),
                 "offsets_held": dict(self.held), "offsets_skipped": dict(self.skipped),
-                "offset_rewinds": dict(self.rewinds)}
+                "offset_rewinds": dict(self.rewinds),
+                "partitions_waiting": dict(Counter(topic for topic, _ in self.resyncing))}

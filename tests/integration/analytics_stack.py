@@ -139,12 +139,15 @@ class Stack:
     def _settled(self) -> bool:
         """Nothing new applied or written by any worker over the last three polls (a second
         apart: on a loaded machine a worker's loop was seen stalled for over 5 s, so one
-        unchanged second could still have records on the way)."""
+        unchanged second could still have records on the way), and no input partition waiting
+        for a hole (its events are held, not applied, until it closes or is given up)."""
         now = []
         for name, (child, port) in self.workers.items():
             if child.alive():
                 analytics, sink = get_json(port, "/analytics/"), get_json(port, "/sink/")
                 if analytics is None or sink is None:
+                    return False
+                if any(analytics["counters"]["partitions_waiting"].values()):
                     return False
                 now.append((name, analytics["counters"]["events"], sink["totals"]["records"]))
         readings = self._last_counts = [*getattr(self, "_last_counts", [])[-2:], now]

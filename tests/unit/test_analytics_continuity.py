@@ -38,6 +38,32 @@ def test_offsets_that_never_come_again_are_given_up_after_the_timeout():
     assert guard.skipped == {"fill": 3} and not guard.resynced
 
 
+def test_giving_up_a_hole_resumes_from_the_first_offset_held_behind_it():
+    guard = OffsetContinuity(resync_timeout=5.0)
+    guard.admit("position", 1, 29, 0.0)
+    assert guard.admit("position", 1, 31, 1.0) == Seek("position", 1, 30)  # 30 is not in the log
+    assert [guard.admit("position", 1, o, 2.0) for o in (31, 32, 33)] == [HOLD] * 3  # after the seek
+    # The timeout, noticed by a later event: only 30 is given up; 31 on were held, so the
+    # partition is sought back to 31 and this event held too.
+    assert guard.admit("position", 1, 34, 6.5) == GaveUp("position", 1, 30, 31)
+    assert [guard.admit("position", 1, o, 6.6) for o in (31, 32, 33, 34, 35)] == [APPLY] * 5
+    assert guard.skipped == {"position": 1} and not guard.resyncing
+
+
+def test_a_quiet_partition_waiting_for_a_hole_is_given_up_on_by_the_clock():
+    guard = OffsetContinuity(resync_timeout=5.0)
+    guard.admit("position", 1, 65, 0.0)
+    assert guard.admit("position", 1, 67, 1.0) == Seek("position", 1, 66)
+    assert guard.admit("position", 1, 68, 1.5) is HOLD  # the last event the partition will have
+    assert guard.overdue(5.9) == []  # not yet
+    assert guard.overdue(6.0) == [GaveUp("position", 1, 66, 67)]
+    # Once: it now waits for 67, which the log has; with nothing delivered since, there is no
+    # offset to resume from, however long it takes.
+    assert guard.overdue(6.1) == [] and guard.overdue(60.0) == []
+    assert [guard.admit("position", 1, o, 60.1) for o in (67, 68)] == [APPLY] * 2
+    assert guard.skipped == {"position": 1} and not guard.resyncing
+
+
 def test_a_rewind_is_applied_and_counted():
     guard = OffsetContinuity()
     for offset in range(10):
