@@ -416,13 +416,15 @@ class Campaign:
         previous: Any = None
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            now = []
+            now, waiting = [], 0
             for url in (self.urls["web"], self.urls["analytics"]):
                 analytics, sink = _get_json(f"{url}/analytics/"), _get_json(f"{url}/sink/")
-                now.append(((analytics or {}).get("counters", {}).get("events"), (sink or {}).get("totals", {})
-                            .get("records")))
+                counters = (analytics or {}).get("counters", {})
+                now.append((counters.get("events"), (sink or {}).get("totals", {}).get("records")))
+                # A partition waiting for a hole holds its events back: not settled yet.
+                waiting += sum(counters.get("partitions_waiting", {}).values())
             unpersisted = (self.up.state().get("unpersisted") or {}).get("records")
-            if now == previous and unpersisted == 0:
+            if now == previous and unpersisted == 0 and waiting == 0:
                 return
             previous = now
             await asyncio.sleep(2.0)
@@ -508,7 +510,7 @@ class Campaign:
         # Whether the analytics worker's consumer handed over every input offset (app/analytics/continuity.py).
         counters = (_get_json(f"{self.urls['analytics']}/analytics/") or {}).get("counters", {})
         continuity = {k: counters.get(k) for k in ("offset_gaps", "offset_gaps_resynced", "offsets_held",
-                                                   "offsets_skipped", "offset_rewinds")}
+                                                   "offsets_skipped", "offset_rewinds", "partitions_waiting")}
         checks.append(Check("analytics tables equal a recomputation", not bad,
                             (json.dumps(bad) if bad else f"{len(mismatches)} tables") + f"; input offsets: {continuity}"))
 
