@@ -428,7 +428,8 @@ class Campaign:
                 return
             previous = now
             await asyncio.sleep(2.0)
-        raise CampaignError("the sinks and the analytics did not settle within 180 s")
+        raise CampaignError(f"the sinks and the analytics did not settle within 180 s (last readings: events and "
+                            f"records per worker {now}, unpersisted {unpersisted}, partitions waiting {waiting})")
 
     def _sent_now(self) -> Counter:
         counts: Counter = Counter()
