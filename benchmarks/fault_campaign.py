@@ -60,7 +60,7 @@ from typing import Any, Callable, Optional, Sequence
 import asyncpg
 import psutil
 
-from app.analytics.audit import Topics, table_mismatches
+from app.analytics.audit import Topics, activity, table_mismatches
 from app.pipeline.audit import table_keys, topic_keys
 from app.pipeline.codec import AvroCodec
 from app.pipeline.sink import SPECS, tables_of
@@ -416,20 +416,16 @@ class Campaign:
         previous: Any = None
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            now, waiting = [], 0
-            for url in (self.urls["web"], self.urls["analytics"]):
-                analytics, sink = _get_json(f"{url}/analytics/"), _get_json(f"{url}/sink/")
-                counters = (analytics or {}).get("counters", {})
-                now.append((counters.get("events"), (sink or {}).get("totals", {}).get("records")))
-                # A partition waiting for a hole holds its events back: not settled yet.
-                waiting += sum(counters.get("partitions_waiting", {}).values())
+            # (None for a worker whose view did not answer or that waits for a hole: not settled)
+            now = [activity(_get_json(f"{url}/analytics/"), _get_json(f"{url}/sink/"))
+                   for url in (self.urls["web"], self.urls["analytics"])]
             unpersisted = (self.up.state().get("unpersisted") or {}).get("records")
-            if now == previous and unpersisted == 0 and waiting == 0:
+            if now == previous and None not in now and unpersisted == 0:
                 return
             previous = now
             await asyncio.sleep(2.0)
         raise CampaignError(f"the sinks and the analytics did not settle within 180 s (last readings: events and "
-                            f"records per worker {now}, unpersisted {unpersisted}, partitions waiting {waiting})")
+                            f"records per worker {now}, None if not idle; unpersisted {unpersisted})")
 
     def _sent_now(self) -> Counter:
         counts: Counter = Counter()

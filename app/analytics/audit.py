@@ -13,7 +13,7 @@ import heapq
 import json
 import math
 from collections import defaultdict
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from app.analytics.config import AnalyticsConfig
 from app.analytics.engine import INPUTS, TABLES, AnalyticsEngine, Event, local_tables
@@ -21,6 +21,19 @@ from app.pipeline.codec import AvroCodec, WireFormatError
 from app.pipeline.topics import read_until_quiet
 from models import schemas
 from models.registry import record
+
+def activity(analytics: Optional[Mapping[str, Any]], sink: Optional[Mapping[str, Any]]) -> Optional[tuple[int, int]]:
+    """A worker's progress from its ``GET /analytics/`` and ``GET /sink/`` answers: (events the
+    analytics took, records the sink wrote), for comparing polls until they stand still. None
+    while it cannot be idle: a view did not answer, or an input partition waits for a hole (its
+    events are held, not applied, until the hole closes or is given up)."""
+    if analytics is None or sink is None:
+        return None
+    counters = analytics["counters"]
+    if any(counters["partitions_waiting"].values()):
+        return None
+    return counters["events"], sink["totals"]["records"]
+
 
 #: The windowed tables: their changelog keys are [key, [start, end]].
 WINDOWED = {spec.name for spec in TABLES if spec.window is not None}

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from app.analytics.audit import activity
 from app.stack import migrate
 from app.stack.process import Child, environ_for_child, free_port, spawn
 from app.venue import Venue, VenueConfig, create_keypair
@@ -144,12 +145,10 @@ class Stack:
         now = []
         for name, (child, port) in self.workers.items():
             if child.alive():
-                analytics, sink = get_json(port, "/analytics/"), get_json(port, "/sink/")
-                if analytics is None or sink is None:
+                progress = activity(get_json(port, "/analytics/"), get_json(port, "/sink/"))
+                if progress is None:
                     return False
-                if any(analytics["counters"]["partitions_waiting"].values()):
-                    return False
-                now.append((name, analytics["counters"]["events"], sink["totals"]["records"]))
+                now.append((name, progress))
         readings = self._last_counts = [*getattr(self, "_last_counts", [])[-2:], now]
         return len(readings) == 3 and readings[0] == readings[1] == readings[2]
 
