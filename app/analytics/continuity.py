@@ -58,6 +58,15 @@ class GaveUp(NamedTuple):
     resume: int
 
 
+class Waiting(NamedTuple):
+    """A partition sought back to ``target``: until when it waits (None: to be sought back
+    again), and the lowest offset after the hole delivered meanwhile (None: none yet)."""
+
+    target: int
+    deadline: Optional[float]
+    first_seen: Optional[int]
+
+
 APPLY, HOLD = "apply", "hold"
 Verdict = Union[str, Seek, GaveUp]
 
@@ -67,9 +76,8 @@ class OffsetContinuity:
     resync_timeout: float = RESYNC_TIMEOUT_S
     #: (topic, partition) -> the offset expected next.
     expected: dict[TP, int] = field(default_factory=dict)
-    #: (topic, partition) -> (the offset sought back to, when to stop waiting for it (None: seek
-    #: again), the lowest offset after it that was delivered meanwhile (None: none yet)).
-    resyncing: dict[TP, tuple[int, Optional[float], Optional[int]]] = field(default_factory=dict)
+    #: (topic, partition) -> what it waits for, while it waits for a hole.
+    resyncing: dict[TP, Waiting] = field(default_factory=dict)
     #: Holes found, per topic (each one sought back).
     gaps: Counter = field(default_factory=Counter)
     #: Holes closed: the offset sought back to arrived.
@@ -98,11 +106,11 @@ class OffsetContinuity:
                 first_seen = offset if first_seen is None else min(first_seen, offset)
             if offset > target and deadline is None:  # to be sought back again (seek_again)
                 self.held[topic] += 1
-                self.resyncing[tp] = (target, now + self.resync_timeout, first_seen)
+                self.resyncing[tp] = Waiting(target, now + self.resync_timeout, first_seen)
                 return Seek(topic, partition, target)
             if offset > target and now < deadline:
                 self.held[topic] += 1
-                self.resyncing[tp] = (target, deadline, first_seen)
+                self.resyncing[tp] = Waiting(target, deadline, first_seen)
                 return HOLD
             if offset > target and first_seen < offset:
                 # Not coming; but the offsets from ``first_seen`` on were held: fetched again.
@@ -130,7 +138,7 @@ class OffsetContinuity:
             return APPLY
         self.gaps[topic] += 1
         self.held[topic] += 1
-        self.resyncing[tp] = (want, now + self.resync_timeout, offset)
+        self.resyncing[tp] = Waiting(want, now + self.resync_timeout, offset)
         return Seek(topic, partition, want)
 
     def overdue(self, now: float) -> list[GaveUp]:
@@ -144,7 +152,7 @@ class OffsetContinuity:
     def _give_up(self, tp: TP, target: int, resume: int, now: float) -> GaveUp:
         """Give up the offsets ``target`` up to ``resume`` - 1; wait for ``resume``, which the log has."""
         self.skipped[tp[0]] += resume - target
-        self.resyncing[tp] = (resume, now + self.resync_timeout, None)
+        self.resyncing[tp] = Waiting(resume, now + self.resync_timeout, None)
         return GaveUp(tp[0], tp[1], target, resume)
 
     def seek_again(self, tps: Iterable[TP]) -> None:
@@ -154,7 +162,7 @@ class OffsetContinuity:
         for tp in tps:
             waiting = self.resyncing.get(tp)
             if waiting is not None:
-                self.resyncing[tp] = (waiting[0], None, waiting[2])
+                self.resyncing[tp] = waiting._replace(deadline=None)
 
     def forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:
